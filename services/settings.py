@@ -1,0 +1,163 @@
+"""Typed settings for every tuneloop process.
+
+Every field reads a ``TUNELOOP_<FIELD>`` environment variable. Nothing is built at import time:
+call :func:`load_settings` (or construct :class:`Settings` with an explicit environment in tests).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from typing_extensions import Annotated
+
+DEFAULT_BASE_MODEL_NAME = "SmolLM2-135M-Instruct"
+
+
+class Settings(BaseSettings):
+    """All configuration of tuneloop; defaults give the embedded single-machine setup."""
+
+    model_config = SettingsConfigDict(env_prefix="TUNELOOP_", extra="ignore")
+
+    data_dir: Path = Field(default=Path(".tuneloop"))
+    """Where the embedded defaults keep state: the SQLite database, artifacts, imported models."""
+
+    database_url: str | None = None
+    """SQLAlchemy URL of the store. Default: SQLite at ``<data_dir>/tuneloop.db`` in WAL mode.
+    PostgreSQL: ``postgresql+psycopg://user:password@host/db``."""
+
+    artifacts_url: str | None = None
+    """fsspec URL of the artifact store (adapters, datasets, checkpoints).
+    Default: ``<data_dir>/artifacts``. Example: ``s3://bucket/tuneloop``."""
+
+    base_model: str | None = None
+    """Local Hugging Face model directory served and fine-tuned. Default: the SmolLM2-135M-Instruct
+    model imported by ``tuneloop models import-default`` into ``<data_dir>/models``."""
+
+    base_model_name: str | None = None
+    """Public name of the base model in the API (``model`` field). Default: the directory name."""
+
+    admin_key: SecretStr | None = None
+    """Admin API key. If unset, one is generated on first start, printed once and stored hashed."""
+
+    host: str = "127.0.0.1"
+    """Address the gateway listens on."""
+
+    port: int = Field(default=8000, ge=1, le=65535)
+    """Port the gateway listens on."""
+
+    engine_urls: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """Base URLs of remote vLLM OpenAI servers (comma separated). Empty: spawn one local engine."""
+
+    engine_port: int = Field(default=8100, ge=1, le=65535)
+    """Port of the locally spawned vLLM engine."""
+
+    engine_start_timeout_s: float = Field(default=300.0, gt=0)
+    """How long to wait for a spawned engine to become healthy."""
+
+    engine_memory_fraction: float = Field(default=0.1, gt=0, le=1)
+    """vLLM ``--gpu-memory-utilization``; on CPU the share of host RAM reserved for KV cache."""
+
+    max_model_len: int = Field(default=1024, ge=64)
+    """Maximum prompt + completion tokens per request (vLLM ``--max-model-len``)."""
+
+    max_loras: int = Field(default=4, ge=1)
+    """Adapters active in one engine batch (vLLM ``--max-loras``)."""
+
+    max_cpu_loras: int = Field(default=8, ge=1)
+    """Adapters cached by one engine (vLLM ``--max-cpu-loras``); beyond it the gateway unloads the
+    least recently used adapter."""
+
+    max_lora_rank: int = Field(default=8, ge=1)
+    """Largest LoRA rank an engine accepts (vLLM ``--max-lora-rank``); bigger adapters are refused
+    at registration."""
+
+    max_adapter_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
+    """Largest adapter (archive or unpacked) accepted at registration."""
+
+    max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
+    """Largest file accepted by the files API."""
+
+    request_timeout_s: float = Field(default=300.0, gt=0)
+    """Timeout of one engine request made by the gateway."""
+
+    tenant_max_concurrency: int = Field(default=64, ge=1)
+    """Requests one tenant may have in flight at once; more get 429."""
+
+    tenant_rate_per_s: float = Field(default=200.0, gt=0)
+    """Sustained requests per second per tenant (token bucket); more get 429."""
+
+    ray_address: str | None = None
+    """Ray cluster address (``ray://host:10001`` or ``http://host:8265`` for the Jobs API).
+    Unset: a local Ray started by tuneloop."""
+
+    train_workers: int = Field(default=1, ge=1)
+    """Ray Train workers per training job."""
+
+    train_use_gpu: bool = False
+    """Train on GPUs (nccl) instead of CPUs (gloo)."""
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    """Log level of tuneloop processes."""
+
+    @field_validator("engine_urls", mode="before")
+    @classmethod
+    def _split_urls(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> Settings:
+        if self.max_cpu_loras < self.max_loras:
+            raise ValueError(
+                f"max_cpu_loras ({self.max_cpu_loras}) must be >= max_loras ({self.max_loras}); "
+                "raise TUNELOOP_MAX_CPU_LORAS or lower TUNELOOP_MAX_LORAS"
+            )
+        if not self.engine_urls and self.engine_port == self.port:
+            raise ValueError(
+                f"engine_port ({self.engine_port}) equals the gateway port; "
+                "set TUNELOOP_ENGINE_PORT to a free port"
+            )
+        if self.database_url and not self.database_url.startswith(("sqlite", "postgresql")):
+            raise ValueError(
+                f"database_url {self.database_url!r} is not supported; use sqlite:///path or "
+                "postgresql+psycopg://user:password@host/db"
+            )
+        return self
+
+    # Derived locations. Properties, so tests that pass a data_dir get everything under it.
+
+    @property
+    def resolved_database_url(self) -> str:
+        return self.database_url or f"sqlite:///{(self.data_dir / 'tuneloop.db').resolve()}"
+
+    @property
+    def resolved_artifacts_url(self) -> str:
+        return self.artifacts_url or str((self.data_dir / "artifacts").resolve())
+
+    @property
+    def models_dir(self) -> Path:
+        return self.data_dir / "models"
+
+    @property
+    def default_base_model_dir(self) -> Path:
+        return (self.models_dir / DEFAULT_BASE_MODEL_NAME).resolve()
+
+    @property
+    def resolved_base_model(self) -> Path:
+        return Path(self.base_model).resolve() if self.base_model else self.default_base_model_dir
+
+    @property
+    def resolved_base_model_name(self) -> str:
+        return self.base_model_name or self.resolved_base_model.name
+
+
+def load_settings(environ: dict[str, str] | None = None) -> Settings:
+    """Build settings from ``environ`` (default: the process environment)."""
+    if environ is None:
+        return Settings()
+    env = {k[len("TUNELOOP_") :].lower(): v for k, v in environ.items() if k.startswith("TUNELOOP_")}
+    return Settings(**env)
