@@ -1,2 +1,27 @@
-def main() -> None:  # replaced below
-    pass
+"""The ``tuneloop`` command: one entry point, one module per subcommand group."""
+
+from __future__ import annotations
+
+import typer
+
+from services.cli import adapters, keys, models, serve, tenants
+
+app = typer.Typer(
+    name="tuneloop",
+    help="Serve one base LLM with many LoRA adapters and fine-tune them continuously.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(models.app, name="models")
+app.add_typer(tenants.app, name="tenants")
+app.add_typer(keys.app, name="keys")
+app.add_typer(adapters.app, name="adapters")
+serve.register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,177 @@
+"""Checks a PEFT LoRA adapter directory against the served base model before it is registered.
+
+Reads only safetensors headers (no torch): every LoRA tensor must target a linear weight that
+exists in the base with matching shapes; rank within the engine's limit; size within limits.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+
+from services.errors import InvalidInput, TooLarge
+
+CONFIG_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter_model.safetensors"
+_MAX_HEADER = 100 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class AdapterInfo:
+    rank: int
+    target_modules: list[str]
+    size_bytes: int
+    base_model_name_or_path: str | None
+
+
+def read_safetensors_header(path: Path) -> dict[str, dict]:
+    """Tensor name -> {dtype, shape, data_offsets}; raises InvalidInput when corrupt."""
+    size = path.stat().st_size
+    with path.open("rb") as fh:
+        head = fh.read(8)
+        if len(head) != 8:
+            raise InvalidInput(f"{path.name} is corrupt: shorter than a safetensors header")
+        (length,) = struct.unpack("<Q", head)
+        if length <= 0 or length > min(_MAX_HEADER, size - 8):
+            raise InvalidInput(f"{path.name} is corrupt: header length {length} is impossible")
+        try:
+            header = json.loads(fh.read(length))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise InvalidInput(f"{path.name} is corrupt: header is not JSON ({exc})") from exc
+    if not isinstance(header, dict):
+        raise InvalidInput(f"{path.name} is corrupt: header is not an object")
+    header.pop("__metadata__", None)
+    data_len = size - 8 - length
+    for name, meta in header.items():
+        try:
+            start, end = meta["data_offsets"]
+            shape = [int(d) for d in meta["shape"]]
+        except (KeyError, TypeError, ValueError) as exc:
+            raise InvalidInput(f"{path.name} is corrupt: bad entry for tensor {name!r}") from exc
+        if not 0 <= start <= end <= data_len:
+            raise InvalidInput(
+                f"{path.name} is corrupt or truncated: tensor {name!r} lies outside the file"
+            )
+        meta["shape"] = shape
+    return header
+
+
+@lru_cache(maxsize=8)
+def _base_shapes_cached(model_dir: str, stamp: tuple) -> dict[str, tuple[int, ...]]:
+    base = Path(model_dir)
+    shapes: dict[str, tuple[int, ...]] = {}
+    for file in sorted(base.glob("*.safetensors")):
+        for name, meta in read_safetensors_header(file).items():
+            shapes[name] = tuple(meta["shape"])
+    if not shapes:
+        raise InvalidInput(f"base model at {base} has no .safetensors weights")
+    return shapes
+
+
+def base_weight_shapes(model_dir: Path) -> dict[str, tuple[int, ...]]:
+    """Weight name -> shape of the base model (from headers; cached per file set)."""
+    stamp = tuple((p.name, p.stat().st_mtime_ns) for p in sorted(Path(model_dir).glob("*.safetensors")))
+    return _base_shapes_cached(str(model_dir), stamp)
+
+
+def _module_of(tensor_name: str) -> tuple[str, str] | None:
+    """('model.layers.0.self_attn.q_proj', 'A'|'B') for a PEFT LoRA tensor name, else None."""
+    name = tensor_name
+    for prefix in ("base_model.model.",):
+        if name.startswith(prefix):
+            name = name[len(prefix) :]
+    for kind in ("A", "B"):
+        for suffix in (f".lora_{kind}.weight", f".lora_{kind}.default.weight"):
+            if name.endswith(suffix):
+                return name[: -len(suffix)], kind
+    return None
+
+
+def validate_adapter_dir(
+    adapter_dir: Path, base_model_dir: Path, *, max_rank: int, max_bytes: int
+) -> AdapterInfo:
+    """Validate ``adapter_dir``; returns its facts or raises InvalidInput/TooLarge naming the problem."""
+    adapter_dir = Path(adapter_dir)
+    config_path = adapter_dir / CONFIG_FILE
+    weights_path = adapter_dir / WEIGHTS_FILE
+    missing = [n for n, p in ((CONFIG_FILE, config_path), (WEIGHTS_FILE, weights_path)) if not p.is_file()]
+    if missing:
+        raise InvalidInput(
+            f"adapter is missing {', '.join(missing)}; upload a PEFT directory saved with "
+            "save_pretrained(safe_serialization=True)"
+        )
+    size = sum(p.stat().st_size for p in adapter_dir.rglob("*") if p.is_file())
+    if size > max_bytes:
+        raise TooLarge(
+            f"adapter is {size} bytes; the limit is {max_bytes} (TUNELOOP_MAX_ADAPTER_BYTES)"
+        )
+    try:
+        config = json.loads(config_path.read_text())
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise InvalidInput(f"{CONFIG_FILE} is not valid JSON: {exc}") from exc
+    if not isinstance(config, dict):
+        raise InvalidInput(f"{CONFIG_FILE} must be a JSON object")
+    if str(config.get("peft_type", "")).upper() != "LORA":
+        raise InvalidInput(
+            f"{CONFIG_FILE} has peft_type {config.get('peft_type')!r}; only LORA adapters are served"
+        )
+    rank = config.get("r")
+    if not isinstance(rank, int) or rank < 1:
+        raise InvalidInput(f"{CONFIG_FILE} has an invalid rank r={rank!r}")
+
+    header = read_safetensors_header(weights_path)
+    base = base_weight_shapes(base_model_dir)
+    modules: dict[str, dict[str, list[int]]] = {}
+    for name, meta in header.items():
+        parsed = _module_of(name)
+        if parsed is None:
+            continue  # e.g. modules_to_save; vLLM rejects what it cannot serve, we do not guess
+        module, kind = parsed
+        modules.setdefault(module, {})[kind] = meta["shape"]
+    if not modules:
+        raise InvalidInput(f"{WEIGHTS_FILE} contains no LoRA tensors (lora_A/lora_B)")
+
+    max_seen = 0
+    for module, parts in sorted(modules.items()):
+        if set(parts) != {"A", "B"}:
+            raise InvalidInput(f"module {module} has lora_{'A' if 'A' in parts else 'B'} only")
+        base_shape = base.get(f"{module}.weight")
+        if base_shape is None:
+            raise InvalidInput(
+                f"adapter targets module {module}, which does not exist in the base model; "
+                "was it trained on a different base model?"
+            )
+        a, b = parts["A"], parts["B"]
+        if len(a) != 2 or len(b) != 2 or len(base_shape) != 2:
+            raise InvalidInput(f"module {module}: LoRA tensors must be 2-D matrices")
+        r = a[0]
+        if b[1] != r or a[1] != base_shape[1] or b[0] != base_shape[0]:
+            raise InvalidInput(
+                f"module {module}: LoRA shapes A{a} B{b} do not fit the base weight "
+                f"{list(base_shape)}; the adapter was trained for a different base model"
+            )
+        max_seen = max(max_seen, r)
+    if max_seen > max_rank:
+        raise InvalidInput(
+            f"adapter rank {max_seen} exceeds the engine's max LoRA rank {max_rank}; retrain with "
+            f"r <= {max_rank} or raise TUNELOOP_MAX_LORA_RANK (restarts the engine)"
+        )
+    targets = config.get("target_modules")
+    if isinstance(targets, list):
+        base_leaf_names = {n.rsplit(".", 2)[-2] for n in base if n.endswith(".weight") and "." in n}
+        unknown = [t for t in targets if t not in base_leaf_names and not any(
+            n.startswith(t) or f".{t}." in n for n in base)]
+        if unknown:
+            raise InvalidInput(
+                f"target_modules {unknown} do not exist in the base model "
+                f"(its linear layers include {sorted(base_leaf_names)[:12]})"
+            )
+    return AdapterInfo(
+        rank=max_seen,
+        target_modules=sorted({m.rsplit(".", 1)[-1] for m in modules}),
+        size_bytes=size,
+        base_model_name_or_path=config.get("base_model_name_or_path"),
+    )

@@ -1,0 +1,1 @@
+"""HTTP routes of the platform API (admin, registry, health). Serving routes live in serving/."""

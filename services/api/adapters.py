@@ -1,0 +1,194 @@
+"""Registry routes: list, show, register versions, promote, rollback (tenant-scoped)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from pathlib import Path
+
+from fastapi import APIRouter, Depends, Form, Request, UploadFile
+from starlette.concurrency import run_in_threadpool
+
+from services import registry
+from services.adapter_intake import register_adapter_archive
+from services.api.deps import current_tenant, platform
+from services.api.schemas import (
+    AdapterOut,
+    ChampionChangeOut,
+    ListOut,
+    PromoteIn,
+    RollbackIn,
+    VersionOut,
+)
+from services.errors import InvalidInput, TooLarge
+from services.store.models import AdapterVersion, Tenant
+
+router = APIRouter(prefix="/v1/adapters", tags=["adapters"])
+
+
+def version_out(name: str, v: AdapterVersion) -> VersionOut:
+    return VersionOut(
+        id=registry.version_ref(name, v.version), version=v.version, state=v.state, task=v.task,
+        labels=v.labels, prompt_template=v.prompt_template, rank=v.rank, size_bytes=v.size_bytes,
+        base_fingerprint=v.base_fingerprint, metrics=v.metrics or {}, lineage=v.lineage or {},
+        created_at=v.created_at,
+    )
+
+
+def adapter_out(session, adapter, *, history: bool = False) -> AdapterOut:  # noqa: ANN001
+    versions = registry.list_versions(session, adapter)
+    by_id = {v.id: v for v in versions}
+    champion = by_id.get(adapter.champion_version_id)
+    changes = []
+    if history:
+        changes = [
+            ChampionChangeOut(
+                action=c.action, from_version=by_id[c.from_version_id].version if c.from_version_id else None,
+                to_version=by_id[c.to_version_id].version, reason=c.reason, created_at=c.created_at,
+            )
+            for c in registry.champion_history(session, adapter)
+        ]
+    return AdapterOut(
+        id=adapter.name, name=adapter.name, task=adapter.task,
+        champion=registry.version_ref(adapter.name, champion.version) if champion else None,
+        champion_version=champion.version if champion else None,
+        versions=[version_out(adapter.name, v) for v in versions], history=changes,
+        created_at=adapter.created_at,
+    )
+
+
+@router.get("")
+def list_adapters(request: Request, tenant: Tenant = Depends(current_tenant)) -> ListOut:
+    with platform(request).store.read() as session:
+        return ListOut(data=[adapter_out(session, a) for a in registry.list_adapters(session, tenant)])
+
+
+@router.get("/{name}")
+def show_adapter(name: str, request: Request, tenant: Tenant = Depends(current_tenant)) -> AdapterOut:
+    with platform(request).store.read() as session:
+        return adapter_out(session, registry.get_adapter(session, tenant, name), history=True)
+
+
+def _parse_labels(raw: str | None) -> list[str] | None:
+    if raw is None or not raw.strip():
+        return None
+    raw = raw.strip()
+    if raw.startswith("["):
+        try:
+            value = json.loads(raw)
+        except ValueError as exc:
+            raise InvalidInput(f"labels is not a JSON list: {exc}", param="labels") from exc
+        if not isinstance(value, list):
+            raise InvalidInput("labels must be a JSON list of strings", param="labels")
+        return [str(v) for v in value]
+    return [part.strip() for part in raw.split(",")]
+
+
+def _parse_json_object(raw: str | None, field: str) -> dict | None:
+    if raw is None or not raw.strip():
+        return None
+    try:
+        value = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidInput(f"{field} is not valid JSON: {exc}", param=field) from exc
+    if not isinstance(value, dict):
+        raise InvalidInput(f"{field} must be a JSON object", param=field)
+    return value
+
+
+async def _spool(upload: UploadFile, limit: int) -> Path:
+    """Copy the upload to a temp file, refusing more than ``limit`` bytes."""
+    tmp = Path(tempfile.mkdtemp(prefix="tuneloop-upload-")) / "adapter.tar.gz"
+    size = 0
+    with tmp.open("wb") as out:
+        while chunk := await upload.read(1 << 20):
+            size += len(chunk)
+            if size > limit:
+                shutil.rmtree(tmp.parent, ignore_errors=True)
+                raise TooLarge(
+                    f"upload is over {limit} bytes (TUNELOOP_MAX_ADAPTER_BYTES)", param="file"
+                )
+            out.write(chunk)
+    return tmp
+
+
+@router.post("/{name}/versions", status_code=201)
+async def register_version(
+    name: str,
+    request: Request,
+    file: UploadFile,
+    task: str = Form("chat"),
+    labels: str | None = Form(None),
+    prompt_template: str | None = Form(None),
+    metrics: str | None = Form(None),
+    lineage: str | None = Form(None),
+    tenant: Tenant = Depends(current_tenant),
+) -> VersionOut:
+    p = platform(request)
+    registry.check_adapter_name(name)
+    parsed_labels = _parse_labels(labels)
+    parsed_metrics = _parse_json_object(metrics, "metrics")
+    parsed_lineage = _parse_json_object(lineage, "lineage")
+    archive = await _spool(file, p.settings.max_adapter_bytes)
+    try:
+        row = await run_in_threadpool(
+            register_adapter_archive, p, tenant, name, archive, task=task, labels=parsed_labels,
+            prompt_template=prompt_template, metrics=parsed_metrics, lineage=parsed_lineage,
+        )
+    finally:
+        shutil.rmtree(archive.parent, ignore_errors=True)
+    return version_out(name, row)
+
+
+async def _prepare_swap(request: Request, tenant: Tenant, ref: str) -> None:
+    """Load and probe the new champion on every engine before the alias switches (hot swap)."""
+    swapper = getattr(request.app.state, "swapper", None)
+    if swapper is None:
+        return
+    p = platform(request)
+
+    def _resolve():  # noqa: ANN202
+        with p.store.read() as session:
+            return registry.resolve(session, tenant, ref)
+
+    await swapper.prepare(await run_in_threadpool(_resolve))
+
+
+@router.post("/{name}/promote")
+async def promote(
+    name: str, body: PromoteIn, request: Request, tenant: Tenant = Depends(current_tenant)
+) -> AdapterOut:
+    p = platform(request)
+    await _prepare_swap(request, tenant, registry.version_ref(name, body.version))
+
+    def _do() -> AdapterOut:
+        with p.store.write() as session:
+            registry.promote(session, tenant, name, body.version, body.reason)
+        with p.store.read() as session:
+            return adapter_out(session, registry.get_adapter(session, tenant, name), history=True)
+
+    return await run_in_threadpool(_do)
+
+
+@router.post("/{name}/rollback")
+async def rollback(
+    name: str, request: Request, body: RollbackIn | None = None,
+    tenant: Tenant = Depends(current_tenant),
+) -> AdapterOut:
+    p = platform(request)
+
+    def _target() -> int:
+        with p.store.read() as session:
+            return registry.rollback_target(session, tenant, name).version
+
+    version = await run_in_threadpool(_target)
+    await _prepare_swap(request, tenant, registry.version_ref(name, version))
+
+    def _do() -> AdapterOut:
+        with p.store.write() as session:
+            registry.rollback(session, tenant, name, body.reason if body else None)
+        with p.store.read() as session:
+            return adapter_out(session, registry.get_adapter(session, tenant, name), history=True)
+
+    return await run_in_threadpool(_do)

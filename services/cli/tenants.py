@@ -1,0 +1,48 @@
+"""``tuneloop tenants``: create, list, disable, enable (works on the configured store)."""
+
+from __future__ import annotations
+
+import typer
+
+from services import tenants as tenant_ops
+from services.cli.common import emit, opened_platform
+from services.store.models import TenantState
+
+app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
+
+
+@app.command("create")
+def create(name: str = typer.Argument(..., help="Tenant name: lowercase letters, digits, '-'.")) -> None:
+    """Create a tenant."""
+    with opened_platform() as p, p.store.write() as session:
+        tenant_ops.create_tenant(session, name)
+    typer.echo(f"created tenant {name}; make a key with: tuneloop keys create {name}")
+
+
+@app.command("list")
+def list_(as_json: bool = typer.Option(False, "--json", help="Print JSON.")) -> None:
+    """List tenants."""
+    with opened_platform() as p, p.store.read() as session:
+        rows = [{"name": t.name, "state": t.state, "created_at": t.created_at}
+                for t in tenant_ops.list_tenants(session)]
+    if as_json:
+        emit(rows, True)
+        return
+    for row in rows:
+        typer.echo(f"{row['name']}\t{row['state']}\t{row['created_at']:%Y-%m-%d %H:%M}")
+
+
+@app.command("disable")
+def disable(name: str) -> None:
+    """Disable a tenant: its keys stop working until it is enabled again."""
+    with opened_platform() as p, p.store.write() as session:
+        tenant_ops.set_tenant_state(session, name, TenantState.DISABLED)
+    typer.echo(f"disabled tenant {name}")
+
+
+@app.command("enable")
+def enable(name: str) -> None:
+    """Enable a disabled tenant."""
+    with opened_platform() as p, p.store.write() as session:
+        tenant_ops.set_tenant_state(session, name, TenantState.ACTIVE)
+    typer.echo(f"enabled tenant {name}")

@@ -1,0 +1,309 @@
+"""The adapter registry: immutable versions of (tenant, name), a champion pointer, history.
+
+Every function takes a SQLAlchemy session and the caller's tenant: an adapter of another tenant
+is indistinguishable from one that does not exist (NotFound).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from sqlalchemy import func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from services.adapter_validation import AdapterInfo
+from services.errors import Conflict, InvalidInput, NotFound
+from services.store.models import (
+    Adapter,
+    AdapterTask,
+    AdapterVersion,
+    ChampionAction,
+    ChampionChange,
+    Tenant,
+    VersionState,
+)
+from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, validate_template
+
+_ADAPTER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$")
+_REF_RE = re.compile(r"^(?P<name>[^@]+?)(?:@v?(?P<version>\d+))?$")
+
+
+def check_adapter_name(name: str) -> str:
+    if not isinstance(name, str) or not _ADAPTER_NAME_RE.match(name):
+        raise InvalidInput(
+            f"adapter name {name!r} is invalid: use 1-64 letters, digits, '_' and '-', "
+            "starting with a letter or digit",
+            param="name",
+        )
+    return name
+
+
+def parse_model_ref(ref: str) -> tuple[str, int | None]:
+    """``"name"`` -> (name, None) (the champion); ``"name@v3"`` or ``"name@3"`` -> (name, 3)."""
+    match = _REF_RE.match(ref or "")
+    if not match:
+        raise InvalidInput(f"model {ref!r} is not 'name' or 'name@vN'", param="model")
+    version = match.group("version")
+    return match.group("name"), int(version) if version else None
+
+
+def version_ref(name: str, version: int) -> str:
+    return f"{name}@v{version}"
+
+
+def engine_adapter_name(tenant: str, name: str, version: int) -> str:
+    """The name an engine knows a version by; unique per version so it is never reused."""
+    return f"{tenant}.{name}.v{version}"
+
+
+@dataclass(frozen=True)
+class ResolvedAdapter:
+    """What serving needs to route a request to one adapter version."""
+
+    tenant: str
+    name: str
+    version: int
+    version_id: int
+    task: str
+    labels: list[str] | None
+    prompt_template: str | None
+    artifact_key: str
+
+    @property
+    def ref(self) -> str:
+        return version_ref(self.name, self.version)
+
+    @property
+    def engine_name(self) -> str:
+        return engine_adapter_name(self.tenant, self.name, self.version)
+
+
+def _adapter(session: Session, tenant: Tenant, name: str, *, lock: bool = False) -> Adapter:
+    stmt = select(Adapter).where(Adapter.tenant_id == tenant.id, Adapter.name == name)
+    if lock:
+        stmt = stmt.with_for_update()
+    adapter = session.scalar(stmt)
+    if adapter is None:
+        raise NotFound(f"adapter {name!r} does not exist", param="model", code="model_not_found")
+    return adapter
+
+
+def _version(session: Session, adapter: Adapter, version: int) -> AdapterVersion:
+    row = session.scalar(
+        select(AdapterVersion).where(
+            AdapterVersion.adapter_id == adapter.id, AdapterVersion.version == version
+        )
+    )
+    if row is None:
+        raise NotFound(
+            f"adapter {adapter.name!r} has no version {version}", param="model", code="model_not_found"
+        )
+    return row
+
+
+def check_classification_spec(
+    task: str, labels: list[str] | None, prompt_template: str | None
+) -> tuple[list[str] | None, str | None]:
+    """Normalise and validate task-specific fields; returns (labels, template)."""
+    if task not in (AdapterTask.CHAT, AdapterTask.CLASSIFICATION):
+        raise InvalidInput(f"task {task!r} is invalid; use 'chat' or 'classification'", param="task")
+    if task == AdapterTask.CHAT:
+        return None, None
+    labels = [str(label).strip() for label in (labels or [])]
+    if len(labels) < 2 or len(set(labels)) != len(labels) or any(not label for label in labels):
+        raise InvalidInput(
+            "a classification adapter needs a list of at least 2 distinct, non-empty labels",
+            param="labels",
+        )
+    template = prompt_template or DEFAULT_CLASSIFICATION_TEMPLATE
+    try:
+        validate_template(template)
+    except ValueError as exc:
+        raise InvalidInput(str(exc), param="prompt_template") from exc
+    return labels, template
+
+
+def register_version(
+    session: Session,
+    tenant: Tenant,
+    name: str,
+    *,
+    info: AdapterInfo,
+    artifact_key: str,
+    base_fingerprint: str,
+    task: str,
+    labels: list[str] | None = None,
+    prompt_template: str | None = None,
+    metrics: dict | None = None,
+    lineage: dict | None = None,
+    state: VersionState = VersionState.READY,
+) -> AdapterVersion:
+    """Add version N+1 of (tenant, name); the first ready version becomes the champion."""
+    check_adapter_name(name)
+    labels, prompt_template = check_classification_spec(task, labels, prompt_template)
+    adapter = session.scalar(
+        select(Adapter).where(Adapter.tenant_id == tenant.id, Adapter.name == name).with_for_update()
+    )
+    if adapter is None:
+        adapter = Adapter(tenant_id=tenant.id, name=name, task=task)
+        session.add(adapter)
+        try:
+            session.flush()
+        except IntegrityError as exc:  # a concurrent first registration won; caller may retry
+            raise Conflict(f"adapter {name!r} was created concurrently; retry") from exc
+    elif adapter.task != task:
+        raise InvalidInput(
+            f"adapter {name!r} is a {adapter.task} adapter; register a {task} adapter under "
+            "another name",
+            param="task",
+        )
+    latest = session.scalar(
+        select(func.max(AdapterVersion.version)).where(AdapterVersion.adapter_id == adapter.id)
+    )
+    row = AdapterVersion(
+        adapter_id=adapter.id,
+        version=(latest or 0) + 1,
+        state=state,
+        task=task,
+        labels=labels,
+        prompt_template=prompt_template,
+        rank=info.rank,
+        base_fingerprint=base_fingerprint,
+        artifact_key=artifact_key,
+        size_bytes=info.size_bytes,
+        metrics=metrics or {},
+        lineage=lineage or {},
+    )
+    session.add(row)
+    try:
+        session.flush()
+    except IntegrityError as exc:
+        raise Conflict(f"version {row.version} of {name!r} was registered concurrently; retry") from exc
+    if adapter.champion_version_id is None and state == VersionState.READY:
+        _switch(session, adapter, row, ChampionAction.PROMOTE, "first version")
+    return row
+
+
+def set_version_state(session: Session, version: AdapterVersion, state: VersionState) -> None:
+    version.state = state
+
+
+def list_adapters(session: Session, tenant: Tenant) -> list[Adapter]:
+    return list(session.scalars(select(Adapter).where(Adapter.tenant_id == tenant.id).order_by(Adapter.name)))
+
+
+def get_adapter(session: Session, tenant: Tenant, name: str) -> Adapter:
+    return _adapter(session, tenant, name)
+
+
+def list_versions(session: Session, adapter: Adapter) -> list[AdapterVersion]:
+    return list(
+        session.scalars(
+            select(AdapterVersion)
+            .where(AdapterVersion.adapter_id == adapter.id)
+            .order_by(AdapterVersion.version)
+        )
+    )
+
+
+def champion_history(session: Session, adapter: Adapter) -> list[ChampionChange]:
+    return list(
+        session.scalars(
+            select(ChampionChange)
+            .where(ChampionChange.adapter_id == adapter.id)
+            .order_by(ChampionChange.id)
+        )
+    )
+
+
+def get_version(session: Session, tenant: Tenant, name: str, version: int) -> AdapterVersion:
+    return _version(session, _adapter(session, tenant, name), version)
+
+
+def resolve(session: Session, tenant: Tenant, ref: str) -> ResolvedAdapter:
+    """``name`` -> its champion, ``name@vN`` -> that version; only servable versions resolve."""
+    name, number = parse_model_ref(ref)
+    adapter = _adapter(session, tenant, name)
+    if number is None:
+        if adapter.champion_version_id is None:
+            raise NotFound(
+                f"adapter {name!r} has no champion version yet; promote one or call {name}@vN",
+                param="model",
+                code="model_not_found",
+            )
+        row = session.get(AdapterVersion, adapter.champion_version_id)
+    else:
+        row = _version(session, adapter, number)
+    if row.state != VersionState.READY:
+        raise NotFound(
+            f"{version_ref(name, row.version)} is {row.state}, not servable",
+            param="model",
+            code="model_not_found",
+        )
+    return ResolvedAdapter(
+        tenant=tenant.name,
+        name=name,
+        version=row.version,
+        version_id=row.id,
+        task=row.task,
+        labels=row.labels,
+        prompt_template=row.prompt_template,
+        artifact_key=row.artifact_key,
+    )
+
+
+def _switch(
+    session: Session, adapter: Adapter, to: AdapterVersion, action: ChampionAction, reason: str | None
+) -> ChampionChange:
+    change = ChampionChange(
+        adapter_id=adapter.id,
+        from_version_id=adapter.champion_version_id,
+        to_version_id=to.id,
+        action=action,
+        reason=reason,
+    )
+    adapter.champion_version_id = to.id
+    session.add(change)
+    session.flush()
+    return change
+
+
+def promote(
+    session: Session, tenant: Tenant, name: str, version: int, reason: str | None = None
+) -> AdapterVersion:
+    """Make ``version`` the champion. The adapter row is locked, so concurrent promotes serialize."""
+    adapter = _adapter(session, tenant, name, lock=True)
+    row = _version(session, adapter, version)
+    if row.state != VersionState.READY:
+        raise Conflict(f"{version_ref(name, version)} is {row.state}; only ready versions can be promoted")
+    if adapter.champion_version_id != row.id:
+        _switch(session, adapter, row, ChampionAction.PROMOTE, reason)
+    return row
+
+
+def rollback_target(session: Session, tenant: Tenant, name: str) -> AdapterVersion:
+    """The version a rollback would switch to: the champion before the current one."""
+    adapter = _adapter(session, tenant, name)
+    return _rollback_target(session, adapter)
+
+
+def _rollback_target(session: Session, adapter: Adapter) -> AdapterVersion:
+    history = champion_history(session, adapter)
+    current = adapter.champion_version_id
+    # Walk back past entries that switched *to* the current champion.
+    for change in reversed(history):
+        if change.to_version_id == current and change.from_version_id not in (None, current):
+            previous = session.get(AdapterVersion, change.from_version_id)
+            if previous is not None and previous.state == VersionState.READY:
+                return previous
+    raise Conflict(f"adapter {adapter.name!r} has no previous champion to roll back to")
+
+
+def rollback(session: Session, tenant: Tenant, name: str, reason: str | None = None) -> AdapterVersion:
+    adapter = _adapter(session, tenant, name, lock=True)
+    target = _rollback_target(session, adapter)
+    _switch(session, adapter, target, ChampionAction.ROLLBACK, reason)
+    return target

@@ -1,0 +1,1 @@
+"""The store: SQLAlchemy models, the engine/session factory and Alembic migrations."""

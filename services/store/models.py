@@ -1,0 +1,132 @@
+"""ORM tables. The schema changes only through Alembic migrations in services/migrations."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from enum import StrEnum
+
+from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class TenantState(StrEnum):
+    ACTIVE = "active"
+    DISABLED = "disabled"
+
+
+class AdapterTask(StrEnum):
+    CHAT = "chat"
+    CLASSIFICATION = "classification"
+
+
+class VersionState(StrEnum):
+    """Lifecycle of an adapter version. Only READY versions are served or promoted."""
+
+    PENDING = "pending"  # registered, parity/eval checks still running
+    READY = "ready"  # servable
+    FAILED = "failed"  # checks failed; kept for the record, never served
+    RETIRED = "retired"  # withdrawn by an operator; never served again
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (VersionState.FAILED, VersionState.RETIRED)
+
+
+class ChampionAction(StrEnum):
+    PROMOTE = "promote"
+    ROLLBACK = "rollback"
+
+
+class Tenant(Base):
+    __tablename__ = "tenants"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    state: Mapped[str] = mapped_column(String(16), default=TenantState.ACTIVE)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ApiKey(Base):
+    """A tenant's API key, stored as a sha256 hash; ``prefix`` lets people tell keys apart."""
+
+    __tablename__ = "api_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    prefix: Mapped[str] = mapped_column(String(16))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class AdminKey(Base):
+    """Generated admin keys (used when TUNELOOP_ADMIN_KEY is unset), stored hashed."""
+
+    __tablename__ = "admin_keys"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class Adapter(Base):
+    """A named adapter of one tenant; ``champion_version_id`` is what the bare name serves."""
+
+    __tablename__ = "adapters"
+    __table_args__ = (UniqueConstraint("tenant_id", "name"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    name: Mapped[str] = mapped_column(String(64))
+    task: Mapped[str] = mapped_column(String(16))
+    champion_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("adapter_versions.id", use_alter=True, name="fk_adapters_champion"),
+        nullable=True,
+    )
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class AdapterVersion(Base):
+    """One immutable version N of an adapter: weights (by content hash), task, labels, lineage."""
+
+    __tablename__ = "adapter_versions"
+    __table_args__ = (UniqueConstraint("adapter_id", "version"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), index=True)
+    version: Mapped[int] = mapped_column(Integer)
+    state: Mapped[str] = mapped_column(String(16), default=VersionState.READY)
+    task: Mapped[str] = mapped_column(String(16))
+    labels: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    prompt_template: Mapped[str | None] = mapped_column(Text, nullable=True)
+    rank: Mapped[int] = mapped_column(Integer)
+    base_fingerprint: Mapped[str] = mapped_column(String(64))
+    artifact_key: Mapped[str] = mapped_column(String(64))
+    size_bytes: Mapped[int] = mapped_column(BigInteger)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    lineage: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class ChampionChange(Base):
+    """History of champion switches; rollback walks it backwards."""
+
+    __tablename__ = "champion_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), index=True)
+    from_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("adapter_versions.id"), nullable=True
+    )
+    to_version_id: Mapped[int] = mapped_column(ForeignKey("adapter_versions.id"))
+    action: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
