@@ -1,0 +1,340 @@
+"""Parse and validate fine-tuning datasets; report every problem with its line number.
+
+Formats (see DESIGN.md): chat = OpenAI fine-tuning JSONL, one ``{"messages": [...]}`` per line;
+classification = JSONL ``{"text", "label"}`` or CSV with ``text`` and ``label`` columns.
+Everything here is pure: bytes in, a :class:`ValidationReport` out. Token limits use a counter
+callable (see :func:`training.tokenize.conversation_token_counter`) so the same tokenizer and
+chat template as training decide what is "too long".
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from training.errors import DatasetError
+from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, classification_messages
+
+Task = Literal["chat", "classification"]
+Message = dict[str, Any]
+TokenCounter = Callable[[list[Message]], int]
+"""Counts the tokens of one conversation exactly as training would see it."""
+
+ROLES = ("system", "user", "assistant")
+
+
+@dataclass(frozen=True)
+class DatasetIssue:
+    """One problem in a dataset file; ``line`` is 1-based, None for the whole file."""
+
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}" if self.line is not None else self.message
+
+
+@dataclass(frozen=True)
+class ChatExample:
+    messages: list[Message]
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class ClassificationExample:
+    text: str
+    label: str
+    line: int = 0
+
+
+@dataclass(frozen=True)
+class DatasetStats:
+    """What the files API stores with a validated file."""
+
+    task: Task
+    examples: int
+    sha256: str
+    tokens: int | None = None
+    max_example_tokens: int | None = None
+    label_counts: dict[str, int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items()}
+
+
+@dataclass
+class ValidationReport:
+    """Parsed examples (only the valid ones), every issue found, and the stats."""
+
+    task: Task
+    examples: list[ChatExample] | list[ClassificationExample]
+    issues: list[DatasetIssue]
+    stats: DatasetStats
+    labels: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.issues
+
+    def raise_for_issues(self, name: str = "dataset") -> ValidationReport:
+        """Raise :class:`DatasetError` listing every issue; return self when there are none."""
+        if self.issues:
+            raise DatasetError(self.issues, name=name)
+        return self
+
+
+def content_hash(data: bytes) -> str:
+    """sha256 of the file's bytes, hex: the dataset's content address."""
+    return hashlib.sha256(data).hexdigest()
+
+
+def _lines(data: bytes, issues: list[DatasetIssue]) -> list[tuple[int, str]]:
+    """Non-blank lines with their 1-based numbers; undecodable lines become issues."""
+    out = []
+    for number, raw in enumerate(data.splitlines(), start=1):
+        if number == 1 and raw.startswith(b"\xef\xbb\xbf"):
+            raw = raw[3:]
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            issues.append(DatasetIssue(number, f"not valid UTF-8 ({exc.reason} at byte {exc.start})"))
+            continue
+        if text.strip():
+            out.append((number, text))
+    return out
+
+
+def _check_length(
+    line: int, messages: list[Message], count: TokenCounter | None, max_tokens: int | None,
+    issues: list[DatasetIssue], counts: list[int],
+) -> None:
+    if count is None:
+        return
+    n = count(messages)
+    counts.append(n)
+    if max_tokens is not None and n > max_tokens:
+        issues.append(DatasetIssue(
+            line, f"{n} tokens, over the maximum of {max_tokens}; shorten the example or raise "
+            "max_length"))
+
+
+def _message_issues(messages: Any) -> list[str]:
+    if not isinstance(messages, list) or not messages:
+        return ['"messages" must be a non-empty list of {"role", "content"} objects']
+    problems = []
+    for i, message in enumerate(messages):
+        where = f"messages[{i}]"
+        if not isinstance(message, dict):
+            problems.append(f"{where} is not an object")
+            continue
+        role = message.get("role")
+        if role is None:
+            problems.append(f'{where} has no "role"')
+        elif role not in ROLES:
+            problems.append(f"{where} has unknown role {role!r}; use one of {', '.join(ROLES)}")
+        content = message.get("content")
+        if content is None:
+            problems.append(f'{where} has no "content"')
+        elif not isinstance(content, str):
+            problems.append(f'{where} "content" must be a string')
+        elif not content.strip():
+            problems.append(f"{where} ({role}) has empty content")
+        weight = message.get("weight")
+        if weight is not None and (role != "assistant" or weight not in (0, 1)):
+            problems.append(f'{where} "weight" must be 0 or 1 and only on assistant messages')
+    roles = [m.get("role") for m in messages if isinstance(m, dict)]
+    if "assistant" not in roles:
+        problems.append("no assistant message: there is nothing to learn from this example")
+    elif all(m.get("weight") == 0 for m in messages
+             if isinstance(m, dict) and m.get("role") == "assistant"):
+        problems.append("every assistant message has weight 0: nothing to learn")
+    if "system" in roles[1:]:
+        problems.append("a system message may only come first")
+    return problems
+
+
+def validate_chat_dataset(
+    data: bytes, *, count_tokens: TokenCounter | None = None, max_tokens: int | None = None,
+) -> ValidationReport:
+    """Validate OpenAI fine-tuning chat JSONL; every issue is collected, nothing raises."""
+    issues: list[DatasetIssue] = []
+    examples: list[ChatExample] = []
+    counts: list[int] = []
+    first_seen: dict[str, int] = {}
+    for line, text in _lines(data, issues):
+        try:
+            record = json.loads(text)
+        except json.JSONDecodeError as exc:
+            issues.append(DatasetIssue(line, f"invalid JSON: {exc.msg} (column {exc.colno})"))
+            continue
+        if not isinstance(record, dict) or "messages" not in record:
+            issues.append(DatasetIssue(line, 'expected an object with a "messages" list'))
+            continue
+        problems = _message_issues(record["messages"])
+        if problems:
+            issues.extend(DatasetIssue(line, p) for p in problems)
+            continue
+        messages = [dict(m) for m in record["messages"]]
+        key = json.dumps([(m["role"], m["content"]) for m in messages], ensure_ascii=False)
+        if key in first_seen:
+            issues.append(DatasetIssue(line, f"duplicate of line {first_seen[key]}"))
+            continue
+        first_seen[key] = line
+        _check_length(line, messages, count_tokens, max_tokens, issues, counts)
+        examples.append(ChatExample(messages=messages, line=line))
+    if not examples and not issues:
+        issues.append(DatasetIssue(None, "the file has no examples"))
+    stats = DatasetStats(
+        task="chat", examples=len(examples), sha256=content_hash(data),
+        tokens=sum(counts) if count_tokens else None,
+        max_example_tokens=max(counts, default=0) if count_tokens else None,
+    )
+    return ValidationReport("chat", examples, sorted(issues, key=_issue_order), stats)
+
+
+def _classification_records(
+    data: bytes, fmt: Literal["jsonl", "csv"], issues: list[DatasetIssue]
+) -> list[tuple[int, Any, Any]]:
+    """(line, text, label) for every record that parsed; parse problems become issues."""
+    records = []
+    if fmt == "jsonl":
+        for line, text in _lines(data, issues):
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                issues.append(DatasetIssue(line, f"invalid JSON: {exc.msg} (column {exc.colno})"))
+                continue
+            if not isinstance(record, dict):
+                issues.append(DatasetIssue(line, 'expected an object with "text" and "label"'))
+                continue
+            missing = [k for k in ("text", "label") if k not in record]
+            if missing:
+                issues.append(DatasetIssue(line, f"missing field(s): {', '.join(missing)}"))
+                continue
+            records.append((line, record["text"], record["label"]))
+        return records
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        issues.append(DatasetIssue(data.count(b"\n", 0, exc.start) + 1, "not valid UTF-8"))
+        return records
+    reader = csv.reader(io.StringIO(text, newline=""))
+    try:
+        header = next(reader)
+    except StopIteration:
+        return records
+    columns = [c.strip().lower() for c in header]
+    if "text" not in columns or "label" not in columns:
+        issues.append(DatasetIssue(1, f"CSV header must have columns text and label, got {header}"))
+        return records
+    ti, li = columns.index("text"), columns.index("label")
+    start = reader.line_num + 1
+    for row in reader:
+        line, start = start, reader.line_num + 1
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            issues.append(DatasetIssue(line, f"expected {len(header)} columns, got {len(row)}"))
+            continue
+        records.append((line, row[ti], row[li]))
+    return records
+
+
+def sniff_format(data: bytes, filename: str | None = None) -> Literal["jsonl", "csv"]:
+    """``csv`` for a .csv name or a first line that is not a JSON object, else ``jsonl``."""
+    if filename:
+        lowered = filename.lower()
+        if lowered.endswith(".csv"):
+            return "csv"
+        if lowered.endswith((".jsonl", ".json")):
+            return "jsonl"
+    first = data.lstrip(b"\xef\xbb\xbf").lstrip()[:1]
+    return "jsonl" if first == b"{" else "csv"
+
+
+def validate_classification_dataset(
+    data: bytes,
+    *,
+    filename: str | None = None,
+    fmt: Literal["jsonl", "csv"] | None = None,
+    labels: Sequence[str] | None = None,
+    template: str = DEFAULT_CLASSIFICATION_TEMPLATE,
+    count_tokens: TokenCounter | None = None,
+    max_tokens: int | None = None,
+) -> ValidationReport:
+    """Validate a classification file (JSONL or CSV ``text``, ``label``).
+
+    ``labels`` restricts the label set (e.g. a validation file must use the training labels);
+    token counts are of the templated conversation ending with the label, as trained.
+    """
+    issues: list[DatasetIssue] = []
+    fmt = fmt or sniff_format(data, filename)
+    parsed: list[ClassificationExample] = []
+    first_seen: dict[str, tuple[int, str]] = {}
+    allowed = set(labels) if labels is not None else None
+    for line, text, label in _classification_records(data, fmt, issues):
+        if isinstance(label, int) and not isinstance(label, bool):
+            label = str(label)
+        problems = []
+        if not isinstance(text, str) or not text.strip():
+            problems.append("empty text" if isinstance(text, str) or text is None
+                            else '"text" must be a string')
+        if not isinstance(label, str) or not label.strip():
+            problems.append("empty label" if isinstance(label, str) or label is None
+                            else '"label" must be a string')
+        elif label != label.strip():
+            problems.append(f"label {label!r} has leading or trailing spaces")
+        elif allowed is not None and label not in allowed:
+            problems.append(f"unknown label {label!r}; expected one of {sorted(allowed)}")
+        if problems:
+            issues.extend(DatasetIssue(line, p) for p in problems)
+            continue
+        key = " ".join(text.split()).lower()
+        if key in first_seen:
+            first_line, first_label = first_seen[key]
+            conflict = f" with a different label ({first_label!r})" if first_label != label else ""
+            issues.append(DatasetIssue(line, f"duplicate text of line {first_line}{conflict}"))
+            continue
+        first_seen[key] = (line, label)
+        parsed.append(ClassificationExample(text=text, label=label, line=line))
+    label_counts = dict(sorted(Counter(e.label for e in parsed).items()))
+    if not parsed and not issues:
+        issues.append(DatasetIssue(None, "the file has no examples"))
+    elif parsed and len(label_counts) < 2 and labels is None:
+        issues.append(DatasetIssue(
+            None, f"only one label ({next(iter(label_counts))!r}); a classifier needs at least two"))
+    label_list = list(labels) if labels is not None else sorted(label_counts)
+    counts: list[int] = []
+    if count_tokens is not None:
+        for example in parsed:
+            messages = classification_messages(template, example.text, label_list)
+            messages = messages + [{"role": "assistant", "content": example.label}]
+            _check_length(example.line, messages, count_tokens, max_tokens, issues, counts)
+    stats = DatasetStats(
+        task="classification", examples=len(parsed), sha256=content_hash(data),
+        tokens=sum(counts) if count_tokens else None,
+        max_example_tokens=max(counts, default=0) if count_tokens else None,
+        label_counts=label_counts,
+    )
+    return ValidationReport(
+        "classification", parsed, sorted(issues, key=_issue_order), stats, labels=label_list
+    )
+
+
+def validate_dataset(data: bytes, task: Task, **kwargs: Any) -> ValidationReport:
+    """Dispatch to the chat or classification validator by ``task``."""
+    if task == "chat":
+        return validate_chat_dataset(data, **kwargs)
+    if task == "classification":
+        return validate_classification_dataset(data, **kwargs)
+    raise ValueError(f"unknown task {task!r}; use 'chat' or 'classification'")
+
+
+def _issue_order(issue: DatasetIssue) -> tuple[int, int]:
+    return (0, 0) if issue.line is None else (1, issue.line)
