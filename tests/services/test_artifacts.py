@@ -1,0 +1,51 @@
+"""The artifact store is content-addressed and never lets a caller's path escape its root."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pytest
+
+from services.artifacts import ArtifactStore
+from services.errors import InvalidInput, NotFound
+
+
+def test_blobs_are_content_addressed(tmp_path):
+    store = ArtifactStore(str(tmp_path / "root"))
+    key = store.put_bytes(b"hello")
+    assert key == hashlib.sha256(b"hello").hexdigest()
+    assert store.put_bytes(b"hello") == key
+    assert store.get_bytes(key) == b"hello"
+    assert all(p.is_relative_to(tmp_path / "root") for p in (tmp_path / "root").rglob("*"))
+
+
+def test_directories_round_trip_with_stable_keys(tmp_path):
+    src = tmp_path / "src"
+    (src / "sub").mkdir(parents=True)
+    (src / "a.txt").write_text("A")
+    (src / "sub" / "b.txt").write_text("B")
+    store = ArtifactStore(f"file://{tmp_path / 'root'}", cache_dir=tmp_path / "cache")
+    key = store.put_dir(src)
+    (src / "a.txt").touch()  # mtime changes do not change the key
+    assert store.put_dir(src) == key
+    out = store.materialize_dir(key)
+    assert (out / "sub" / "b.txt").read_text() == "B"
+    assert store.materialize_dir(key) == out
+
+
+@pytest.mark.parametrize("bad", ["../../etc/passwd", "/etc/passwd", "ab" * 10, "A" * 64, ""])
+def test_keys_that_are_not_digests_are_refused(tmp_path, bad):
+    store = ArtifactStore(str(tmp_path / "root"))
+    with pytest.raises(InvalidInput):
+        store.get_bytes(bad)
+
+
+def test_missing_blob_is_not_found(tmp_path):
+    with pytest.raises(NotFound):
+        ArtifactStore(str(tmp_path)).get_bytes("0" * 64)
+
+
+def test_memory_filesystem_works_like_s3(tmp_path):
+    store = ArtifactStore("memory://tuneloop-test")
+    key = store.put_bytes(b"remote")
+    assert store.get_bytes(key) == b"remote"
