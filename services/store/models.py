@@ -130,3 +130,22 @@ class ChampionChange(Base):
     action: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class RequestRecord(Base):
+    """One served request (chat, completion, classify): what feedback refers to by ``id``."""
+
+    __tablename__ = "requests"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(Integer, index=True)
+    adapter: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    adapter_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    route: Mapped[str] = mapped_column(String(32))
+    status: Mapped[int] = mapped_column(Integer)
+    input: Mapped[dict | list | str | None] = mapped_column(JSON, nullable=True)
+    output: Mapped[dict | list | str | None] = mapped_column(JSON, nullable=True)
+    latency_ms: Mapped[float] = mapped_column(default=0.0)
+    prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

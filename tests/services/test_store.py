@@ -7,7 +7,10 @@ from sqlalchemy import inspect, text
 
 from services.store.db import Store, alembic_config, current_revision, upgrade
 
-TABLES = {"tenants", "api_keys", "admin_keys", "adapters", "adapter_versions", "champion_changes"}
+TABLES = {
+    "tenants", "api_keys", "admin_keys", "adapters", "adapter_versions", "champion_changes",
+    "requests",
+}
 
 
 def test_migrations_create_schema_from_empty(database_url):

@@ -1,0 +1,1 @@
+"""The OpenAI-compatible gateway: routes, limits, model resolution, hot swap."""
