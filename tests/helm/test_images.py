@@ -20,8 +20,8 @@ def test_images_install_through_bootstrap_and_copy_what_exists(dockerfile: Path)
     text = dockerfile.read_text()
     # The project's own install script, so images and `make run` never drift apart.
     assert "bash scripts/bootstrap.sh" in text
-    assert re.search(r"^ARG TUNELOOP_EXTRA=(cpu|gpu)$", text, re.M)
-    for source in re.findall(r"^COPY (.+) \S+$", text, re.M):
+    assert re.search(r"^ARG TUNELOOP_EXTRA=(cpu|gpu)$", text, re.MULTILINE)
+    for source in re.findall(r"^COPY (.+) \S+$", text, re.MULTILINE):
         for path in source.split():
             assert (REPO / path).exists(), f"{dockerfile.name} copies missing {path}"
     # The chart runs tuneloop pods as uid 1000 with runAsNonRoot.
