@@ -1,0 +1,303 @@
+"""Classification on the chat engine: a probability for every label of an adapter's label set.
+
+A classification adapter is a LoRA trained to answer the prompt from
+:func:`training.prompts.classification_messages` with its label alone. Serving scores the
+labels from the engine's next-token log probabilities instead of generating text.
+
+How a label's probability is computed (cost does not grow with the number of labels):
+
+1. Each label is tokenized *in context* (the assistant reply after the chat template's
+   generation prompt) followed by the template's end-of-turn token, through the engine's
+   ``/tokenize`` (no tokenizer in the gateway). These are cached per (model, template, labels).
+2. The label token sequences form a trie. A *branch point* is a token prefix where labels
+   diverge; the root (the empty reply) is always one. A label's probability is the product, over
+   the branch points on its path, of the probability of its next token normalised over the
+   branch's tokens. Where a label's prefix is unique it needs no more evidence, so:
+3. Labels with distinct first tokens (the usual case) need ONE engine request: a chat
+   completion with ``max_tokens=1`` asking for the logprobs of exactly those first tokens
+   (vLLM ``logprob_token_ids``; other servers fall back to ``top_logprobs=K``). One prefill,
+   whatever the number of labels.
+4. Labels sharing a first token (``"sports news"`` / ``"sports gossip"``) add ONE more request:
+   a ``/v1/completions`` batch with one prompt per deeper branch point (prompt tokens + the
+   shared label prefix), ``max_tokens=1``. Prefix caching serves the shared prompt from the
+   first request, so each prompt only prefills its few label tokens.
+5. A branch token the engine did not return (a server ignoring ``logprob_token_ids`` and the
+   token outside the top-K) gets a floor: the smaller of the lowest returned probability and
+   the unreturned mass shared among the missing tokens (at least ``1e-12``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections import OrderedDict
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+from serving.engine_client import EngineClient
+from services.errors import InvalidInput
+from training.prompts import classification_messages
+
+MIN_FLOOR = 1e-12
+_PROBE_TEXT = "x"  # label tokens in context do not depend on the text; any text will do
+
+Prefix = tuple[int, ...]
+
+
+# -- pure core ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BranchPoint:
+    """A token prefix of the reply where labels diverge; ``children`` maps next token -> labels."""
+
+    prefix: Prefix
+    children: Mapping[int, tuple[str, ...]]
+
+
+@dataclass(frozen=True)
+class ScoringPlan:
+    """Branch points to query; ``paths[label]`` lists (prefix, token) choices along the label."""
+
+    branch_points: tuple[BranchPoint, ...]
+    paths: Mapping[str, tuple[tuple[Prefix, int], ...]]
+
+    @property
+    def root(self) -> BranchPoint:
+        return self.branch_points[0]
+
+    @property
+    def deeper(self) -> tuple[BranchPoint, ...]:
+        """Branch points below the root: labels that share a first token."""
+        return self.branch_points[1:]
+
+
+def validate_labels(labels: Sequence[str]) -> list[str]:
+    """The label set as a list; raises :class:`InvalidInput` if empty, blank or repeated."""
+    labels = list(labels)
+    if len(labels) < 2:
+        raise InvalidInput(f"a classifier needs at least 2 labels, got {labels!r}", param="labels")
+    if any(not label.strip() for label in labels):
+        raise InvalidInput("labels must not be blank", param="labels")
+    if len(set(labels)) != len(labels):
+        raise InvalidInput(f"labels must be distinct, got {labels!r}", param="labels")
+    return labels
+
+
+def plan_scoring(label_tokens: Mapping[str, Sequence[int]]) -> ScoringPlan:
+    """Build the branch points for labels given as token sequences (end-of-turn included)."""
+    branch_points: list[BranchPoint] = []
+    paths: dict[str, list[tuple[Prefix, int]]] = {label: [] for label in label_tokens}
+    seqs = {label: tuple(tokens) for label, tokens in label_tokens.items()}
+
+    def visit(prefix: Prefix, labels: list[str]) -> None:
+        depth = len(prefix)
+        groups: dict[int, list[str]] = {}
+        for label in labels:
+            if len(seqs[label]) <= depth:
+                raise InvalidInput(
+                    f"labels {labels!r} are indistinguishable after tokenization", param="labels"
+                )
+            groups.setdefault(seqs[label][depth], []).append(label)
+        if len(groups) > 1 or depth == 0:
+            branch_points.append(
+                BranchPoint(prefix, {tok: tuple(group) for tok, group in groups.items()})
+            )
+            for tok, group in groups.items():
+                for label in group:
+                    paths[label].append((prefix, tok))
+        for tok, group in groups.items():
+            if len(group) > 1:
+                visit(prefix + (tok,), group)
+
+    visit((), list(seqs))
+    return ScoringPlan(tuple(branch_points), {k: tuple(v) for k, v in paths.items()})
+
+
+def branch_distribution(
+    tokens: Sequence[int], observed: Mapping[int, float], *, floor: float | None = None
+) -> dict[int, float]:
+    """Probabilities of ``tokens`` (normalised to sum 1) from observed token -> logprob.
+
+    Tokens missing from ``observed`` get the floor described in the module docstring.
+    """
+    probs = {tok: math.exp(lp) for tok, lp in observed.items()}
+    missing = [tok for tok in tokens if tok not in probs]
+    if missing:
+        if floor is None:
+            residual = max(0.0, 1.0 - sum(probs.values()))
+            lowest = min(probs.values(), default=1.0)
+            floor = min(lowest, residual / len(missing))
+        floor = max(floor, MIN_FLOOR)
+    raw = {tok: probs.get(tok, floor or MIN_FLOOR) for tok in tokens}
+    total = sum(raw.values())
+    return {tok: p / total for tok, p in raw.items()}
+
+
+def label_probabilities(
+    plan: ScoringPlan, observations: Mapping[Prefix, Mapping[int, float]]
+) -> dict[str, float]:
+    """Probability of every label (sums to 1) from logprobs observed at each branch point.
+
+    ``observations[prefix]`` maps token id -> logprob at that branch point; a branch point with
+    no observation counts as uniform over its tokens.
+    """
+    dists = {
+        bp.prefix: branch_distribution(list(bp.children), observations.get(bp.prefix, {}),
+                                       floor=1.0 if bp.prefix not in observations else None)
+        for bp in plan.branch_points
+    }
+    result = {}
+    for label, path in plan.paths.items():
+        p = 1.0
+        for prefix, tok in path:
+            p *= dists[prefix][tok]
+        result[label] = p
+    total = sum(result.values())  # 1 up to rounding
+    return {label: p / total for label, p in result.items()}
+
+
+def parse_chat_logprobs(response: Mapping) -> dict[int, float]:
+    """Token id -> logprob for the first generated token of a chat completion.
+
+    Expects ``return_tokens_as_token_ids`` (tokens spelled ``"token_id:123"``).
+    """
+    content = response["choices"][0]["logprobs"]["content"][0]
+    entries = [content, *content.get("top_logprobs", [])]
+    return {_token_id(e["token"]): float(e["logprob"]) for e in entries}
+
+
+def parse_completion_logprobs(choice: Mapping) -> dict[int, float]:
+    """Token id -> logprob for the first generated token of one completions choice."""
+    logprobs = choice["logprobs"]
+    observed = {_token_id(tok): float(lp) for tok, lp in logprobs["top_logprobs"][0].items()}
+    observed.setdefault(_token_id(logprobs["tokens"][0]), float(logprobs["token_logprobs"][0]))
+    return observed
+
+
+def _token_id(token: str) -> int:
+    if not token.startswith("token_id:"):
+        raise ValueError(f"expected a token spelled 'token_id:N', got {token!r}")
+    return int(token.removeprefix("token_id:"))
+
+
+# -- engine edge -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Classification:
+    """Result for one text: the most probable label and every label's probability (sum 1)."""
+
+    label: str
+    probabilities: dict[str, float]
+    engine_requests: int = field(default=1, compare=False)
+    """Generation requests this text cost (1 when first tokens are distinct, else 2)."""
+
+
+class Classifier:
+    """Scores label sets on one engine; ``model`` is the engine-side adapter name (or base).
+
+    ``top_logprobs`` is K for servers that ignore ``logprob_token_ids`` (vLLM caps it with
+    ``--max-logprobs``, default 20). Label tokenizations are cached (``cache_size`` label sets).
+    """
+
+    def __init__(self, client: EngineClient, *, top_logprobs: int = 20, cache_size: int = 256):
+        self.client = client
+        self.top_logprobs = top_logprobs
+        self.cache_size = cache_size
+        self._plans: OrderedDict[tuple, ScoringPlan] = OrderedDict()
+
+    async def classify(self, model: str, template: str, text: str, labels: Sequence[str]) -> Classification:
+        """Classify one ``text`` with the prompt ``template`` over ``labels``."""
+        labels = validate_labels(labels)
+        plan = await self.plan(model, template, labels)
+        messages = classification_messages(template, text, labels)
+        root_tokens = list(plan.root.children)
+        body = {
+            "model": model,
+            "messages": messages,
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": True,
+            "top_logprobs": self.top_logprobs,
+            "logprob_token_ids": root_tokens,
+            "return_tokens_as_token_ids": True,
+            "return_token_ids": bool(plan.deeper),
+        }
+        response = await self.client.chat_completions(body)
+        observations: dict[Prefix, dict[int, float]] = {(): parse_chat_logprobs(response)}
+        requests = 1
+        if plan.deeper:
+            prompt = response.get("prompt_token_ids")
+            if not prompt:  # not vLLM: tokenize the same messages instead
+                prompt = (await self.client.tokenize(
+                    {"model": model, "messages": messages, "add_generation_prompt": True}
+                ))["tokens"]
+            observations.update(await self._score_deeper(model, list(prompt), plan))
+            requests = 2
+        probabilities = label_probabilities(plan, observations)
+        best = max(labels, key=lambda label: probabilities[label])
+        return Classification(best, {label: probabilities[label] for label in labels}, requests)
+
+    async def classify_many(
+        self, model: str, template: str, texts: Sequence[str], labels: Sequence[str]
+    ) -> list[Classification]:
+        """Classify several texts concurrently (the engine batches them)."""
+        return list(await asyncio.gather(
+            *(self.classify(model, template, text, labels) for text in texts)
+        ))
+
+    async def _score_deeper(
+        self, model: str, prompt: list[int], plan: ScoringPlan
+    ) -> dict[Prefix, dict[int, float]]:
+        wanted = sorted({tok for bp in plan.deeper for tok in bp.children})
+        body = {
+            "model": model,
+            "prompt": [prompt + list(bp.prefix) for bp in plan.deeper],
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "logprobs": self.top_logprobs,
+            "logprob_token_ids": wanted,
+            "return_tokens_as_token_ids": True,
+        }
+        response = await self.client.completions(body)
+        choices = sorted(response["choices"], key=lambda c: c["index"])
+        return {bp.prefix: parse_completion_logprobs(c) for bp, c in zip(plan.deeper, choices)}
+
+    async def plan(self, model: str, template: str, labels: Sequence[str]) -> ScoringPlan:
+        """The (cached) scoring plan for ``labels`` under ``model``'s tokenizer and template."""
+        key = (model, template, tuple(labels))
+        plan = self._plans.get(key)
+        if plan is None:
+            plan = plan_scoring(await self.label_tokens(model, template, labels))
+            self._plans[key] = plan
+            while len(self._plans) > self.cache_size:
+                self._plans.popitem(last=False)
+        self._plans.move_to_end(key)
+        return plan
+
+    async def label_tokens(self, model: str, template: str, labels: Sequence[str]) -> dict[str, list[int]]:
+        """Each label's reply tokens in context, plus the end-of-turn token, via ``/tokenize``."""
+        messages = classification_messages(template, _PROBE_TEXT, list(labels))
+
+        async def tokens(extra: list[dict[str, str]], **flags: bool) -> list[int]:
+            body = {"model": model, "messages": messages + extra, **flags}
+            return (await self.client.tokenize(body))["tokens"]
+
+        prompt = await tokens([], add_generation_prompt=True)
+
+        async def one(label: str) -> list[int]:
+            reply = [{"role": "assistant", "content": label}]
+            open_, closed = await asyncio.gather(
+                tokens(reply, add_generation_prompt=False, continue_final_message=True),
+                tokens(reply, add_generation_prompt=False),
+            )
+            if open_[: len(prompt)] != prompt or closed[: len(open_)] != open_ or len(closed) == len(open_):
+                raise InvalidInput(
+                    f"cannot locate label {label!r} in the chat template of {model!r}; the "
+                    "template must render an assistant reply as generation prompt + text + end"
+                )
+            return open_[len(prompt):] + [closed[len(open_)]]
+
+        seqs = await asyncio.gather(*(one(label) for label in labels))
+        return dict(zip(labels, seqs))

@@ -1,0 +1,212 @@
+"""Async HTTP client for one vLLM OpenAI server (local or remote).
+
+Request bodies are plain OpenAI dicts passed through unchanged; responses come back as parsed
+JSON (or raw SSE lines for streams). Transport failures become :class:`Unavailable` (503 with
+Retry-After), engine 4xx become :class:`InvalidInput` / :class:`NotFound` / :class:`TooLarge`
+with the engine's message, so the gateway maps every failure without knowing httpx or vLLM.
+Cancelling the awaiting task (a client disconnect) closes the HTTP request, which makes vLLM
+abort the generation.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import AsyncIterator
+from types import TracebackType
+from typing import Any
+
+import httpx
+
+from services.errors import InvalidInput, NotFound, TooLarge, TuneloopError, Unavailable
+
+JSON = dict[str, Any]
+
+
+class EngineAdapterMissing(NotFound):
+    """The engine does not know the requested model/adapter name (it may have restarted)."""
+
+    code = "model_not_found"
+
+
+class EngineError(Unavailable):
+    """The engine answered 5xx: treated as unavailable so callers retry later."""
+
+    code = "engine_error"
+
+
+def engine_error(status: int, body: bytes | str, *, url: str, retry_after_s: float) -> TuneloopError:
+    """Map an engine error response to a tuneloop error carrying the engine's own message."""
+    text = body.decode(errors="replace") if isinstance(body, bytes) else body
+    message = text[:1000]
+    param = None
+    try:
+        err = json.loads(text)
+        err = err.get("error", err) if isinstance(err, dict) else {}
+        if isinstance(err, dict):
+            message = str(err.get("message") or message)
+            param = err.get("param")
+    except ValueError:
+        pass
+    if status == 404:
+        return EngineAdapterMissing(f"engine {url}: {message}")
+    if status == 413:
+        return TooLarge(f"engine {url}: {message}")
+    if 400 <= status < 500:
+        return InvalidInput(f"engine {url} rejected the request: {message}", param=param)
+    return EngineError(f"engine {url} failed ({status}): {message}", retry_after_s=retry_after_s)
+
+
+class EngineStream:
+    """An open streaming response: iterate for raw SSE ``data: ...`` lines, then close.
+
+    The status was checked when the stream was opened, so iteration yields only content lines
+    (blank separators dropped; the final ``data: [DONE]`` included). Closing early (or the
+    consumer being cancelled) closes the connection, which aborts the generation in vLLM.
+    """
+
+    def __init__(self, response: httpx.Response, *, url: str, retry_after_s: float) -> None:
+        self._response = response
+        self._url = url
+        self._retry_after_s = retry_after_s
+
+    async def __aiter__(self) -> AsyncIterator[str]:
+        try:
+            async for line in self._response.aiter_lines():
+                if line:
+                    yield line
+        except httpx.HTTPError as exc:
+            raise Unavailable(
+                f"engine {self._url} dropped the stream: {exc!r}", retry_after_s=self._retry_after_s
+            ) from exc
+        finally:
+            await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._response.aclose()
+
+    async def __aenter__(self) -> EngineStream:
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+
+class EngineClient:
+    """Client of one engine at ``base_url`` (``http://host:port``, without ``/v1``).
+
+    ``http`` lets tests inject an ``httpx.AsyncClient`` (event hooks, transports); by default
+    one is created with ``timeout_s`` per request. Call :meth:`aclose` when done.
+    """
+
+    def __init__(
+        self,
+        base_url: str,
+        *,
+        timeout_s: float = 300.0,
+        connect_timeout_s: float = 5.0,
+        retry_after_s: float = 5.0,
+        http: httpx.AsyncClient | None = None,
+    ) -> None:
+        self.base_url = base_url.rstrip("/").removesuffix("/v1")
+        self.retry_after_s = retry_after_s
+        self._http = http or httpx.AsyncClient(
+            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
+        )
+        self.reachable = True
+        """False after a transport failure, True again after the next answered request."""
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    # -- OpenAI routes --------------------------------------------------------------------
+
+    async def health(self) -> bool:
+        """True when ``/health`` answers 200; never raises."""
+        try:
+            ok = (await self._http.get(f"{self.base_url}/health", timeout=5.0)).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        self.reachable = ok
+        return ok
+
+    async def list_models(self) -> list[JSON]:
+        """``GET /v1/models``: the base model and every loaded adapter (``data`` entries)."""
+        return (await self._request("GET", "/v1/models"))["data"]
+
+    async def chat_completions(self, body: JSON) -> JSON:
+        """``POST /v1/chat/completions`` without streaming; returns the parsed response."""
+        return await self._request("POST", "/v1/chat/completions", {**body, "stream": False})
+
+    async def completions(self, body: JSON) -> JSON:
+        """``POST /v1/completions`` without streaming; returns the parsed response."""
+        return await self._request("POST", "/v1/completions", {**body, "stream": False})
+
+    async def open_chat_stream(self, body: JSON) -> EngineStream:
+        """Start a streaming chat completion; errors raise here, before any byte is relayed."""
+        return await self._open_stream("/v1/chat/completions", body)
+
+    async def open_completions_stream(self, body: JSON) -> EngineStream:
+        """Start a streaming completion; errors raise here, before any byte is relayed."""
+        return await self._open_stream("/v1/completions", body)
+
+    async def stream_chat_completions(self, body: JSON) -> AsyncIterator[str]:
+        """Raw SSE lines of a streaming chat completion (convenience over :meth:`open_chat_stream`)."""
+        async with await self.open_chat_stream(body) as stream:
+            async for line in stream:
+                yield line
+
+    async def tokenize(self, body: JSON) -> JSON:
+        """``POST /tokenize`` (vLLM): ``{"model", "prompt"}`` or ``{"model", "messages", ...}``."""
+        return await self._request("POST", "/tokenize", body)
+
+    async def load_lora_adapter(self, name: str, path: str) -> None:
+        """Load the PEFT adapter directory ``path`` under the engine-side ``name``."""
+        await self._request("POST", "/v1/load_lora_adapter", {"lora_name": name, "lora_path": path})
+
+    async def unload_lora_adapter(self, name: str) -> None:
+        """Unload ``name``; raises :class:`EngineAdapterMissing` if the engine does not have it."""
+        await self._request("POST", "/v1/unload_lora_adapter", {"lora_name": name})
+
+    # -- transport ------------------------------------------------------------------------
+
+    def _unavailable(self, exc: Exception) -> Unavailable:
+        self.reachable = False
+        kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "is unreachable"
+        return Unavailable(f"engine {self.base_url} {kind}: {exc!r}", retry_after_s=self.retry_after_s)
+
+    async def _request(self, method: str, path: str, body: JSON | None = None) -> Any:
+        try:
+            response = await self._http.request(method, f"{self.base_url}{path}", json=body)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from exc
+        self.reachable = True
+        if response.status_code >= 400:
+            raise engine_error(response.status_code, response.content, url=self.base_url,
+                               retry_after_s=self.retry_after_s)
+        if not response.content:
+            return None
+        try:
+            return response.json()
+        except ValueError:
+            return response.text  # load/unload answer plain text
+
+    async def _open_stream(self, path: str, body: JSON) -> EngineStream:
+        request = self._http.build_request("POST", f"{self.base_url}{path}", json={**body, "stream": True})
+        try:
+            response = await self._http.send(request, stream=True)
+        except httpx.HTTPError as exc:
+            raise self._unavailable(exc) from exc
+        self.reachable = True
+        if response.status_code >= 400:
+            try:
+                content = await response.aread()
+            except httpx.HTTPError:
+                content = b""
+            finally:
+                await response.aclose()
+            raise engine_error(response.status_code, content, url=self.base_url,
+                               retry_after_s=self.retry_after_s)
+        return EngineStream(response, url=self.base_url, retry_after_s=self.retry_after_s)
