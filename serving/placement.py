@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from serving.engine_client import EngineAdapterMissing, EngineClient
-from services.errors import Unavailable
+from services.errors import InvalidInput, Unavailable
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -128,6 +128,7 @@ class AdapterPlacement:
             # Run the load as its own task so a cancelled first caller does not cancel it for
             # the callers waiting on the same load.
             task = asyncio.create_task(self._load(name, path), name=f"load-{name}")
+            task.add_done_callback(_consume_exception)
             self._loading[name] = task
             await asyncio.shield(task)
             return True
@@ -141,17 +142,26 @@ class AdapterPlacement:
             except Unavailable:
                 self._emit(kind, name, time.perf_counter() - started, ok=False)
                 raise
+            except InvalidInput as exc:
+                # vLLM answers 400 "has already been loaded" when the engine kept an adapter we
+                # had forgotten (forget() after an unexplained 404): it is loaded, which is the goal.
+                if "already been loaded" not in exc.message:
+                    self._emit(kind, name, time.perf_counter() - started, ok=False)
+                    raise AdapterLoadError(self._load_failure(name, path, exc)) from exc
             except Exception as exc:
                 self._emit(kind, name, time.perf_counter() - started, ok=False)
-                raise AdapterLoadError(
-                    f"engine {self.engine_name} could not load adapter {name!r} from {path!r}: "
-                    f"{getattr(exc, 'message', exc)}; check that the path is a PEFT adapter "
-                    "directory readable by the engine and that its rank is <= max_lora_rank"
-                ) from exc
+                raise AdapterLoadError(self._load_failure(name, path, exc)) from exc
             self._loaded[name] = _Entry(path)
             self._emit(kind, name, time.perf_counter() - started)
         finally:
             self._loading.pop(name, None)
+
+    def _load_failure(self, name: str, path: str, exc: Exception) -> str:
+        return (
+            f"engine {self.engine_name} could not load adapter {name!r} from {path!r}: "
+            f"{getattr(exc, 'message', exc)}; check that the path is a PEFT adapter directory "
+            "readable by the engine and that its rank is <= max_lora_rank"
+        )
 
     async def _make_room(self, *, exclude: str) -> None:
         """Unload least recently used idle adapters until a new one fits in ``capacity``."""
@@ -263,6 +273,7 @@ class AdapterPlacement:
                 continue
             # Registered synchronously (no await before) so no request slips in between.
             task = asyncio.create_task(self._load(name, entry.path, "reload"), name=f"reload-{name}")
+            task.add_done_callback(_consume_exception)
             self._loading[name] = task
             tasks.append((name, task))
         for name, task in tasks:
@@ -274,6 +285,12 @@ class AdapterPlacement:
     def _emit(self, kind: str, name: str, seconds: float = 0.0, *, ok: bool = True) -> None:
         if self._on_event is not None:
             self._on_event(PlacementEvent(kind, self.engine_name, name, seconds, ok))
+
+
+def _consume_exception(task: asyncio.Task[None]) -> None:
+    # Every waiter sees the failure; this only stops asyncio warning when all waiters left.
+    if not task.cancelled():
+        task.exception()
 
 
 # -- several engines ----------------------------------------------------------------------------

@@ -1,0 +1,227 @@
+"""Adapter placement and engine picking against a fake engine (no vLLM)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from serving.engine_client import EngineAdapterMissing
+from serving.placement import AdapterLoadError, AdapterPlacement, EnginePool, EngineSlot
+from services.errors import Unavailable
+
+
+class FakeEngine:
+    """Records load/unload calls; a path containing "bad" fails like vLLM's 404."""
+
+    def __init__(self, delay_s: float = 0.01):
+        self.delay_s = delay_s
+        self.loaded: set[str] = set()
+        self.calls: list[tuple[str, str]] = []
+        self.down = False
+
+    async def load_lora_adapter(self, name: str, path: str) -> None:
+        self.calls.append(("load", name))
+        await asyncio.sleep(self.delay_s)
+        if self.down:
+            raise Unavailable("engine down")
+        if "bad" in path:
+            raise EngineAdapterMissing(f"Loading lora {name} failed: No adapter found for {path}")
+        self.loaded.add(name)
+
+    async def unload_lora_adapter(self, name: str) -> None:
+        self.calls.append(("unload", name))
+        await asyncio.sleep(self.delay_s)
+        self.loaded.discard(name)
+
+
+def loads(engine: FakeEngine) -> list[str]:
+    return [name for kind, name in engine.calls if kind == "load"]
+
+
+def test_concurrent_first_requests_trigger_one_load():
+    engine = FakeEngine(delay_s=0.05)
+    placement = AdapterPlacement(engine, capacity=4)
+
+    async def run():
+        return await asyncio.gather(*(placement.ensure_loaded("t1.a.v1", "/a") for _ in range(20)))
+
+    results = asyncio.run(run())
+    assert loads(engine) == ["t1.a.v1"]
+    assert results.count(True) == 1
+    assert placement.loaded == ["t1.a.v1"]
+
+
+def test_lru_adapter_is_unloaded_at_capacity():
+    engine = FakeEngine()
+    placement = AdapterPlacement(engine, capacity=2)
+
+    async def run():
+        await placement.ensure_loaded("a", "/a")
+        await placement.ensure_loaded("b", "/b")
+        await placement.ensure_loaded("a", "/a")  # a is now the most recent
+        await placement.ensure_loaded("c", "/c")
+
+    asyncio.run(run())
+    assert placement.loaded == ["a", "c"]
+    assert engine.loaded == {"a", "c"}
+    assert ("unload", "b") in engine.calls
+
+
+def test_adapter_in_use_is_never_evicted():
+    engine = FakeEngine()
+    placement = AdapterPlacement(engine, capacity=1)
+
+    async def run():
+        async with placement.use("a", "/a"):
+            await placement.ensure_loaded("b", "/b")  # over capacity: a is busy
+            assert engine.loaded == {"a", "b"}
+        # a's request finished: the surplus (the LRU idle one, a) goes
+        return placement.loaded
+
+    assert asyncio.run(run()) == ["b"]
+    assert engine.loaded == {"b"}
+
+
+def test_failed_load_is_clear_and_not_remembered():
+    engine = FakeEngine()
+    placement = AdapterPlacement(engine, capacity=2, engine_name="e0")
+
+    async def run():
+        with pytest.raises(AdapterLoadError, match="could not load adapter 'x' from '/bad/x'"):
+            await placement.ensure_loaded("x", "/bad/x")
+        assert not placement.is_loaded("x")
+        # a second attempt calls the engine again instead of replaying a cached failure
+        with pytest.raises(AdapterLoadError):
+            await placement.ensure_loaded("x", "/bad/x")
+
+    asyncio.run(run())
+    assert loads(engine) == ["x", "x"]
+
+
+def test_concurrent_waiters_all_see_the_failure():
+    engine = FakeEngine(delay_s=0.05)
+    placement = AdapterPlacement(engine, capacity=2)
+
+    async def run():
+        return await asyncio.gather(
+            *(placement.ensure_loaded("x", "/bad") for _ in range(5)), return_exceptions=True
+        )
+
+    results = asyncio.run(run())
+    assert all(isinstance(r, AdapterLoadError) for r in results)
+    assert loads(engine) == ["x"]
+
+
+def test_engine_down_during_load_is_unavailable_not_load_error():
+    engine = FakeEngine()
+    engine.down = True
+    placement = AdapterPlacement(engine, capacity=2)
+    with pytest.raises(Unavailable) as info:
+        asyncio.run(placement.ensure_loaded("a", "/a"))
+    assert not isinstance(info.value, AdapterLoadError)
+
+
+def test_cancelled_first_caller_does_not_cancel_the_shared_load():
+    engine = FakeEngine(delay_s=0.05)
+    placement = AdapterPlacement(engine, capacity=2)
+
+    async def run():
+        first = asyncio.create_task(placement.ensure_loaded("a", "/a"))
+        await asyncio.sleep(0.01)
+        second = asyncio.create_task(placement.ensure_loaded("a", "/a"))
+        first.cancel()
+        await second
+        return placement.loaded
+
+    assert asyncio.run(run()) == ["a"]
+    assert loads(engine) == ["a"]
+
+
+def test_drain_and_unload_waits_for_in_flight_requests():
+    engine = FakeEngine()
+    placement = AdapterPlacement(engine, capacity=4)
+    order: list[str] = []
+
+    async def request():
+        async with placement.use("old", "/old"):
+            await asyncio.sleep(0.1)
+            order.append("request done")
+
+    async def run():
+        task = asyncio.create_task(request())
+        await asyncio.sleep(0.03)
+        assert await placement.drain_and_unload("old", timeout_s=5)
+        order.append("unloaded")
+        await task
+
+    asyncio.run(run())
+    assert order == ["request done", "unloaded"]
+    assert engine.loaded == set()
+
+
+def test_reload_all_loads_everything_again_and_gates_requests():
+    engine = FakeEngine(delay_s=0.05)
+    placement = AdapterPlacement(engine, capacity=4)
+
+    async def run():
+        await placement.ensure_loaded("a", "/a")
+        await placement.ensure_loaded("b", "/b")
+        engine.loaded.clear()  # the engine restarted and forgot them
+        reload = asyncio.create_task(placement.reload_all())
+        await asyncio.sleep(0)
+        # a request arriving during the reload waits for it instead of loading twice
+        assert await placement.ensure_loaded("a", "/a") is False
+        await reload
+
+    asyncio.run(run())
+    assert engine.loaded == {"a", "b"}
+    assert loads(engine) == ["a", "b", "a", "b"]
+
+
+def test_pool_prefers_engine_with_adapter_then_least_busy():
+    e0, e1 = FakeEngine(), FakeEngine()
+    s0 = EngineSlot("e0", client=None, placement=AdapterPlacement(e0, 4))  # type: ignore[arg-type]
+    s1 = EngineSlot("e1", client=None, placement=AdapterPlacement(e1, 4))  # type: ignore[arg-type]
+    pool = EnginePool([s0, s1])
+
+    async def run():
+        await s1.placement.ensure_loaded("a", "/a")
+        assert pool.pick("a") is s1
+        async with pool.lease(None):  # base request: least busy wins (both idle: first)
+            async with pool.lease(None) as second:
+                assert second is s1
+        async with s1.placement.use("a"):
+            assert pool.pick("b") is s0  # s1 is busy
+        await pool.load_everywhere("v2", "/v2")
+        assert s0.placement.is_loaded("v2") and s1.placement.is_loaded("v2")
+        assert await pool.drain_and_unload_everywhere("v2")
+        assert not s0.placement.is_loaded("v2")
+
+    asyncio.run(run())
+
+
+def test_pool_skips_engines_that_are_not_ready():
+    ready = {"e0": False}
+    s0 = EngineSlot("e0", None, AdapterPlacement(FakeEngine(), 4), lambda: ready["e0"])  # type: ignore[arg-type]
+    pool = EnginePool([s0])
+    with pytest.raises(Unavailable):
+        pool.pick(None)
+    ready["e0"] = True
+    assert pool.pick(None) is s0
+
+
+def test_pool_call_reloads_once_when_the_engine_forgot_the_adapter():
+    engine = FakeEngine()
+    slot = EngineSlot("e0", client="client", placement=AdapterPlacement(engine, 4))  # type: ignore[arg-type]
+    pool = EnginePool([slot])
+    attempts = []
+
+    async def request(client):
+        attempts.append(client)
+        if len(attempts) == 1:
+            raise EngineAdapterMissing("The model `a` does not exist.")
+        return "ok"
+
+    assert asyncio.run(pool.call("a", "/a", request)) == "ok"
+    assert loads(engine) == ["a", "a"]
