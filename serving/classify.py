@@ -34,8 +34,8 @@ from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from serving.engine_client import EngineClient
 from services.errors import InvalidInput
+from serving.engine_client import EngineClient
 from training.prompts import classification_messages
 
 MIN_FLOOR = 1e-12

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from types import TracebackType
-from typing import Any
+from typing import Any, Self
 
 import httpx
 
@@ -84,7 +84,7 @@ class EngineStream:
     async def aclose(self) -> None:
         await self._response.aclose()
 
-    async def __aenter__(self) -> EngineStream:
+    async def __aenter__(self) -> Self:
         return self
 
     async def __aexit__(

@@ -121,6 +121,7 @@ class EngineProcess:
         health_failures_to_restart: int = 6,
         stop_grace_s: float = 15.0,
         kv_cache_bytes: int | None = None,
+        block_size: int | None = 32,
         extra_args: list[str] | None = None,
     ) -> None:
         self.settings = settings
@@ -133,6 +134,7 @@ class EngineProcess:
         self.health_failures_to_restart = health_failures_to_restart
         self.stop_grace_s = stop_grace_s
         self.kv_cache_bytes = kv_cache_bytes
+        self.block_size = block_size
         self.extra_args = list(extra_args or [])
         self.state = EngineState.STOPPED
         self.restart_count = 0
@@ -163,6 +165,10 @@ class EngineProcess:
             # the NUMA node's memory minus the worker's own RSS, which can come out negative on
             # small or busy machines ("requested memory for kv (-0.31/1.0 GiB)").
             base += ["--kv-cache-memory-bytes", str(self.kv_cache_bytes)]
+        if self.block_size is not None:
+            # Prefix caching reuses whole KV blocks only; vLLM's CPU default (128 tokens) is
+            # longer than most prompts, so shared prompt prefixes (classification) never hit.
+            base += ["--block-size", str(self.block_size)]
         return base + self.extra_args
 
     def add_restart_callback(self, callback: RestartCallback) -> None:
@@ -230,6 +236,7 @@ class EngineProcess:
                 stderr=asyncio.subprocess.STDOUT,
                 env=engine_environment(),
                 start_new_session=True,
+                preexec_fn=_die_with_parent,
             )
         finally:
             log_file.close()
@@ -295,7 +302,7 @@ class EngineProcess:
                     break
                 except asyncio.CancelledError:
                     raise
-                except Exception as exc:  # keep trying; the error is in the log
+                except Exception as exc:  # noqa: BLE001 - keep trying; the error is in the log
                     log.error("engine restart on %s failed: %s", self.url, exc)
                     await self._kill()
             self.restart_count += 1
@@ -359,4 +366,21 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
     try:
         os.killpg(pgid, sig)
     except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _die_with_parent() -> None:
+    """In the forked child: ask Linux to SIGTERM the engine if tuneloop dies without stopping it.
+
+    The engine runs in its own session, so a killed gateway would otherwise leave it orphaned
+    holding the port and ~1 GB of memory.
+    """
+    if sys.platform != "linux":
+        return
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
         pass

@@ -21,8 +21,8 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from serving.engine_client import EngineAdapterMissing, EngineClient
 from services.errors import InvalidInput, Unavailable
+from serving.engine_client import EngineAdapterMissing, EngineClient
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -188,7 +188,7 @@ class AdapterPlacement:
         started = time.perf_counter()
         try:
             await self.engine.unload_lora_adapter(name)
-        except Exception as exc:  # the engine may already have forgotten it (restart)
+        except Exception as exc:  # noqa: BLE001 - the engine may have forgotten it (restart)
             log.warning("engine %s: unloading %s failed: %s", self.engine_name, name, exc)
             self._emit(kind, name, time.perf_counter() - started, ok=False)
             return
@@ -279,7 +279,7 @@ class AdapterPlacement:
         for name, task in tasks:
             try:
                 await asyncio.shield(task)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - the others still get re-loaded
                 log.error("engine %s: re-loading %s failed: %s", self.engine_name, name, exc)
 
     def _emit(self, kind: str, name: str, seconds: float = 0.0, *, ok: bool = True) -> None:

@@ -15,6 +15,19 @@ CHAT_PROMPTS = [
     "Tell me a joke.",
     "How are you today?",
 ]
+# One prompt seen in training, one not: both must match PEFT token for token.
+PARITY_PROMPTS = ["Say something.", "Write a short poem about the sea."]
+PARITY_MAX_TOKENS = 16
+
+CLASSIFY_LABELS = ["weather", "sports", "cooking"]
+CLASSIFY_EXAMPLES = [
+    ("It will rain all afternoon with strong winds.", "weather"),
+    ("Sunny skies and warm temperatures tomorrow.", "weather"),
+    ("The home team won the final in extra time.", "sports"),
+    ("She scored two goals in the second half.", "sports"),
+    ("Simmer the onions in butter until golden.", "cooking"),
+    ("Bake the bread for forty minutes at 200 degrees.", "cooking"),
+]
 
 
 def _load(base_dir: Path):
@@ -23,7 +36,7 @@ def _load(base_dir: Path):
 
     torch.manual_seed(0)
     tokenizer = AutoTokenizer.from_pretrained(base_dir)
-    model = AutoModelForCausalLM.from_pretrained(base_dir, torch_dtype=torch.float32)
+    model = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
     return model, tokenizer
 
 
@@ -72,9 +85,30 @@ def train_lora(
     return out_dir
 
 
-def train_fixed_reply_lora(base_dir: Path, out_dir: Path, *, steps: int = 30) -> Path:
-    """An adapter that answers every chat prompt with :data:`FIXED_REPLY`."""
-    examples = [([{"role": "user", "content": p}], FIXED_REPLY) for p in CHAT_PROMPTS]
+TRAIN_STEPS = 40
+RECIPE_VERSION = 1  # bump when the training code changes the weights it produces
+
+
+def recipe_fingerprint() -> str:
+    """Everything that determines the test adapter's weights besides the base model."""
+    import json
+
+    return json.dumps([RECIPE_VERSION, TRAIN_STEPS, FIXED_REPLY, CHAT_PROMPTS, CLASSIFY_LABELS,
+                       CLASSIFY_EXAMPLES])
+
+
+def train_test_adapter(base_dir: Path, out_dir: Path, *, steps: int = TRAIN_STEPS) -> Path:
+    """One adapter for every serving test: chat prompts get :data:`FIXED_REPLY`, prompts from
+    ``classification_messages`` get their label (so one training run serves both)."""
+    from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, classification_messages
+
+    chat = [([{"role": "user", "content": p}], FIXED_REPLY) for p in CHAT_PROMPTS]
+    classify = [
+        (classification_messages(DEFAULT_CLASSIFICATION_TEMPLATE, text, CLASSIFY_LABELS), label)
+        for text, label in CLASSIFY_EXAMPLES
+    ]
+    # Interleave so every stretch of steps sees both tasks.
+    examples = [ex for pair in zip(chat + chat[:2], classify) for ex in pair]
     return train_lora(base_dir, out_dir, examples, steps=steps)
 
 

@@ -7,6 +7,7 @@ import math
 
 import pytest
 
+from services.errors import InvalidInput
 from serving.classify import (
     MIN_FLOOR,
     Classifier,
@@ -17,7 +18,6 @@ from serving.classify import (
     plan_scoring,
     validate_labels,
 )
-from services.errors import InvalidInput
 
 END = 2
 
@@ -103,7 +103,7 @@ def test_parse_engine_logprob_shapes():
 class ScriptedEngine:
     """Answers /tokenize from a fixed vocabulary and scoring requests from fixed logprobs."""
 
-    PROMPT = [1, 100, 101, 198]
+    PROMPT = (1, 100, 101, 198)
 
     def __init__(self, vocab: dict[str, list[int]], logprobs: dict[tuple, dict[int, float]]):
         self.vocab, self.logprobs, self.calls = vocab, logprobs, []
@@ -121,7 +121,7 @@ class ScriptedEngine:
     async def chat_completions(self, body):
         self.calls.append("chat")
         top = [{"token": f"token_id:{t}", "logprob": lp} for t, lp in self.logprobs[()].items()]
-        return {"prompt_token_ids": self.PROMPT,
+        return {"prompt_token_ids": list(self.PROMPT),
                 "choices": [{"logprobs": {"content": [{**top[0], "top_logprobs": top}]}}]}
 
     async def completions(self, body):

@@ -6,9 +6,9 @@ import asyncio
 
 import pytest
 
+from services.errors import Unavailable
 from serving.engine_client import EngineAdapterMissing
 from serving.placement import AdapterLoadError, AdapterPlacement, EnginePool, EngineSlot
-from services.errors import Unavailable
 
 
 class FakeEngine:
@@ -188,9 +188,9 @@ def test_pool_prefers_engine_with_adapter_then_least_busy():
     async def run():
         await s1.placement.ensure_loaded("a", "/a")
         assert pool.pick("a") is s1
-        async with pool.lease(None):  # base request: least busy wins (both idle: first)
-            async with pool.lease(None) as second:
-                assert second is s1
+        # base requests: least busy wins (both idle: the first, then the other)
+        async with pool.lease(None), pool.lease(None) as second:
+            assert second is s1
         async with s1.placement.use("a"):
             assert pool.pick("b") is s0  # s1 is busy
         await pool.load_everywhere("v2", "/v2")

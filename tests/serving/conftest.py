@@ -1,0 +1,147 @@
+"""Session fixtures for the serving tests: one real vLLM engine and one tiny trained LoRA.
+
+The engine and its clients live on one event loop running in a background thread for the whole
+session (the supervisor keeps watching between tests); tests submit coroutines with ``run``.
+The adapter is trained with PEFT once and cached on disk under ``.tuneloop/test-cache``, keyed
+by the training recipe and the base model fingerprint, so repeated runs skip the training.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import shutil
+import threading
+from collections import Counter
+from collections.abc import Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import pytest
+
+from services.settings import Settings
+from serving.engine_client import EngineClient
+from serving.engine_process import EngineProcess, free_port
+from tests.serving import lora_training
+
+T = TypeVar("T")
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ENGINE_KV_CACHE_BYTES = 256 * 1024 * 1024
+
+
+class LoopThread:
+    """An asyncio loop in a daemon thread; ``run(coro)`` blocks until the coroutine is done."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self._thread.start()
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout_s: float = 600.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout_s)
+
+    def close(self) -> None:
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(10)
+        self.loop.close()
+
+
+@pytest.fixture(scope="session")
+def loop_thread() -> Iterator[LoopThread]:
+    thread = LoopThread()
+    yield thread
+    thread.close()
+
+
+@pytest.fixture(scope="session")
+def engine_settings(tmp_path_factory: pytest.TempPathFactory, base_model_dir: Path) -> Settings:
+    """Settings for the test engine: a free port and a temporary data dir."""
+    return Settings(
+        data_dir=tmp_path_factory.mktemp("engine-data"),
+        base_model=str(base_model_dir),
+        engine_port=free_port(),
+        engine_start_timeout_s=600,
+        max_loras=4,
+        max_cpu_loras=8,
+        max_lora_rank=8,
+        max_model_len=1024,
+        request_timeout_s=120,
+    )
+
+
+@pytest.fixture(scope="session")
+def engine(loop_thread: LoopThread, engine_settings: Settings) -> Iterator[EngineProcess]:
+    """The session's one vLLM engine (started once, stopped at the end)."""
+    from serving.engine_process import Backoff
+
+    process = EngineProcess(
+        engine_settings,
+        kv_cache_bytes=ENGINE_KV_CACHE_BYTES,
+        backoff=Backoff(initial_s=0.5, max_s=5.0),
+        stop_grace_s=10,
+    )
+    loop_thread.run(process.start(), timeout_s=engine_settings.engine_start_timeout_s + 60)
+    yield process
+    loop_thread.run(process.stop(), timeout_s=60)
+
+
+class CountingClient:
+    """An :class:`EngineClient` plus a count of requests per (method, path)."""
+
+    def __init__(self, url: str, timeout_s: float) -> None:
+        self.calls: Counter[tuple[str, str]] = Counter()
+
+        async def record(request: httpx.Request) -> None:
+            self.calls[(request.method, request.url.path)] += 1
+
+        http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=5.0),
+                                 event_hooks={"request": [record]})
+        self.client = EngineClient(url, http=http, retry_after_s=2.0)
+
+
+@pytest.fixture
+def counting(loop_thread: LoopThread, engine: EngineProcess, engine_settings: Settings) -> Iterator[CountingClient]:
+    """A fresh counting client of the session engine (created on the engine's loop)."""
+
+    async def make() -> CountingClient:
+        return CountingClient(engine.url, engine_settings.request_timeout_s)
+
+    counting = loop_thread.run(make())
+    yield counting
+    loop_thread.run(counting.client.aclose())
+
+
+def _cache_key(base_model_dir: Path) -> str:
+    from services.base_model import model_fingerprint
+
+    digest = hashlib.sha256()
+    digest.update(lora_training.recipe_fingerprint().encode())
+    digest.update(model_fingerprint(base_model_dir).encode())
+    return digest.hexdigest()[:16]
+
+
+@pytest.fixture(scope="session")
+def trained_adapter(base_model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A LoRA (r=8, all linear layers) that replies FIXED_REPLY to chat prompts and answers
+    classification prompts with their label; trained once, cached on disk."""
+    cache = REPO_ROOT / ".tuneloop" / "test-cache" / f"adapter-{_cache_key(base_model_dir)}"
+    if not (cache / "adapter_model.safetensors").is_file():
+        work = tmp_path_factory.mktemp("adapter")
+        lora_training.train_test_adapter(base_model_dir, work)
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        shutil.rmtree(cache, ignore_errors=True)
+        shutil.copytree(work, cache)
+    return cache
+
+
+@pytest.fixture(scope="session")
+def peft_reference(base_model_dir: Path, trained_adapter: Path) -> dict[str, str]:
+    """PEFT's greedy replies of the trained adapter, prompt -> text (the parity reference)."""
+    return {
+        prompt: lora_training.peft_greedy(
+            base_model_dir, trained_adapter, [{"role": "user", "content": prompt}],
+            lora_training.PARITY_MAX_TOKENS,
+        )
+        for prompt in lora_training.PARITY_PROMPTS
+    }
