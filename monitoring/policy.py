@@ -1,0 +1,414 @@
+"""Retrain policy per adapter and the pure decisions made from it.
+
+``should_retrain`` turns a policy, a snapshot of the adapter's state and the current time into a
+``Decision`` (retrain, skip or dry_run) with an enumerated reason and a sentence for humans;
+``gate_candidate`` decides whether a trained candidate may replace the champion;
+``should_rollback`` decides whether a freshly promoted champion goes back. No clock, store or
+engine is touched here: the monitor loop gathers the state and acts on the decision.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from monitoring.quality import QualityReport, QualityStatus
+
+
+class RetrainPolicy(BaseModel):
+    """When an adapter is retrained and what happens to the candidate (``/v1/adapters/{name}/policy``)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    enabled: bool = True
+    """Master switch: when false the monitor never retrains this adapter (reports still run)."""
+
+    schedule_hours: float | None = Field(default=None, gt=0)
+    """Retrain every this many hours since the last training started. None: no schedule."""
+
+    on_drift: bool = True
+    """Retrain when input or prediction drift persists (see ``drift_windows_m``/``_n``)."""
+
+    drift_windows_m: int = Field(default=2, ge=1)
+    """Drift must be found in at least M ...."""
+
+    drift_windows_n: int = Field(default=3, ge=1)
+    """... of the last N evaluated windows (windows with insufficient data are not counted)."""
+
+    min_new_labels: int | None = Field(default=200, ge=1)
+    """Retrain once this many new examples (labels, corrections, positively rated replies) have
+    arrived since the champion's dataset. None: no volume trigger."""
+
+    on_quality_drop: bool = True
+    """Retrain when the champion's accuracy or negative-rating rate is significantly worse than
+    at promotion."""
+
+    min_new_examples: int = Field(default=1, ge=0)
+    """Every trigger needs at least this many new examples: retraining on the champion's own data
+    only reproduces the champion. 0 disables the guard."""
+
+    cooldown_hours: float = Field(default=6.0, ge=0)
+    """No new training within this many hours of the last one started."""
+
+    max_concurrent_jobs_per_tenant: int = Field(default=1, ge=1)
+    """Training jobs one tenant may have running at once."""
+
+    max_concurrent_jobs_total: int = Field(default=2, ge=1)
+    """Training jobs the whole platform may have running at once."""
+
+    auto_promote: bool = True
+    """Promote a candidate that passes the gate at once; false: it waits for approval."""
+
+    dry_run: bool = False
+    """Decide and record events, but start no job, promote nothing and roll nothing back."""
+
+    gate_tolerance: float = Field(default=0.02, ge=0, le=1)
+    """How much worse than the champion (absolute, in metric units) a candidate may be on the
+    previous eval split."""
+
+    gate_min_improvement: float = Field(default=0.0, ge=0, le=1)
+    """How much better than the champion a candidate must be on the new eval split (> this)."""
+
+    rollback_on_quality_drop: bool = True
+    """Roll a promoted champion back to the previous version when its quality drops significantly."""
+
+    @model_validator(mode="after")
+    def _check_cross_fields(self) -> RetrainPolicy:
+        if self.drift_windows_m > self.drift_windows_n:
+            raise ValueError(
+                f"drift_windows_m ({self.drift_windows_m}) must be <= drift_windows_n "
+                f"({self.drift_windows_n}): drift cannot persist in more windows than are looked at"
+            )
+        if self.max_concurrent_jobs_per_tenant > self.max_concurrent_jobs_total:
+            raise ValueError(
+                f"max_concurrent_jobs_per_tenant ({self.max_concurrent_jobs_per_tenant}) must be "
+                f"<= max_concurrent_jobs_total ({self.max_concurrent_jobs_total})"
+            )
+        return self
+
+
+@dataclass(frozen=True)
+class PolicyState:
+    """What the monitor knows about one adapter when it asks for a decision.
+
+    ``drift_history`` holds one entry per evaluated window, oldest first: True drifted, False
+    not, None insufficient data. Times are timezone-aware or all naive, like ``now``.
+    """
+
+    last_training_started_at: datetime | None = None
+    reference_time: datetime | None = None
+    """Start of the schedule when the adapter was never retrained (e.g. its creation)."""
+    drift_history: Sequence[bool | None] = ()
+    new_examples: int = 0
+    quality_degraded: bool = False
+    adapter_job_running: bool = False
+    tenant_running_jobs: int = 0
+    total_running_jobs: int = 0
+
+
+class Action(str, enum.Enum):
+    RETRAIN = "retrain"
+    SKIP = "skip"
+    DRY_RUN = "dry_run"
+
+
+class Reason(str, enum.Enum):
+    """Why a decision came out as it did. Triggers first, then everything that blocks one."""
+
+    QUALITY_DROP = "quality_drop"
+    DRIFT = "drift"
+    NEW_LABELS = "new_labels"
+    SCHEDULE = "schedule"
+    DISABLED = "disabled"
+    NO_TRIGGER = "no_trigger"
+    JOB_RUNNING = "job_running"
+    COOLDOWN = "cooldown"
+    NOT_ENOUGH_NEW_DATA = "not_enough_new_data"
+    TENANT_BUDGET = "tenant_budget"
+    GLOBAL_BUDGET = "global_budget"
+
+
+TRIGGERS = (Reason.QUALITY_DROP, Reason.DRIFT, Reason.NEW_LABELS, Reason.SCHEDULE)
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``reason`` decided the action; ``triggers`` lists every trigger that fired."""
+
+    action: Action
+    reason: Reason
+    message: str
+    triggers: tuple[Reason, ...] = ()
+    details: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "action": self.action.value,
+            "reason": self.reason.value,
+            "message": self.message,
+            "triggers": [t.value for t in self.triggers],
+            "details": self.details,
+        }
+
+
+def drift_persists(history: Sequence[bool | None], m: int, n: int) -> tuple[bool, int, int]:
+    """(persists, drifted, looked_at): drift in >= m of the last n windows that had enough data."""
+    evaluated = [h for h in history if h is not None][-n:]
+    drifted = sum(evaluated)
+    return drifted >= m, drifted, len(evaluated)
+
+
+def _fired_triggers(
+    policy: RetrainPolicy, state: PolicyState, now: datetime
+) -> tuple[list[Reason], list[str]]:
+    fired: list[Reason] = []
+    notes: list[str] = []
+    if policy.on_quality_drop and state.quality_degraded:
+        fired.append(Reason.QUALITY_DROP)
+        notes.append("quality dropped significantly since promotion")
+    if policy.on_drift:
+        persists, drifted, looked = drift_persists(
+            state.drift_history, policy.drift_windows_m, policy.drift_windows_n
+        )
+        if persists:
+            fired.append(Reason.DRIFT)
+            notes.append(f"drift in {drifted} of the last {looked} windows")
+    if policy.min_new_labels is not None and state.new_examples >= policy.min_new_labels:
+        fired.append(Reason.NEW_LABELS)
+        notes.append(f"{state.new_examples} new examples (>= {policy.min_new_labels})")
+    if policy.schedule_hours is not None:
+        since = state.last_training_started_at or state.reference_time
+        if since is None or now - since >= timedelta(hours=policy.schedule_hours):
+            fired.append(Reason.SCHEDULE)
+            notes.append(f"scheduled every {policy.schedule_hours:g} h")
+    return fired, notes
+
+
+def should_retrain(policy: RetrainPolicy, state: PolicyState, now: datetime) -> Decision:
+    """Decide whether to start a training job for one adapter now.
+
+    Triggers (quality drop, persistent drift, new labels, schedule) are checked first; a fired
+    trigger is then blocked by, in order: a job already running for the adapter, the cooldown,
+    too few new examples, the tenant's job budget, the global job budget. ``dry_run`` turns a
+    retrain into DRY_RUN. Pure: the same inputs always give the same decision.
+    """
+    if not policy.enabled:
+        return Decision(Action.SKIP, Reason.DISABLED, "retraining is disabled by the policy")
+    fired, notes = _fired_triggers(policy, state, now)
+    if not fired:
+        return Decision(Action.SKIP, Reason.NO_TRIGGER, "no trigger fired")
+    why = "; ".join(notes)
+    triggers = tuple(fired)
+
+    def skip(reason: Reason, message: str) -> Decision:
+        return Decision(Action.SKIP, reason, f"{message} (triggers: {why})", triggers)
+
+    if state.adapter_job_running:
+        return skip(Reason.JOB_RUNNING, "a training job for this adapter is already running")
+    if state.last_training_started_at is not None and policy.cooldown_hours > 0:
+        ready_at = state.last_training_started_at + timedelta(hours=policy.cooldown_hours)
+        if now < ready_at:
+            return skip(Reason.COOLDOWN, f"in cooldown until {ready_at.isoformat()}")
+    if state.new_examples < policy.min_new_examples:
+        return skip(
+            Reason.NOT_ENOUGH_NEW_DATA,
+            f"only {state.new_examples} new examples, need >= {policy.min_new_examples}",
+        )
+    if state.tenant_running_jobs >= policy.max_concurrent_jobs_per_tenant:
+        return skip(
+            Reason.TENANT_BUDGET,
+            f"tenant already runs {state.tenant_running_jobs} jobs "
+            f"(max {policy.max_concurrent_jobs_per_tenant})",
+        )
+    if state.total_running_jobs >= policy.max_concurrent_jobs_total:
+        return skip(
+            Reason.GLOBAL_BUDGET,
+            f"{state.total_running_jobs} jobs already running (max {policy.max_concurrent_jobs_total})",
+        )
+    if policy.dry_run:
+        return Decision(Action.DRY_RUN, fired[0], f"dry run: would retrain ({why})", triggers)
+    return Decision(Action.RETRAIN, fired[0], f"retrain: {why}", triggers)
+
+
+# --- gate -------------------------------------------------------------------------------------
+
+
+class GateReason(str, enum.Enum):
+    PASSED = "passed"
+    NO_CHAMPION = "no_champion"
+    NO_IMPROVEMENT = "no_improvement"
+    REGRESSION = "regression"
+    MISSING_METRIC = "missing_metric"
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """``new_delta``/``previous_delta``: candidate minus champion, signed so that > 0 is better."""
+
+    passed: bool
+    reason: GateReason
+    message: str
+    new_delta: float | None = None
+    previous_delta: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "passed": self.passed,
+            "reason": self.reason.value,
+            "message": self.message,
+            "new_delta": self.new_delta,
+            "previous_delta": self.previous_delta,
+        }
+
+
+_LOWER_IS_BETTER = ("loss", "perplexity", "error", "negative_rate")
+
+SplitMetrics = Mapping[str, Mapping[str, float]]
+"""Metrics per eval split: ``{split_name: {metric_name: value}}``."""
+
+
+def _metric(metrics: SplitMetrics, split: str, metric: str) -> float | None:
+    value = metrics.get(split, {}).get(metric)
+    return None if value is None else float(value)
+
+
+def gate_candidate(
+    candidate_metrics: SplitMetrics,
+    champion_metrics: SplitMetrics | None,
+    new_split: str,
+    previous_split: str | None,
+    tolerance: float,
+    *,
+    metric: str = "accuracy",
+    higher_is_better: bool | None = None,
+    min_improvement: float = 0.0,
+) -> GateDecision:
+    """May the candidate replace the champion?
+
+    It must beat the champion on ``new_split`` by more than ``min_improvement`` and be no more
+    than ``tolerance`` worse on ``previous_split`` (skipped when None or the champion has no
+    value there). ``higher_is_better`` defaults from the metric name (loss/perplexity/error:
+    lower). With no champion, the candidate passes.
+    """
+    if tolerance < 0 or min_improvement < 0:
+        raise ValueError(
+            f"tolerance and min_improvement must be >= 0, got {tolerance} and {min_improvement}"
+        )
+    if higher_is_better is None:
+        higher_is_better = not any(word in metric for word in _LOWER_IS_BETTER)
+    sign = 1.0 if higher_is_better else -1.0
+    if not champion_metrics:
+        return GateDecision(True, GateReason.NO_CHAMPION, "no champion to beat: candidate passes")
+
+    cand_new = _metric(candidate_metrics, new_split, metric)
+    champ_new = _metric(champion_metrics, new_split, metric)
+    if cand_new is None or champ_new is None:
+        who = "candidate" if cand_new is None else "champion"
+        return GateDecision(
+            False, GateReason.MISSING_METRIC,
+            f"{who} has no {metric!r} on split {new_split!r}: evaluate both on the new eval split",
+        )
+    new_delta = sign * (cand_new - champ_new)
+
+    previous_delta = None
+    if previous_split is not None:
+        cand_prev = _metric(candidate_metrics, previous_split, metric)
+        champ_prev = _metric(champion_metrics, previous_split, metric)
+        if cand_prev is None and champ_prev is not None:
+            return GateDecision(
+                False, GateReason.MISSING_METRIC,
+                f"candidate has no {metric!r} on the previous split {previous_split!r}",
+                new_delta=new_delta,
+            )
+        if cand_prev is not None and champ_prev is not None:
+            previous_delta = sign * (cand_prev - champ_prev)
+
+    if new_delta <= min_improvement:
+        return GateDecision(
+            False, GateReason.NO_IMPROVEMENT,
+            f"{metric} on {new_split!r}: candidate {cand_new:.4g} vs champion {champ_new:.4g}, "
+            f"needs to be better by more than {min_improvement:g}",
+            new_delta, previous_delta,
+        )
+    if previous_delta is not None and previous_delta < -tolerance:
+        return GateDecision(
+            False, GateReason.REGRESSION,
+            f"{metric} on previous split {previous_split!r} regressed by {-previous_delta:.4g} "
+            f"(tolerance {tolerance:g})",
+            new_delta, previous_delta,
+        )
+    return GateDecision(
+        True, GateReason.PASSED,
+        f"{metric} on {new_split!r} better by {new_delta:.4g}"
+        + ("" if previous_delta is None else f"; previous split delta {previous_delta:+.4g}"),
+        new_delta, previous_delta,
+    )
+
+
+class PromotionAction(str, enum.Enum):
+    PROMOTE = "promote"
+    AWAIT_APPROVAL = "await_approval"
+    REJECT = "reject"
+    DRY_RUN = "dry_run"
+
+
+def promotion_action(policy: RetrainPolicy, gate: GateDecision) -> PromotionAction:
+    """What to do with a gated candidate under ``policy``."""
+    if not gate.passed:
+        return PromotionAction.REJECT
+    if policy.dry_run:
+        return PromotionAction.DRY_RUN
+    return PromotionAction.PROMOTE if policy.auto_promote else PromotionAction.AWAIT_APPROVAL
+
+
+# --- rollback ---------------------------------------------------------------------------------
+
+
+class RollbackReason(str, enum.Enum):
+    QUALITY_DROP = "quality_drop"
+    QUALITY_OK = "quality_ok"
+    INSUFFICIENT_DATA = "insufficient_data"
+    NO_BASELINE = "no_baseline"
+    NO_PREVIOUS_VERSION = "no_previous_version"
+    DISABLED = "disabled"
+    DRY_RUN = "dry_run"
+
+
+@dataclass(frozen=True)
+class RollbackDecision:
+    rollback: bool
+    reason: RollbackReason
+    message: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"rollback": self.rollback, "reason": self.reason.value, "message": self.message}
+
+
+def should_rollback(
+    policy: RetrainPolicy, quality: QualityReport, has_previous_version: bool
+) -> RollbackDecision:
+    """Roll the champion back when its fresh feedback is significantly worse than at promotion."""
+    if not quality.degraded:
+        reason = {
+            QualityStatus.INSUFFICIENT_DATA: RollbackReason.INSUFFICIENT_DATA,
+            QualityStatus.NO_BASELINE: RollbackReason.NO_BASELINE,
+        }.get(quality.status, RollbackReason.QUALITY_OK)
+        return RollbackDecision(False, reason, f"no significant quality drop ({quality.status.value})")
+    worse = ", ".join(quality.details.get("worse_metrics", [])) or "quality"
+    if not policy.rollback_on_quality_drop:
+        return RollbackDecision(
+            False, RollbackReason.DISABLED, f"{worse} dropped, but automatic rollback is disabled"
+        )
+    if not has_previous_version:
+        return RollbackDecision(
+            False, RollbackReason.NO_PREVIOUS_VERSION,
+            f"{worse} dropped, but there is no previous version to roll back to",
+        )
+    if policy.dry_run:
+        return RollbackDecision(False, RollbackReason.DRY_RUN, f"dry run: would roll back ({worse} dropped)")
+    return RollbackDecision(True, RollbackReason.QUALITY_DROP, f"roll back: {worse} dropped significantly")
