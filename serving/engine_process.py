@@ -106,6 +106,12 @@ class EngineProcess:
     :class:`EngineStartError`); ``stop()`` terminates the whole process group. ``on_restart``
     callbacks are awaited after every *re*start, once ``/health`` answers and before the state
     returns to ``READY`` (placement uses them to load the adapters again).
+
+    ``port`` defaults to ``settings.engine_port``, ``model_dir`` to the resolved base model and
+    ``log_path`` to ``<data_dir>/logs/engine-<port>.log``. ``kv_cache_bytes`` sets an explicit
+    KV cache size instead of ``settings.engine_memory_fraction``; ``block_size`` is the KV block
+    in tokens (None: vLLM's default). The supervisor polls ``/health`` every
+    ``health_interval_s`` and restarts after ``health_failures_to_restart`` misses in a row.
     """
 
     def __init__(
@@ -123,6 +129,7 @@ class EngineProcess:
         kv_cache_bytes: int | None = None,
         block_size: int | None = 32,
         extra_args: list[str] | None = None,
+        on_restart: RestartCallback | None = None,
     ) -> None:
         self.settings = settings
         self.host = host
@@ -138,7 +145,7 @@ class EngineProcess:
         self.extra_args = list(extra_args or [])
         self.state = EngineState.STOPPED
         self.restart_count = 0
-        self._callbacks: list[RestartCallback] = []
+        self._callbacks: list[RestartCallback] = [on_restart] if on_restart else []
         self._proc: asyncio.subprocess.Process | None = None
         self._supervisor: asyncio.Task[None] | None = None
         self._ready = asyncio.Event()

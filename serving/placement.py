@@ -22,7 +22,9 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from services.errors import InvalidInput, Unavailable
+from services.settings import Settings
 from serving.engine_client import EngineAdapterMissing, EngineClient
+from serving.engine_process import EngineProcess, EngineState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -309,8 +311,9 @@ class EngineSlot:
 class EnginePool:
     """Several engines serving the same base model; picks one per request.
 
-    Preference: a ready engine that already has the adapter loaded, then the least busy ready
-    engine; when none is ready, :class:`Unavailable`.
+    Preference among ready engines: reachable (last request got an answer) before not, then
+    one that already has the adapter loaded, then the least busy. No ready engine (a local
+    engine starting or restarting): :class:`Unavailable`.
     """
 
     def __init__(self, slots: list[EngineSlot], *, retry_after_s: float = 5.0) -> None:
@@ -327,11 +330,14 @@ class EnginePool:
                 "no engine is ready (starting or restarting); retry shortly",
                 retry_after_s=self.retry_after_s,
             )
-        if adapter is not None:
-            holding = [s for s in ready if s.placement.is_loaded(adapter)]
-            if holding:
-                ready = holding
-        return min(ready, key=lambda s: s.placement.in_flight)
+
+        def preference(slot: EngineSlot) -> tuple[bool, bool, int]:
+            # An unreachable engine stays a candidate (last resort) so it is retried once back.
+            reachable = getattr(slot.client, "reachable", True)
+            holding = adapter is not None and slot.placement.is_loaded(adapter)
+            return (not reachable, not holding, slot.placement.in_flight)
+
+        return min(ready, key=preference)
 
     @contextlib.asynccontextmanager
     async def lease(self, adapter: str | None = None, path: str | None = None) -> AsyncIterator[EngineSlot]:
@@ -365,9 +371,43 @@ class EnginePool:
             raise Unavailable("no engine is ready to load the adapter", retry_after_s=self.retry_after_s)
         await asyncio.gather(*(s.placement.ensure_loaded(name, path) for s in slots))
 
+    async def aclose(self) -> None:
+        """Close every engine client."""
+        for slot in self.slots:
+            await slot.client.aclose()
+
     async def drain_and_unload_everywhere(self, name: str, timeout_s: float | None = None) -> bool:
         """Drain and unload ``name`` on every engine; False if some drain timed out."""
         results = await asyncio.gather(
             *(s.placement.drain_and_unload(name, timeout_s) for s in self.slots)
         )
         return all(results)
+
+
+def build_engine_pool(
+    settings: Settings,
+    *,
+    local_engine: EngineProcess | None = None,
+    on_event: EventHook | None = None,
+) -> EnginePool:
+    """The pool the gateway uses: one slot per ``settings.engine_urls`` or the local engine.
+
+    Each engine gets an :class:`EngineClient` (``request_timeout_s``) and a placement bounded by
+    ``max_cpu_loras``. A local engine's restarts re-load its adapters (``reload_all``) and it
+    only takes requests while ``READY``. Close the clients with :meth:`EnginePool.aclose`.
+    """
+    def slot(name: str, url: str, is_ready: Callable[[], bool]) -> EngineSlot:
+        client = EngineClient(url, timeout_s=settings.request_timeout_s)
+        placement = AdapterPlacement(client, settings.max_cpu_loras, engine_name=name,
+                                     on_event=on_event)
+        return EngineSlot(name, client, placement, is_ready)
+
+    if settings.engine_urls:
+        return EnginePool([slot(f"engine-{i}", url, lambda: True)
+                           for i, url in enumerate(settings.engine_urls)])
+    if local_engine is None:
+        raise ValueError("no TUNELOOP_ENGINE_URLS: pass the local EngineProcess")
+    engine = local_engine
+    local = slot("local", engine.url, lambda: engine.state is EngineState.READY)
+    engine.add_restart_callback(local.placement.reload_all)
+    return EnginePool([local], retry_after_s=max(5.0, engine.backoff.initial_s))
