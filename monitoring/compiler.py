@@ -266,11 +266,13 @@ def compile_dataset(
         raise ValueError(f"task must be 'chat' or 'classification', got {task!r}")
     counts: Counter[str] = Counter()
     by_id: dict[str, RequestRecord] = {}
+    other_task: set[str] = set()
     for raw in requests:
         request = _coerce(RequestRecord, raw)
         counts["requests"] += 1
         if request.task != task:
             counts["other_task_requests"] += 1
+            other_task.add(request.id)
             continue
         by_id[request.id] = request
     grouped: dict[str, list[FeedbackRecord]] = defaultdict(list)
@@ -278,7 +280,8 @@ def compile_dataset(
         fb = _coerce(FeedbackRecord, raw)
         counts["feedback"] += 1
         if fb.response_id not in by_id:
-            counts["feedback_unknown_response"] += 1
+            other = fb.response_id in other_task
+            counts["feedback_other_task" if other else "feedback_unknown_response"] += 1
             continue
         grouped[fb.response_id].append(fb)
 
