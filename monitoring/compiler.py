@@ -298,8 +298,8 @@ def compile_dataset(
             best[key] = candidate
             continue
         counts["duplicates"] += 1
-        if current.payload != candidate.payload:
-            counts["conflicts"] += 1
+        if current.payload.get("label") != candidate.payload.get("label"):
+            counts["conflicts"] += 1  # same text, different labels: the latest feedback wins
         if (candidate.order, candidate.request_id) > (current.order, current.request_id):
             best[key] = candidate
 

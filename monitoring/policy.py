@@ -23,7 +23,8 @@ from monitoring.quality import QualityReport, QualityStatus
 class RetrainPolicy(BaseModel):
     """When an adapter is retrained and what happens to the candidate (``/v1/adapters/{name}/policy``)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # Attribute docstrings become field descriptions, so the API's JSON schema documents them.
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
 
     enabled: bool = True
     """Master switch: when false the monitor never retrains this adapter (reports still run)."""
