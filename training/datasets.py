@@ -113,15 +113,18 @@ def _lines(data: bytes, issues: list[DatasetIssue]) -> list[tuple[int, str]]:
 def _check_length(
     line: int, messages: list[Message], count: TokenCounter | None, max_tokens: int | None,
     issues: list[DatasetIssue], counts: list[int],
-) -> None:
+) -> bool:
+    """Count the example's tokens; False (and an issue) when it is over ``max_tokens``."""
     if count is None:
-        return
+        return True
     n = count(messages)
-    counts.append(n)
     if max_tokens is not None and n > max_tokens:
         issues.append(DatasetIssue(
             line, f"{n} tokens, over the maximum of {max_tokens}; shorten the example or raise "
             "max_length"))
+        return False
+    counts.append(n)
+    return True
 
 
 def _message_issues(messages: Any) -> list[str]:
@@ -186,8 +189,8 @@ def validate_chat_dataset(
             issues.append(DatasetIssue(line, f"duplicate of line {first_seen[key]}"))
             continue
         first_seen[key] = line
-        _check_length(line, messages, count_tokens, max_tokens, issues, counts)
-        examples.append(ChatExample(messages=messages, line=line))
+        if _check_length(line, messages, count_tokens, max_tokens, issues, counts):
+            examples.append(ChatExample(messages=messages, line=line))
     if not examples and not issues:
         issues.append(DatasetIssue(None, "the file has no examples"))
     stats = DatasetStats(
@@ -312,10 +315,14 @@ def validate_classification_dataset(
     label_list = list(labels) if labels is not None else sorted(label_counts)
     counts: list[int] = []
     if count_tokens is not None:
+        kept = []
         for example in parsed:
             messages = classification_messages(template, example.text, label_list)
             messages = messages + [{"role": "assistant", "content": example.label}]
-            _check_length(example.line, messages, count_tokens, max_tokens, issues, counts)
+            if _check_length(example.line, messages, count_tokens, max_tokens, issues, counts):
+                kept.append(example)
+        parsed = kept
+        label_counts = dict(sorted(Counter(e.label for e in parsed).items()))
     stats = DatasetStats(
         task="classification", examples=len(parsed), sha256=content_hash(data),
         tokens=sum(counts) if count_tokens else None,

@@ -1,0 +1,181 @@
+"""Dataset validation: every problem reported with its line number."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from training.datasets import (
+    ChatExample,
+    DatasetIssue,
+    content_hash,
+    sniff_format,
+    validate_chat_dataset,
+    validate_classification_dataset,
+    validate_dataset,
+)
+from training.errors import DatasetError
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "vader_sentiment" / "vader_sentiment.jsonl"
+
+
+def jsonl(*records: object) -> bytes:
+    return "".join((r if isinstance(r, str) else json.dumps(r)) + "\n" for r in records).encode()
+
+
+def chat(user: str, reply: str) -> dict:
+    return {"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": reply}]}
+
+
+def lines_of(report) -> dict[int | None, list[str]]:
+    out: dict[int | None, list[str]] = {}
+    for issue in report.issues:
+        out.setdefault(issue.line, []).append(issue.message)
+    return out
+
+
+def test_valid_chat_dataset_has_stats_and_hash():
+    data = jsonl(chat("hi", "hello"), chat("bye", "goodbye"))
+    report = validate_chat_dataset(data, count_tokens=lambda messages: 10)
+    assert report.ok
+    assert [e.line for e in report.examples] == [1, 2]
+    assert isinstance(report.examples[0], ChatExample)
+    assert report.stats.examples == 2
+    assert report.stats.tokens == 20
+    assert report.stats.sha256 == content_hash(data)
+    assert report.raise_for_issues() is report
+
+
+def test_bad_chat_file_reports_every_problem_with_its_line():
+    data = jsonl(
+        chat("ok", "fine"),                                             # 1
+        '{"messages": [',                                                # 2 bad JSON
+        {"messages": [{"role": "user", "content": "no reply"}]},         # 3 no assistant
+        {"messages": [{"content": "x"}, {"role": "assistant", "content": "y"}]},  # 4 no role
+        {"messages": [{"role": "wizard", "content": "x"},
+                      {"role": "assistant", "content": "y"}]},           # 5 unknown role
+        {"messages": [{"role": "user", "content": "  "},
+                      {"role": "assistant", "content": "y"}]},           # 6 empty content
+        {"prompt": "old format"},                                        # 7 no messages
+        chat("ok", "fine"),                                              # 8 duplicate of 1
+        chat("a long one", "word " * 50),                                # 9 too long
+    )
+    report = validate_chat_dataset(
+        data, count_tokens=lambda m: sum(len(x["content"].split()) for x in m), max_tokens=20
+    )
+    by_line = lines_of(report)
+    assert sorted(by_line) == [2, 3, 4, 5, 6, 7, 8, 9]
+    assert "invalid JSON" in by_line[2][0]
+    assert "no assistant message" in by_line[3][0]
+    assert 'no "role"' in by_line[4][0]
+    assert "unknown role 'wizard'" in by_line[5][0]
+    assert "empty content" in by_line[6][0]
+    assert '"messages"' in by_line[7][0]
+    assert "duplicate of line 1" in by_line[8][0]
+    assert "over the maximum of 20" in by_line[9][0]
+    assert [e.line for e in report.examples] == [1]
+    with pytest.raises(DatasetError) as caught:
+        report.raise_for_issues("train.jsonl")
+    message = str(caught.value)
+    assert "train.jsonl has 8 problem(s)" in message
+    assert "line 5: messages[0] has unknown role 'wizard'" in message
+    assert caught.value.status == 400
+    assert all(isinstance(i, DatasetIssue) for i in caught.value.issues)
+
+
+def test_chat_blank_lines_are_skipped_and_invalid_utf8_is_reported():
+    data = jsonl(chat("a", "b")) + b"\n" + b'{"messages": "\xff"}\n' + jsonl(chat("c", "d"))
+    report = validate_chat_dataset(data)
+    assert lines_of(report) == {3: [report.issues[0].message]}
+    assert "UTF-8" in report.issues[0].message
+    assert [e.line for e in report.examples] == [1, 4]
+
+
+def test_empty_file_is_an_issue():
+    assert [str(i) for i in validate_chat_dataset(b"\n\n").issues] == ["the file has no examples"]
+    assert validate_classification_dataset(b"", fmt="jsonl").issues[0].line is None
+
+
+def test_classification_jsonl_problems_with_lines():
+    data = jsonl(
+        {"text": "great", "label": "pos"},     # 1
+        {"text": "", "label": "neg"},          # 2 empty text
+        {"text": "meh"},                       # 3 missing label
+        {"text": "bad", "label": "neg"},       # 4
+        {"text": "Great ", "label": "neg"},    # 5 duplicate text of 1, other label
+        "not json",                            # 6
+        {"text": "fine", "label": " "},        # 7 empty label
+    )
+    report = validate_classification_dataset(data)
+    by_line = lines_of(report)
+    assert sorted(by_line) == [2, 3, 5, 6, 7]
+    assert by_line[2] == ["empty text"]
+    assert "missing field(s): label" in by_line[3][0]
+    assert "duplicate text of line 1 with a different label ('pos')" in by_line[5][0]
+    assert by_line[7] == ["empty label"]
+    assert report.stats.label_counts == {"neg": 1, "pos": 1}
+    assert report.labels == ["neg", "pos"]
+
+
+def test_classification_single_label_is_a_file_issue():
+    report = validate_classification_dataset(jsonl({"text": "a", "label": "x"},
+                                                   {"text": "b", "label": "x"}))
+    assert [i.line for i in report.issues] == [None]
+    assert "only one label ('x')" in report.issues[0].message
+
+
+def test_classification_csv_with_quoted_multiline_field_keeps_line_numbers():
+    data = (b'text,label,domain\n'
+            b'"first, with comma",pos,a\n'
+            b'"two\nlines",neg,b\n'
+            b',neg,c\n'
+            b'short row\n'
+            b'ok,unknown,d\n')
+    report = validate_classification_dataset(data, filename="d.csv", labels=["pos", "neg"])
+    by_line = lines_of(report)
+    assert by_line[5] == ["empty text"]
+    assert "expected 3 columns" in by_line[6][0]
+    assert "unknown label 'unknown'" in by_line[7][0]
+    assert [(e.line, e.label) for e in report.examples] == [(2, "pos"), (3, "neg")]
+
+
+def test_csv_without_required_columns():
+    report = validate_classification_dataset(b"sentence,class\nhi,x\n", fmt="csv")
+    assert report.issues[0].line == 1
+    assert "text and label" in report.issues[0].message
+
+
+def test_classification_token_limit_counts_the_templated_conversation():
+    seen = []
+
+    def count(messages):
+        seen.append(messages)
+        return 100 if "long" in messages[0]["content"] else 5
+
+    data = jsonl({"text": "short", "label": "a"}, {"text": "long one", "label": "b"})
+    report = validate_classification_dataset(data, count_tokens=count, max_tokens=50)
+    assert [i.line for i in report.issues] == [2]
+    assert seen[0][0]["role"] == "user" and "short" in seen[0][0]["content"]
+    assert "a, b" in seen[0][0]["content"]
+    assert seen[0][-1] == {"role": "assistant", "content": "a"}
+    # stats describe the valid examples only
+    assert report.stats.tokens == 5 and report.stats.max_example_tokens == 5
+    assert report.stats.label_counts == {"a": 1}
+
+
+def test_sniff_format_and_dispatch():
+    assert sniff_format(b'{"text": 1}') == "jsonl"
+    assert sniff_format(b"text,label\n") == "csv"
+    assert sniff_format(b"{}", "x.CSV") == "csv"
+    with pytest.raises(ValueError):
+        validate_dataset(b"", "regression")
+
+
+def test_shipped_dataset_is_valid():
+    data = DATA.read_bytes()
+    report = validate_classification_dataset(data, filename=DATA.name)
+    assert report.ok, report.issues[:5]
+    assert report.stats.label_counts == {"negative": 280, "neutral": 280, "positive": 280}
+    assert report.stats.examples == 840
