@@ -25,6 +25,19 @@ from services.store.models import RequestRecord, utcnow
 log = logging.getLogger("tuneloop.request_log")
 
 
+def redact_value(value: object) -> object:
+    """Mask emails, phone numbers and card numbers in every string inside ``value``."""
+    from monitoring.redaction import redact
+
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, list):
+        return [redact_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: redact_value(v) for k, v in value.items()}
+    return value
+
+
 @dataclass
 class LogRecord:
     id: str

@@ -93,6 +93,19 @@ class Settings(BaseSettings):
     """Ray cluster address (``ray://host:10001`` or ``http://host:8265`` for the Jobs API).
     Unset: a local Ray started by tuneloop."""
 
+    training_runner: Literal["local", "ray", "kuberay"] = "local"
+    """Where training jobs run: ``local`` (Ray on this machine), ``ray`` (the cluster at
+    TUNELOOP_RAY_ADDRESS, via the Ray Jobs API) or ``kuberay`` (RayJobs on Kubernetes)."""
+
+    kuberay_namespace: str = "default"
+    """Namespace where the KubeRay runner creates RayJobs."""
+
+    kuberay_image: str | None = None
+    """Container image of RayJob pods (must contain tuneloop and its training dependencies)."""
+
+    monitor_metrics_port: int = Field(default=9100, ge=1, le=65535)
+    """Port where ``tuneloop monitor`` serves ``/metrics``."""
+
     train_workers: int = Field(default=1, ge=1)
     """Ray Train workers per training job."""
 
@@ -125,6 +138,16 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"database_url {self.database_url!r} is not supported; use sqlite:///path or "
                 "postgresql+psycopg://user:password@host/db"
+            )
+        if self.training_runner == "ray" and not self.ray_address:
+            raise ValueError(
+                "training_runner is 'ray' but ray_address is unset; set TUNELOOP_RAY_ADDRESS "
+                "(e.g. http://ray-head:8265) or use TUNELOOP_TRAINING_RUNNER=local"
+            )
+        if self.training_runner == "kuberay" and not self.kuberay_image:
+            raise ValueError(
+                "training_runner is 'kuberay' but kuberay_image is unset; set "
+                "TUNELOOP_KUBERAY_IMAGE to an image with tuneloop installed"
             )
         return self
 

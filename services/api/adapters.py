@@ -21,7 +21,7 @@ from services.api.schemas import (
     RollbackIn,
     VersionOut,
 )
-from services.errors import InvalidInput, TooLarge
+from services.errors import InvalidInput, NotFound, TooLarge
 from services.store.models import AdapterVersion, Tenant
 
 router = APIRouter(prefix="/v1/adapters", tags=["adapters"])
@@ -141,18 +141,34 @@ async def register_version(
     return version_out(name, row)
 
 
-async def _prepare_swap(request: Request, tenant: Tenant, ref: str) -> None:
-    """Load and probe the new champion on every engine before the alias switches (hot swap)."""
+async def _prepare_swap(request: Request, tenant: Tenant, name: str, ref: str):  # noqa: ANN202
+    """Load and probe the new champion on every engine before the alias switches (hot swap).
+
+    Returns the current champion (to retire after the switch), or None.
+    """
     swapper = getattr(request.app.state, "swapper", None)
     if swapper is None:
-        return
+        return None
     p = platform(request)
 
     def _resolve():  # noqa: ANN202
         with p.store.read() as session:
-            return registry.resolve(session, tenant, ref)
+            new = registry.resolve(session, tenant, ref)
+            try:
+                old = registry.resolve(session, tenant, name)
+            except NotFound:
+                old = None
+            return new, old
 
-    await swapper.prepare(await run_in_threadpool(_resolve))
+    new, old = await run_in_threadpool(_resolve)
+    await swapper.prepare(new)
+    return old if old is not None and old.version_id != new.version_id else None
+
+
+def _after_swap(request: Request, tenant: Tenant, previous) -> None:  # noqa: ANN001
+    swapper = getattr(request.app.state, "swapper", None)
+    if swapper is not None:
+        swapper.switched(tenant.id, previous)
 
 
 @router.post("/{name}/promote")
@@ -160,7 +176,7 @@ async def promote(
     name: str, body: PromoteIn, request: Request, tenant: Tenant = Depends(current_tenant)
 ) -> AdapterOut:
     p = platform(request)
-    await _prepare_swap(request, tenant, registry.version_ref(name, body.version))
+    previous = await _prepare_swap(request, tenant, name, registry.version_ref(name, body.version))
 
     def _do() -> AdapterOut:
         with p.store.write() as session:
@@ -168,7 +184,9 @@ async def promote(
         with p.store.read() as session:
             return adapter_out(session, registry.get_adapter(session, tenant, name), history=True)
 
-    return await run_in_threadpool(_do)
+    out = await run_in_threadpool(_do)
+    _after_swap(request, tenant, previous)
+    return out
 
 
 @router.post("/{name}/rollback")
@@ -183,7 +201,7 @@ async def rollback(
             return registry.rollback_target(session, tenant, name).version
 
     version = await run_in_threadpool(_target)
-    await _prepare_swap(request, tenant, registry.version_ref(name, version))
+    previous = await _prepare_swap(request, tenant, name, registry.version_ref(name, version))
 
     def _do() -> AdapterOut:
         with p.store.write() as session:
@@ -191,4 +209,6 @@ async def rollback(
         with p.store.read() as session:
             return adapter_out(session, registry.get_adapter(session, tenant, name), history=True)
 
-    return await run_in_threadpool(_do)
+    out = await run_in_threadpool(_do)
+    _after_swap(request, tenant, previous)
+    return out

@@ -1,0 +1,235 @@
+"""Dispatch: run a resolved request on an engine of the pool, with its adapter loaded.
+
+Owns the engines (spawned :class:`EngineProcess` or remote URLs), their placements, classifiers
+and the hot-swap steps (load + probe the new version everywhere before the alias switches;
+drain and unload the old one after).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Callable
+
+from starlette.concurrency import run_in_threadpool
+
+from monitoring.metrics import Metrics
+from serving.classify import Classification, Classifier
+from serving.engine_client import EngineClient
+from serving.engine_process import EngineProcess, EngineState
+from serving.gateway.resolution import Target
+from serving.placement import AdapterPlacement, EnginePool, EngineSlot, PlacementEvent
+from services.errors import Unavailable
+from services.platform import Platform
+from services.registry import ResolvedAdapter
+from services.settings import Settings
+from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
+
+log = logging.getLogger("tuneloop.dispatch")
+
+
+class Dispatcher:
+    """The gateway's one door to the engines."""
+
+    def __init__(self, settings: Settings, platform: Platform, metrics: Metrics):
+        self.settings = settings
+        self.platform = platform
+        self.metrics = metrics
+        self.pool: EnginePool | None = None
+        self.processes: list[EngineProcess] = []
+        self.clients: list[EngineClient] = []
+        self.classifiers: dict[str, Classifier] = {}
+        self.on_champion_change: Callable[[int | None], None] | None = None
+        self._health_task: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
+        self._draining: dict[str, asyncio.Task] = {}
+        self._remote_ready: dict[str, bool] = {}
+
+    # -- engines --------------------------------------------------------------------------
+
+    def _slot(self, name: str, url: str, is_ready: Callable[[], bool]) -> EngineSlot:
+        client = EngineClient(url, timeout_s=self.settings.request_timeout_s)
+        self.clients.append(client)
+        placement = AdapterPlacement(
+            client, self.settings.max_cpu_loras, engine_name=name, on_event=self._on_event
+        )
+        self.classifiers[name] = Classifier(client)
+        return EngineSlot(name=name, client=client, placement=placement, is_ready=is_ready)
+
+    async def start_local_engine(self) -> None:
+        """Spawn one engine; requests get 503 until it is ready. Restarts re-load adapters."""
+        proc = EngineProcess(self.settings, model_dir=self.platform.base_model_dir)
+        self.processes.append(proc)
+        slot = self._slot("local", proc.url, lambda: proc.state is EngineState.READY)
+        self.pool = EnginePool([slot])
+
+        async def restarted() -> None:
+            self.metrics.engine_restarts.labels("local").inc()
+            await slot.placement.reload_all()
+
+        proc.add_restart_callback(restarted)
+        self.metrics.engine_up.labels("local").set(0)
+        try:
+            await proc.start()
+        except Exception:
+            log.exception("the local engine failed to start; see %s", proc.log_path)
+            raise
+        self.metrics.engine_up.labels("local").set(1)
+        self._health_task = asyncio.create_task(self._watch_health())
+
+    async def connect(self, urls: list[str]) -> None:
+        """Use running engines at ``urls``; a background check marks each up or down."""
+        slots = []
+        for i, url in enumerate(urls):
+            name = f"engine-{i}"
+            self._remote_ready[name] = False
+            slots.append(self._slot(name, url, lambda n=name: self._remote_ready[n]))
+        self.pool = EnginePool(slots)
+        await self._check_remote()
+        self._health_task = asyncio.create_task(self._watch_health())
+
+    async def _check_remote(self) -> None:
+        assert self.pool is not None
+        for slot in self.pool.slots:
+            if slot.name not in self._remote_ready:
+                continue
+            up = await slot.client.health()
+            if up and not self._remote_ready[slot.name] and slot.placement.loaded:
+                await slot.placement.reload_all()  # the engine came back: it lost its adapters
+            self._remote_ready[slot.name] = up
+
+    async def _watch_health(self) -> None:
+        while True:
+            await asyncio.sleep(5.0)
+            try:
+                if self._remote_ready:
+                    await self._check_remote()
+                for slot in self.pool.slots if self.pool else []:
+                    self.metrics.engine_up.labels(slot.name).set(1 if slot.is_ready() else 0)
+                    self.metrics.adapters_loaded.labels(slot.name).set(len(slot.placement.loaded))
+            except Exception:  # noqa: BLE001 - keep watching
+                log.exception("engine health check failed")
+
+    async def close(self) -> None:
+        if self._health_task:
+            self._health_task.cancel()
+        for task in list(self._background):
+            task.cancel()
+        for proc in self.processes:
+            await proc.stop()
+        for client in self.clients:
+            await client.aclose()
+
+    async def ready(self) -> tuple[bool, dict]:
+        if self.pool is None:
+            return False, {"engines": "starting"}
+        states = {s.name: s.is_ready() for s in self.pool.slots}
+        return any(states.values()), states
+
+    def _on_event(self, event: PlacementEvent) -> None:
+        m = self.metrics
+        if event.kind in ("load", "reload"):
+            m.adapter_loads.labels("ok" if event.ok else "failed").inc()
+            if event.ok:
+                m.adapter_load_seconds.observe(event.seconds)
+        elif event.kind == "evict":
+            m.adapter_unloads.labels("evicted").inc()
+        elif event.kind == "unload":
+            m.adapter_unloads.labels("swapped").inc()
+
+    def _pool(self) -> EnginePool:
+        if self.pool is None:
+            raise Unavailable("the engine is starting; retry shortly", retry_after_s=10)
+        return self.pool
+
+    async def _adapter_path(self, adapter: ResolvedAdapter | None) -> str | None:
+        if adapter is None:
+            return None
+        path = await run_in_threadpool(self.platform.artifacts.materialize_dir, adapter.artifact_key)
+        return str(path)
+
+    # -- requests -------------------------------------------------------------------------
+
+    async def generate(self, route: str, target: Target, body: dict) -> dict:
+        path = await self._adapter_path(target.adapter)
+        name = target.adapter.engine_name if target.adapter else None
+
+        async def run(client: EngineClient) -> dict:
+            if route == "chat":
+                return await client.chat_completions(body)
+            return await client.completions(body)
+
+        return await self._pool().call(name, path, run)
+
+    async def stream(self, route: str, target: Target, body: dict) -> AsyncIterator[bytes]:
+        """Open the engine stream now (so errors become HTTP errors), then relay its lines."""
+        path = await self._adapter_path(target.adapter)
+        name = target.adapter.engine_name if target.adapter else None
+        lease = self._pool().lease(name, path)
+        slot = await lease.__aenter__()
+        try:
+            if route == "chat":
+                engine_stream = await slot.client.open_chat_stream(body)
+            else:
+                engine_stream = await slot.client.open_completions_stream(body)
+        except BaseException as exc:
+            await lease.__aexit__(type(exc), exc, exc.__traceback__)
+            raise
+
+        async def relay() -> AsyncIterator[bytes]:
+            try:
+                async for line in engine_stream:
+                    yield line.encode() + b"\n\n"
+            finally:
+                await engine_stream.aclose()
+                await lease.__aexit__(None, None, None)
+
+        return relay()
+
+    async def classify(self, target: Target, texts: list[str]) -> list[Classification]:
+        adapter = target.adapter
+        assert adapter is not None and adapter.labels
+        path = await self._adapter_path(adapter)
+        template = adapter.prompt_template or DEFAULT_CLASSIFICATION_TEMPLATE
+        async with self._pool().lease(adapter.engine_name, path) as slot:
+            return await self.classifiers[slot.name].classify_many(
+                adapter.engine_name, template, texts, adapter.labels
+            )
+
+    # -- hot swap -------------------------------------------------------------------------
+
+    async def prepare(self, adapter: ResolvedAdapter) -> None:
+        """Load ``adapter`` on every ready engine and probe it before the alias switches."""
+        draining = self._draining.pop(adapter.engine_name, None)
+        if draining is not None:  # promoted back before the old drain finished: keep it loaded
+            draining.cancel()
+        path = await self._adapter_path(adapter)
+        pool = self._pool()
+        await pool.load_everywhere(adapter.engine_name, path)
+        probe = {"model": adapter.engine_name, "max_tokens": 1, "temperature": 0.0,
+                 "messages": [{"role": "user", "content": "ping"}]}
+        for slot in pool.slots:
+            if slot.is_ready():
+                async with slot.placement.use(adapter.engine_name, path):
+                    await slot.client.chat_completions(probe)
+
+    def switched(self, tenant_id: int, previous: ResolvedAdapter | None) -> None:
+        """After the alias switched: forget cached champions; drain and unload the old version."""
+        if self.on_champion_change:
+            self.on_champion_change(tenant_id)
+        if previous is None or self.pool is None:
+            return
+        task = asyncio.create_task(
+            self.pool.drain_and_unload_everywhere(previous.engine_name, timeout_s=120)
+        )
+        self._background.add(task)
+        self._draining[previous.engine_name] = task
+
+        def done(t: asyncio.Task) -> None:
+            self._background.discard(t)
+            if self._draining.get(previous.engine_name) is t:
+                del self._draining[previous.engine_name]
+            if not t.cancelled() and t.exception() is not None:
+                log.warning("unloading %s failed: %s", previous.engine_name, t.exception())
+
+        task.add_done_callback(done)

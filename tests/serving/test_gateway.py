@@ -1,0 +1,289 @@
+"""The gateway end to end: the official openai client, a real vLLM engine, real adapters.
+
+The gateway runs under uvicorn in a thread, on the session's one engine (as a remote engine
+URL); tenant A owns a trained chat/classification adapter, tenant B owns nothing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import os
+import signal
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from services.platform import Platform
+from services.settings import Settings
+from tests.serving import lora_training
+
+pytestmark = [pytest.mark.integration, pytest.mark.engine]
+ADMIN = "admin-gw-key"
+
+
+class _Server:
+    def __init__(self, app, port: int):  # noqa: ANN001
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.url = f"http://127.0.0.1:{port}"
+
+    def __enter__(self):  # noqa: ANN204
+        self.thread.start()
+        deadline = time.monotonic() + 60
+        while not self.server.started:
+            assert time.monotonic() < deadline, "gateway did not start"
+            time.sleep(0.05)
+        return self
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        self.server.should_exit = True
+        self.thread.join(30)
+
+
+def _untrained_lora(base_model_dir: Path, out: Path) -> Path:
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(str(base_model_dir))
+    get_peft_model(model, LoraConfig(r=8, target_modules="all-linear")).save_pretrained(str(out))
+    return out
+
+
+@pytest.fixture(scope="module")
+def gateway(engine, engine_settings, base_model_dir, trained_adapter, tmp_path_factory):
+    from serving.engine_process import free_port
+    from serving.gateway.app import serving_extension
+    from services.adapter_intake import register_adapter_dir
+    from services.app import create_app
+    from services.tenants import create_key, create_tenant
+
+    data = tmp_path_factory.mktemp("gateway-data")
+    settings = Settings(
+        data_dir=data, base_model=str(base_model_dir), base_model_name=engine_settings.resolved_base_model_name,
+        admin_key=ADMIN, engine_urls=[engine.url], max_model_len=engine_settings.max_model_len,
+        port=free_port(), tenant_rate_per_s=1000, tenant_max_concurrency=64,
+    )
+    platform = Platform.open(settings)
+    keys = {}
+    with platform.store.write() as s:
+        for name in ("acme", "globex"):
+            create_tenant(s, name)
+            keys[name] = create_key(s, name).key
+    register_adapter_dir(platform, "acme", "support", trained_adapter)
+    register_adapter_dir(platform, "acme", "support",
+                         _untrained_lora(base_model_dir, tmp_path_factory.mktemp("untrained")))
+    register_adapter_dir(platform, "acme", "topics", trained_adapter, task="classification",
+                         labels=lora_training.CLASSIFY_LABELS)
+    app = create_app(platform=platform, extensions=[serving_extension(settings)])
+    with _Server(app, settings.port) as server:
+        server.keys = keys
+        server.app = app
+        server.platform = platform
+        server.base = settings.resolved_base_model_name
+        yield server
+    platform.close()
+
+
+def _client(gateway, tenant="acme"):  # noqa: ANN001, ANN202
+    from openai import OpenAI
+
+    return OpenAI(base_url=f"{gateway.url}/v1", api_key=gateway.keys[tenant], max_retries=0, timeout=120)
+
+
+def _http(gateway, tenant="acme") -> httpx.Client:  # noqa: ANN001
+    return httpx.Client(base_url=gateway.url, timeout=120,
+                        headers={"Authorization": f"Bearer {gateway.keys[tenant]}"})
+
+
+def test_openai_client_lists_models_chats_and_streams(gateway):
+    client = _client(gateway)
+    ids = {m.id for m in client.models.list().data}
+    assert {gateway.base, "support", "support@v1", "support@v2", "topics"} <= ids
+    chat = client.chat.completions.create(
+        model="support", messages=[{"role": "user", "content": "Say something."}],
+        max_tokens=16, temperature=0,
+    )
+    assert chat.model == "support@v1"
+    assert chat.choices[0].message.content.startswith("Zebra umbrellas")
+    assert chat.usage.completion_tokens > 0
+    stream = client.chat.completions.create(
+        model="support@v1", messages=[{"role": "user", "content": "Say something."}],
+        max_tokens=16, temperature=0, stream=True,
+    )
+    chunks = list(stream)
+    assert {c.model for c in chunks} == {"support@v1"}
+    assert len({c.id for c in chunks}) == 1
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text == chat.choices[0].message.content
+    base = client.chat.completions.create(
+        model=gateway.base, messages=[{"role": "user", "content": "What is the capital of France?"}],
+        max_tokens=20, temperature=0,
+    )
+    assert "Paris" in base.choices[0].message.content
+
+
+def test_openai_parameters_pass_through(gateway):
+    client = _client(gateway)
+    r = client.chat.completions.create(
+        model="support", messages=[{"role": "user", "content": "Tell me a joke."}],
+        max_tokens=8, temperature=0.9, top_p=0.9, n=2, seed=7, logprobs=True, top_logprobs=2,
+        stop=["midnight"],
+    )
+    assert len(r.choices) == 2
+    assert r.choices[0].logprobs.content[0].top_logprobs
+    assert all("midnight" not in (c.message.content or "") for c in r.choices)
+    done = client.completions.create(model=gateway.base, prompt="The capital of France is", max_tokens=4, temperature=0)
+    assert done.choices[0].text
+
+
+def test_gateway_output_matches_peft(gateway, peft_reference):
+    client = _client(gateway)
+    for prompt, expected in peft_reference.items():
+        r = client.chat.completions.create(
+            model="support@v1", messages=[{"role": "user", "content": prompt}],
+            max_tokens=lora_training.PARITY_MAX_TOKENS, temperature=0,
+        )
+        assert r.choices[0].message.content == expected, prompt
+
+
+def test_classify_returns_probabilities_over_the_label_set(gateway):
+    with _http(gateway) as http:
+        texts = [t for t, _ in lora_training.CLASSIFY_EXAMPLES]
+        r = http.post("/v1/classify", json={"model": "topics", "input": texts})
+        assert r.status_code == 200, r.text
+        body = r.json()
+        assert body["object"] == "classification" and body["model"] == "topics@v1"
+        for item, (_, label) in zip(body["data"], lora_training.CLASSIFY_EXAMPLES):
+            assert set(item["probabilities"]) == set(lora_training.CLASSIFY_LABELS)
+            assert abs(sum(item["probabilities"].values()) - 1) < 1e-6
+            assert item["label"] == label
+        single = http.post("/v1/classify", json={"model": "topics", "input": texts[0]}).json()
+        assert len(single["data"]) == 1
+        r = http.post("/v1/classify", json={"model": "support", "input": "x"})
+        assert r.status_code == 400 and "classification" in r.json()["error"]["message"]
+
+
+def test_errors(gateway):
+    with _http(gateway, "globex") as b, _http(gateway) as a:
+        for path, body in [
+            ("/v1/chat/completions", {"model": "support", "messages": [{"role": "user", "content": "hi"}]}),
+            ("/v1/chat/completions", {"model": "support@v1", "messages": [{"role": "user", "content": "hi"}]}),
+            ("/v1/completions", {"model": "support", "prompt": "hi"}),
+            ("/v1/classify", {"model": "topics", "input": "hi"}),
+        ]:
+            r = b.post(path, json=body)
+            assert r.status_code == 404, (path, r.text)
+            assert r.json()["error"]["code"] == "model_not_found"
+        assert b.get("/v1/adapters/support").status_code == 404
+        assert "support" not in {m["id"] for m in b.get("/v1/models").json()["data"]}
+        r = httpx.post(f"{gateway.url}/v1/chat/completions", headers={"Authorization": "Bearer nope"},
+                       json={"model": gateway.base, "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 401
+        r = a.post("/v1/chat/completions", content=b'{"model": "x", "messages": [', headers={"content-type": "application/json"})
+        assert r.status_code == 400 and "JSON" in r.json()["error"]["message"]
+        r = a.post("/v1/chat/completions", json={"model": "support", "messages": []})
+        assert r.status_code == 400
+        r = a.post("/v1/chat/completions", json={"model": "support", "messages": [{"role": "wizard", "content": "x"}]})
+        assert r.status_code == 400 and "role" in r.json()["error"]["message"]
+        r = a.post("/v1/chat/completions", json={"model": "nope", "messages": [{"role": "user", "content": "hi"}]})
+        assert r.status_code == 404
+        long_prompt = "hello " * 1500  # ~1500 tokens, over the 1024-token context
+        r = a.post("/v1/chat/completions", json={"model": "support", "messages": [{"role": "user", "content": long_prompt}]})
+        assert r.status_code == 400, r.text
+        assert "1024" in r.json()["error"]["message"]
+        r = a.post("/v1/chat/completions", json={"model": "support", "messages": [{"role": "user", "content": "x" * 100_000}]})
+        assert r.status_code == 400 and "TUNELOOP_MAX_MODEL_LEN" in r.json()["error"]["message"]
+
+
+def test_hot_swap_under_load_fails_no_request(gateway):
+    """Promote v1 <-> v2 repeatedly while clients send requests; every response names the
+    version that produced it (v1 replies with the trained phrase, v2 does not)."""
+    stop = threading.Event()
+    results: list[tuple[int, str, str]] = []
+    failures: list[str] = []
+
+    def client_loop() -> None:
+        with _http(gateway) as http:
+            while not stop.is_set():
+                r = http.post("/v1/chat/completions", json={
+                    "model": "support", "max_tokens": 6, "temperature": 0,
+                    "messages": [{"role": "user", "content": "Say something."}]})
+                if r.status_code != 200:
+                    failures.append(f"{r.status_code} {r.text[:200]}")
+                    continue
+                body = r.json()
+                results.append((r.status_code, body["model"], body["choices"][0]["message"]["content"]))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool, _http(gateway) as admin:
+        futures = [pool.submit(client_loop) for _ in range(4)]
+        for i in range(6):
+            version = 2 if i % 2 == 0 else 1
+            r = admin.post("/v1/adapters/support/promote", json={"version": version})
+            assert r.status_code == 200, r.text
+            time.sleep(1.0)
+        stop.set()
+        for f in futures:
+            f.result()
+    assert not failures, failures[:3]
+    assert len(results) > 10
+    models = {m for _, m, _ in results}
+    assert models == {"support@v1", "support@v2"}
+    for _, model, text in results:
+        assert text.startswith("Zebra") == (model == "support@v1"), (model, text)
+
+
+def test_responses_are_persisted_for_feedback(gateway):
+    from sqlalchemy import select
+
+    from services.store.models import RequestRecord
+
+    client = _client(gateway)
+    r = client.chat.completions.create(model="support@v2", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
+    assert gateway.app.state.gateway.request_log.flush()
+    with gateway.platform.store.read() as s:
+        row = s.scalar(select(RequestRecord).where(RequestRecord.id == r.id))
+    assert row is not None, "response id not in the request log"
+    assert (row.adapter, row.adapter_version, row.route) == ("support", 2, "chat")
+    assert row.completion_tokens == r.usage.completion_tokens
+
+
+def test_metrics_pass_promtool(gateway, tmp_path):
+    text = httpx.get(f"{gateway.url}/metrics").text
+    assert 'tuneloop_requests_total{adapter="support"' in text
+    assert "tuneloop_adapter_loads_total" in text
+    path = tmp_path / "metrics.txt"
+    path.write_text(text)
+    result = subprocess.run(["promtool", "check", "metrics"], stdin=path.open(), capture_output=True, text=True)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_engine_killed_gives_503_then_recovers_with_adapters(gateway, engine):
+    with _http(gateway) as http:
+        ok = http.post("/v1/chat/completions", json={"model": "support@v1", "max_tokens": 4, "temperature": 0,
+                                                     "messages": [{"role": "user", "content": "Say something."}]})
+        assert ok.status_code == 200
+        os.killpg(engine.pid, signal.SIGKILL)
+        saw_503 = False
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:
+            r = http.post("/v1/chat/completions", json={"model": "support@v1", "max_tokens": 4, "temperature": 0,
+                                                        "messages": [{"role": "user", "content": "Say something."}]})
+            if r.status_code == 503:
+                saw_503 = True
+                assert int(r.headers["Retry-After"]) >= 1
+                assert "Traceback" not in r.text
+            elif r.status_code == 200 and saw_503:
+                assert r.json()["choices"][0]["message"]["content"].startswith("Zebra")
+                break
+            else:
+                assert r.status_code in (200, 503), r.text
+            time.sleep(1)
+        assert saw_503, "no 503 while the engine was down"
+        assert r.status_code == 200, "the gateway did not recover after the engine restarted"
+        assert http.get("/readyz").status_code == 200
