@@ -39,6 +39,7 @@ from serving.engine_client import EngineClient
 from training.prompts import classification_messages
 
 MIN_FLOOR = 1e-12
+MAX_LOGPROB_TOKEN_IDS = 128  # vLLM's limit on logprob_token_ids; beyond it top-K + floor is used
 _PROBE_TEXT = "x"  # label tokens in context do not depend on the text; any text will do
 
 Prefix = tuple[int, ...]
@@ -220,10 +221,11 @@ class Classifier:
             "temperature": 0.0,
             "logprobs": True,
             "top_logprobs": self.top_logprobs,
-            "logprob_token_ids": root_tokens,
             "return_tokens_as_token_ids": True,
             "return_token_ids": bool(plan.deeper),
         }
+        if len(root_tokens) <= MAX_LOGPROB_TOKEN_IDS:
+            body["logprob_token_ids"] = root_tokens
         response = await self.client.chat_completions(body)
         observations: dict[Prefix, dict[int, float]] = {(): parse_chat_logprobs(response)}
         requests = 1
@@ -257,9 +259,10 @@ class Classifier:
             "max_tokens": 1,
             "temperature": 0.0,
             "logprobs": self.top_logprobs,
-            "logprob_token_ids": wanted,
             "return_tokens_as_token_ids": True,
         }
+        if len(wanted) <= MAX_LOGPROB_TOKEN_IDS:
+            body["logprob_token_ids"] = wanted
         response = await self.client.completions(body)
         choices = sorted(response["choices"], key=lambda c: c["index"])
         return {bp.prefix: parse_completion_logprobs(c) for bp, c in zip(plan.deeper, choices)}

@@ -140,7 +140,8 @@ class EngineProcess:
         self.health_interval_s = health_interval_s
         self.health_failures_to_restart = health_failures_to_restart
         self.stop_grace_s = stop_grace_s
-        self.kv_cache_bytes = kv_cache_bytes
+        # TUNELOOP_ENGINE_KV_CACHE_BYTES once Settings has it (requested from the settings owner).
+        self.kv_cache_bytes = kv_cache_bytes or getattr(settings, "engine_kv_cache_bytes", None)
         self.block_size = block_size
         self.extra_args = list(extra_args or [])
         self.state = EngineState.STOPPED
