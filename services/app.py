@@ -75,7 +75,7 @@ def create_app(
     extensions: list[AppExtension] | None = None,
 ) -> FastAPI:
     """Build the app. Pass ``platform`` to share one; otherwise it is opened on startup."""
-    from services.api import adapters, admin, health
+    from services.api import adapters, admin, feedback, health
 
     if settings is None:
         settings = platform.settings if platform else Settings()
@@ -103,6 +103,7 @@ def create_app(
     app.include_router(health.router)
     app.include_router(admin.router)
     app.include_router(adapters.router)
+    app.include_router(feedback.router)
     for extend in extensions or []:
         extend(app)
     return app

@@ -149,3 +149,20 @@ class RequestRecord(Base):
     prompt_tokens: Mapped[int] = mapped_column(Integer, default=0)
     completion_tokens: Mapped[int] = mapped_column(Integer, default=0)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class FeedbackRecord(Base):
+    """Feedback on an earlier response: a rating, a ground-truth label, a correction."""
+
+    __tablename__ = "feedback"
+
+    id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(Integer, index=True)
+    response_id: Mapped[str] = mapped_column(String(64), index=True)
+    adapter: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    adapter_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    rating: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    label: Mapped[str | None] = mapped_column(String(256), nullable=True)
+    correction: Mapped[str | None] = mapped_column(Text, nullable=True)
+    comment: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)

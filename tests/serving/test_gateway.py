@@ -245,7 +245,9 @@ def test_responses_are_persisted_for_feedback(gateway):
 
     client = _client(gateway)
     r = client.chat.completions.create(model="support@v2", messages=[{"role": "user", "content": "Hi"}], max_tokens=4)
-    assert gateway.app.state.gateway.request_log.flush()
+    with _http(gateway) as http:  # feedback right away: the gateway flushes the log first
+        fb = http.post("/v1/feedback", json={"response_id": r.id, "rating": 1, "id": "fb-gw"})
+        assert fb.status_code == 201, fb.text
     with gateway.platform.store.read() as s:
         row = s.scalar(select(RequestRecord).where(RequestRecord.id == r.id))
     assert row is not None, "response id not in the request log"
