@@ -1,0 +1,80 @@
+"""LocalRayRunner against the session's real Ray: success, failure, cancel frees the CPUs."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+import pytest
+
+from training.runners.base import RunSpec, RunState
+from training.runners.local import LocalRayRunner, recipe_entrypoint
+
+pytestmark = [pytest.mark.integration, pytest.mark.ray]
+
+HOLD_CPU = """
+import ray, time
+ray.init()
+@ray.remote(num_cpus=1)
+class Holder:
+    def ping(self):
+        return 1
+h = Holder.remote()
+ray.get(h.ping.remote())
+print("holding", flush=True)
+time.sleep(600)
+"""
+
+
+def available_cpus() -> float:
+    import ray
+
+    return ray.available_resources().get("CPU", 0.0)
+
+
+def wait_for(predicate, timeout_s: float = 60.0) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.5)
+    return False
+
+
+@pytest.fixture
+def runner(ray_cluster, tmp_path):
+    runner = LocalRayRunner(tmp_path / "logs", ray_address=ray_cluster, cancel_grace_s=5)
+    yield runner
+    runner.close()
+
+
+def test_success_and_failure_and_idempotent_submit(runner):
+    ok = RunSpec(job_id="ok", entrypoint=[sys.executable, "-c",
+                                          "import ray; ray.init(); print(ray.cluster_resources())"])
+    runner.submit(ok)
+    runner.submit(ok)  # idempotent: still one run
+    assert runner.wait("ok", timeout_s=120).state is RunState.SUCCEEDED
+    assert "CPU" in runner.log_tail("ok")
+
+    bad = RunSpec(job_id="bad", entrypoint=[sys.executable, "-c", "raise SystemExit('boom')"])
+    runner.submit(bad)
+    status = runner.wait("bad", timeout_s=60)
+    assert status.state is RunState.FAILED
+    assert "boom" in status.message
+    assert runner.status("never-submitted").state is RunState.FAILED
+
+
+def test_cancel_stops_the_run_and_frees_its_workers(runner):
+    before = available_cpus()
+    runner.submit(RunSpec(job_id="hold", entrypoint=[sys.executable, "-c", HOLD_CPU]))
+    assert wait_for(lambda: "holding" in runner.log_tail("hold"), 120), runner.log_tail("hold")
+    assert available_cpus() <= before - 1
+    assert runner.status("hold").state is RunState.RUNNING
+    runner.cancel("hold")
+    assert runner.status("hold").state is RunState.CANCELLED
+    assert wait_for(lambda: available_cpus() >= before, 60), "the actor's CPU was not freed"
+
+
+def test_recipe_entrypoint_command(tmp_path):
+    command = recipe_entrypoint(tmp_path / "c.json")
+    assert command[1:4] == ["-m", "training.recipe", "--config"]
