@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import adapters, keys, models, serve, tenants
+from services.cli import adapters, files, jobs, keys, models, serve, tenants
 
 app = typer.Typer(
     name="tuneloop",
@@ -16,6 +16,8 @@ app.add_typer(models.app, name="models")
 app.add_typer(tenants.app, name="tenants")
 app.add_typer(keys.app, name="keys")
 app.add_typer(adapters.app, name="adapters")
+app.add_typer(files.app, name="files")
+app.add_typer(jobs.app, name="jobs")
 serve.register(app)
 
 

@@ -166,3 +166,88 @@ class FeedbackRecord(Base):
     correction: Mapped[str | None] = mapped_column(Text, nullable=True)
     comment: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class DatasetFile(Base):
+    """An uploaded dataset (files API). Content lives in the artifact store under ``sha256``."""
+
+    __tablename__ = "dataset_files"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "file-<hex>"
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    filename: Mapped[str] = mapped_column(String(256))
+    purpose: Mapped[str] = mapped_column(String(32))
+    bytes: Mapped[int] = mapped_column(BigInteger)
+    sha256: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))
+    task: Mapped[str] = mapped_column(String(16))
+    format: Mapped[str] = mapped_column(String(8))
+    stats: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FineTuningJob(Base):
+    """One fine-tuning job; ``status`` follows :class:`training.jobs.states.JobStatus`."""
+
+    __tablename__ = "fine_tuning_jobs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "ftjob-<hex>"
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    status: Mapped[str] = mapped_column(String(24), index=True)
+    model: Mapped[str] = mapped_column(String(200))
+    parent_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("adapter_versions.id"), nullable=True
+    )
+    adapter_name: Mapped[str] = mapped_column(String(64))
+    task: Mapped[str] = mapped_column(String(16))
+    training_file: Mapped[str] = mapped_column(ForeignKey("dataset_files.id"))
+    validation_file: Mapped[str | None] = mapped_column(
+        ForeignKey("dataset_files.id"), nullable=True
+    )
+    hyperparameters: Mapped[dict] = mapped_column(JSON, default=dict)
+    labels: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    prompt_template: Mapped[str | None] = mapped_column(Text, nullable=True)
+    auto_promote: Mapped[bool] = mapped_column(default=False)
+    seed: Mapped[int] = mapped_column(Integer, default=0)
+    run_name: Mapped[str] = mapped_column(String(64))
+    runner: Mapped[str] = mapped_column(String(16))
+    owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    cancel_requested: Mapped[bool] = mapped_column(default=False)
+    error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    fine_tuned_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
+    result_version_id: Mapped[int | None] = mapped_column(
+        ForeignKey("adapter_versions.id"), nullable=True
+    )
+    trained_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    progress: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class FineTuningEvent(Base):
+    """A typed event of a job (``type`` from :class:`training.jobs.states.EventType`)."""
+
+    __tablename__ = "fine_tuning_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    job_id: Mapped[str] = mapped_column(ForeignKey("fine_tuning_jobs.id"), index=True)
+    type: Mapped[str] = mapped_column(String(24))
+    level: Mapped[str] = mapped_column(String(8), default="info")
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class FineTuningCheckpoint(Base):
+    """A checkpoint a job's run saved (step and the metrics at that step)."""
+
+    __tablename__ = "fine_tuning_checkpoints"
+    __table_args__ = (UniqueConstraint("job_id", "step"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "ftckpt-<hex>"
+    job_id: Mapped[str] = mapped_column(ForeignKey("fine_tuning_jobs.id"), index=True)
+    step: Mapped[int] = mapped_column(Integer)
+    metrics: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

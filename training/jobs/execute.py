@@ -1,0 +1,301 @@
+"""Running one job: validate its files, build the TrainConfig, submit it to the runner, follow the
+run's progress file into job events, and finish it (publish, fail with a reason, or cancel)."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from services.platform import Platform
+from services.store.models import AdapterVersion, DatasetFile, FineTuningJob
+from training import progress
+from training.config import TrainConfig
+from training.jobs import store
+from training.jobs.files import file_bytes, validate_file
+from training.jobs.hyperparameters import train_config_fields
+from training.jobs.publish import PromoteHook, publish
+from training.jobs.states import EventType, JobStatus
+from training.runners.base import JobRunner, RunSpec, RunState
+from training.runners.local import recipe_entrypoint
+
+log = logging.getLogger("tuneloop.jobs")
+
+
+def job_dir(platform: Platform, job_id: str) -> Path:
+    return platform.settings.data_dir.resolve() / "jobs" / job_id
+
+
+def _files(platform: Platform, job: FineTuningJob) -> dict[str, DatasetFile | None]:
+    with platform.store.read() as session:
+        train = session.get(DatasetFile, job.training_file)
+        valid = session.get(DatasetFile, job.validation_file) if job.validation_file else None
+    return {"training": train, "validation": valid}
+
+
+def validate_job_files(platform: Platform, job: FineTuningJob) -> None:
+    """validating_files -> queued, or failed listing every problem with its line number
+    (files are checked again against the job's labels and prompt template)."""
+    problems: list[str] = []
+    summary: dict[str, Any] = {}
+    for kind, row in _files(platform, job).items():
+        if row is None:
+            continue
+        options: dict[str, Any] = {}
+        if job.task == "classification":
+            options = {"labels": job.labels, "template": job.prompt_template}
+        report = validate_file(platform, file_bytes(platform, row), row.filename, job.task,
+                               **options)
+        problems += [f"{kind} file {row.id} ({row.filename}) {issue}" for issue in report.issues]
+        summary[kind] = report.stats.to_dict()
+    with platform.store.write() as session:
+        current = store.get_job(session, None, job.id)
+        if JobStatus(current.status) is not JobStatus.VALIDATING_FILES:
+            return  # cancelled meanwhile, or another process validated it
+        if problems:
+            shown = "\n".join(problems[:50])
+            store.fail(session, current, "invalid_training_file",
+                       f"{len(problems)} problem(s) in the job's files; fix them, upload again "
+                       f"and create a new job:\n{shown}")
+            return
+        store.transition(session, current, JobStatus.QUEUED, event=(
+            EventType.VALIDATED, "files validated: " + ", ".join(
+                f"{k} {v['examples']} examples" for k, v in summary.items()), summary))
+
+
+def build_config(platform: Platform, job: FineTuningJob) -> TrainConfig:
+    """The run's TrainConfig: files copied out of the artifact store into the job directory."""
+    settings = platform.settings
+    directory = job_dir(platform, job.id)
+    directory.mkdir(parents=True, exist_ok=True)
+    paths: dict[str, str | None] = {"training": None, "validation": None}
+    for kind, row in _files(platform, job).items():
+        if row is not None:
+            suffix = ".csv" if row.format == "csv" else ".jsonl"
+            path = directory / f"{kind}{suffix}"
+            path.write_bytes(file_bytes(platform, row))
+            paths[kind] = str(path)
+    parent_dir = None
+    if job.parent_version_id is not None:
+        with platform.store.read() as session:
+            parent = session.get(AdapterVersion, job.parent_version_id)
+        parent_dir = str(platform.artifacts.materialize_dir(parent.artifact_key))
+    extra: dict[str, Any] = {}
+    if job.task == "classification":
+        extra = {"labels": job.labels, "prompt_template": job.prompt_template}
+    return TrainConfig(
+        base_model=str(platform.base_model_dir), output_dir=str(directory / "output"),
+        task=job.task, train_file=paths["training"], eval_file=paths["validation"],
+        parent_adapter=parent_dir, seed=job.seed, num_workers=settings.train_workers,
+        use_gpu=settings.train_use_gpu, storage_path=str(directory / "ray"),
+        run_name=job.run_name, progress_file=str(directory / "progress.jsonl"),
+        **extra, **train_config_fields(job.hyperparameters))
+
+
+def _eval_message(metrics: dict[str, Any]) -> str:
+    adapter, base = metrics.get("adapter") or {}, metrics.get("base") or {}
+    parts = []
+    for key in ("accuracy", "macro_f1", "eval_loss", "exact_match", "rouge_l"):
+        if key in adapter:
+            text = f"{key} {adapter[key]:.3f}"
+            if key in base:
+                text += f" (base {base[key]:.3f})"
+            parts.append(text)
+    return "evaluated on the held-out split: " + (", ".join(parts) or "no metrics")
+
+
+@dataclass
+class RunFollower:
+    """Turns the run's progress events into job events and the job's ``progress`` snapshot."""
+
+    job_id: str
+    path: Path
+    seen: int = 0
+    tokens_by_step: dict[int, int] = field(default_factory=dict)
+    snapshot: dict[str, Any] = field(default_factory=dict)
+    failure: str | None = None
+    started_at: float | None = None
+
+    def poll(self, session) -> None:
+        events = progress.read_events(self.path)
+        for event in events[self.seen:]:
+            self._apply(session, event)
+        self.seen = len(events)
+
+    def _apply(self, session, event: dict[str, Any]) -> None:
+        kind = event.get("event")
+        if kind == "training_started":
+            self.started_at = event.get("time")
+            self.snapshot.update(total_steps=event.get("total_steps"), step=0)
+            store.add_event(session, self.job_id, EventType.MESSAGE,
+                            f"training {event.get('total_steps')} steps on "
+                            f"{event.get('num_workers')} worker(s), {event.get('examples')} "
+                            "examples", _plain(event))
+        elif kind == "resumed":
+            store.add_event(session, self.job_id, EventType.MESSAGE,
+                            f"a worker restarted; resumed from the checkpoint at step "
+                            f"{event.get('step')}", _plain(event))
+        elif kind == "validated":
+            store.add_event(session, self.job_id, EventType.MESSAGE,
+                            f"data ready: {event.get('train_examples')} training examples, "
+                            f"{event.get('eval_examples')} held out ({event.get('eval_source')})",
+                            _plain(event))
+        elif kind == "step":
+            step, total = int(event["step"]), int(event["total_steps"])
+            self.tokens_by_step[step] = int(event.get("tokens") or 0)
+            started = self.started_at or event.get("time")
+            elapsed = max(0.0, float(event.get("time", 0)) - float(started or 0))
+            eta = elapsed / step * (total - step) if step else None
+            self.snapshot.update(step=step, total_steps=total, loss=event.get("loss"),
+                                 tokens_per_s=event.get("tokens_per_s"), epoch=event.get("epoch"),
+                                 learning_rate=event.get("learning_rate"), eta_s=eta)
+            data = {"step": step, "total_steps": total, "train_loss": event.get("loss"),
+                    "tokens_per_s": event.get("tokens_per_s"), "epoch": event.get("epoch"),
+                    "learning_rate": event.get("learning_rate")}
+            store.add_event(session, self.job_id, EventType.METRICS,
+                            f"Step {step}/{total}: training loss={event.get('loss'):.4f}", data)
+        elif kind == "checkpoint":
+            step = int(event["step"])
+            metrics = {"step": step, "train_loss": self.snapshot.get("loss")}
+            if store.add_checkpoint(session, self.job_id, step, metrics):
+                store.add_event(session, self.job_id, EventType.CHECKPOINT,
+                                f"checkpoint saved at step {step}", metrics)
+        elif kind == "evaluated":
+            data = _plain(event)
+            store.add_event(session, self.job_id, EventType.EVALUATED, _eval_message(data), data)
+        elif kind == "failed":
+            self.failure = str(event.get("reason") or event.get("error") or "unknown error")
+
+    @property
+    def trained_tokens(self) -> int:
+        return sum(self.tokens_by_step.values())
+
+
+def _plain(event: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in event.items() if k not in ("event", "time")}
+
+
+@dataclass
+class JobContext:
+    """What a running job needs from its manager."""
+
+    platform: Platform
+    runner: JobRunner
+    owner: str
+    stopping: threading.Event
+    poll_s: float = 1.0
+    promote_hook: PromoteHook | None = None
+
+
+def run_claimed_job(ctx: JobContext, job: FineTuningJob) -> JobStatus:
+    """Run a job this owner moved to ``running``; returns the status it ended in (``queued``
+    when tuneloop is shutting down: the next start runs it again under the same run name,
+    so Ray Train resumes from its latest checkpoint)."""
+    platform = ctx.platform
+    try:
+        config = build_config(platform, job)
+        config_path = job_dir(platform, job.id) / "config.json"
+        config.to_json(config_path)
+        settings = platform.settings
+        ctx.runner.submit(RunSpec(
+            job_id=job.id, entrypoint=recipe_entrypoint(config_path),
+            num_workers=config.num_workers, cpus_per_worker=config.cpus_per_worker,
+            gpus_per_worker=1 if config.use_gpu else 0, image=settings.kuberay_image,
+            env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}))
+    except Exception as exc:
+        log.exception("job %s could not start", job.id)
+        return _finish_failed(ctx, job, "setup_failed",
+                              f"the training run could not start: {exc}; check the runner "
+                              f"settings (TUNELOOP_TRAINING_RUNNER={platform.settings.training_runner})")
+    with platform.store.write() as session:
+        store.add_event(session, job.id, EventType.STARTED,
+                        f"training run {job.run_name} submitted to the {job.runner} runner",
+                        {"run_name": job.run_name, "runner": job.runner})
+    follower = RunFollower(job.id, Path(config.progress_file))
+    follower.seen = len(progress.read_events(follower.path))  # a resumed job: skip the old run's
+    return _follow(ctx, job, follower, Path(config.output_dir))
+
+
+def _follow(ctx: JobContext, job: FineTuningJob, follower: RunFollower, output_dir: Path
+            ) -> JobStatus:
+    platform = ctx.platform
+    while True:
+        status = ctx.runner.status(job.id)
+        with platform.store.write() as session:
+            follower.poll(session)
+            row = store.heartbeat(session, job.id, ctx.owner, progress=dict(follower.snapshot),
+                                  trained_tokens=follower.trained_tokens or None)
+        if row is None:  # no longer ours (marked failed as stale by another process)
+            ctx.runner.cancel(job.id)
+            return JobStatus.FAILED
+        if status.state.is_terminal:
+            break
+        if row.cancel_requested:
+            ctx.runner.cancel(job.id)
+            return _finish(ctx, job, JobStatus.CANCELLED, EventType.CANCELLED,
+                           "job cancelled; the training run was stopped and its workers freed")
+        if ctx.stopping.is_set():
+            ctx.runner.cancel(job.id)
+            return _finish(ctx, job, JobStatus.QUEUED, EventType.QUEUED,
+                           "tuneloop is shutting down: the run was stopped and the job queued "
+                           "again; it resumes from its latest checkpoint on the next start")
+        time.sleep(ctx.poll_s)
+    if status.state is RunState.CANCELLED:
+        return _finish(ctx, job, JobStatus.CANCELLED, EventType.CANCELLED,
+                       "the training run was stopped outside tuneloop")
+    if status.state is RunState.FAILED:
+        reason = follower.failure or status.message or "the run failed without a message"
+        return _finish_failed(ctx, job, "training_failed", f"training failed: {reason}")
+    return _publish(ctx, job, follower, output_dir)
+
+
+def _publish(ctx: JobContext, job: FineTuningJob, follower: RunFollower, output_dir: Path
+             ) -> JobStatus:
+    platform = ctx.platform
+    files = _files(platform, job)
+    parent_ref = None
+    if job.parent_version_id is not None:
+        parent_ref = job.model
+    try:
+        version, promoted = publish(platform, job, output_dir, files=files, parent_ref=parent_ref,
+                                    promote_hook=ctx.promote_hook)
+    except Exception as exc:
+        log.exception("publishing job %s failed", job.id)
+        return _finish_failed(ctx, job, "publish_failed",
+                              f"training finished but registering the adapter failed: {exc}")
+    ref = f"{job.adapter_name}@v{version.version}"
+    with platform.store.write() as session:
+        row = store.get_job(session, None, job.id)
+        row.fine_tuned_model = ref
+        row.result_version_id = version.id
+        row.trained_tokens = follower.trained_tokens or row.trained_tokens
+        store.add_event(session, job.id, EventType.PUBLISHED, f"published {ref}",
+                        {"fine_tuned_model": ref, "version": version.version})
+        if promoted:
+            store.add_event(session, job.id, EventType.PROMOTED,
+                            f"{ref} is now the champion of {job.adapter_name}", {"version": ref})
+        store.transition(session, row, JobStatus.SUCCEEDED,
+                         event=(EventType.SUCCEEDED, f"job succeeded: {ref}", None))
+    return JobStatus.SUCCEEDED
+
+
+def _finish(ctx: JobContext, job: FineTuningJob, status: JobStatus, event: EventType,
+            message: str) -> JobStatus:
+    with ctx.platform.store.write() as session:
+        row = store.get_job(session, None, job.id)
+        if row.status != str(JobStatus.RUNNING):
+            return JobStatus(row.status)
+        store.transition(session, row, status, event=(event, message, None))
+    return status
+
+
+def _finish_failed(ctx: JobContext, job: FineTuningJob, code: str, message: str) -> JobStatus:
+    with ctx.platform.store.write() as session:
+        row = store.get_job(session, None, job.id)
+        if row.status != str(JobStatus.RUNNING):
+            return JobStatus(row.status)
+        store.fail(session, row, code, message)
+    return JobStatus.FAILED

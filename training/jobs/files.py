@@ -1,0 +1,117 @@
+"""Dataset files (the files API): detect the format, validate every line, store by content hash.
+
+A file that has any problem is refused with :class:`training.errors.DatasetError` (HTTP 400),
+whose message lists every problem with its line number; nothing is stored for it. A valid file
+is stored once in the artifact store (key = sha256 of its bytes) and gets a ``file-...`` row with
+its stats (task, format, examples, tokens, label counts).
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from functools import lru_cache
+from typing import Any, Literal
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from services.errors import InvalidInput, NotFound
+from services.platform import Platform
+from services.store.models import DatasetFile, Tenant
+from training.datasets import ValidationReport, sniff_format, validate_dataset
+from training.errors import DatasetError
+
+PURPOSES = ("fine-tune",)
+PROCESSED = "processed"  # OpenAI's status of a usable file
+MAX_FILENAME = 256
+
+
+def detect_task(data: bytes, filename: str | None) -> tuple[str, Literal["jsonl", "csv"]]:
+    """(task, format): CSV is classification; JSONL is chat when its first object has
+    ``messages``, classification when it has ``text`` (chat when nothing parses)."""
+    fmt = sniff_format(data, filename)
+    if fmt == "csv":
+        return "classification", fmt
+    for raw in data.splitlines():
+        try:
+            record = json.loads(raw.lstrip(b"\xef\xbb\xbf"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(record, dict):
+            return ("chat" if "messages" in record or "text" not in record
+                    else "classification"), fmt
+    return "chat", fmt
+
+
+@lru_cache(maxsize=4)
+def _tokenizer(base_model_dir: str) -> Any:
+    from transformers import AutoTokenizer
+
+    return AutoTokenizer.from_pretrained(base_model_dir)
+
+
+def validate_file(platform: Platform, data: bytes, filename: str, task: str | None = None,
+                  **kwargs: Any) -> ValidationReport:
+    """Validate ``data`` with the base model's tokenizer (limit: ``settings.max_model_len``).
+
+    ``task`` forces chat or classification (default: detected); ``kwargs`` go to the validator
+    (e.g. ``labels``, ``template``). The report lists every issue; nothing raises for them.
+    """
+    from training.tokenize import conversation_token_counter
+
+    detected, fmt = detect_task(data, filename)
+    task = task or detected
+    if task not in ("chat", "classification"):
+        raise InvalidInput(f"task {task!r} is invalid; use 'chat' or 'classification'",
+                           param="task")
+    counter = conversation_token_counter(_tokenizer(str(platform.base_model_dir)))
+    options: dict[str, Any] = {"count_tokens": counter,
+                               "max_tokens": platform.settings.max_model_len, **kwargs}
+    if task == "classification":
+        options.update(filename=filename, fmt=fmt)
+    return validate_dataset(data, task, **options)
+
+
+def store_file(platform: Platform, tenant: Tenant, data: bytes, filename: str,
+               purpose: str = "fine-tune", task: str | None = None) -> DatasetFile:
+    """Validate and store an upload; raises DatasetError (every issue, with line numbers)."""
+    if purpose not in PURPOSES:
+        raise InvalidInput(f"purpose {purpose!r} is not supported; use 'fine-tune'",
+                           param="purpose")
+    filename = (filename or "upload.jsonl").replace("\\", "/").rsplit("/", 1)[-1][:MAX_FILENAME]
+    report = validate_file(platform, data, filename, task)
+    if report.issues:
+        raise DatasetError(report.issues, name=f"file {filename}")
+    key = platform.artifacts.put_bytes(data)
+    stats = report.stats.to_dict()
+    row = DatasetFile(
+        id=f"file-{uuid.uuid4().hex[:24]}", tenant_id=tenant.id, filename=filename,
+        purpose=purpose, bytes=len(data), sha256=key, status=PROCESSED, task=report.task,
+        format=detect_task(data, filename)[1], stats=stats,
+    )
+    with platform.store.write() as session:
+        session.add(row)
+    return row
+
+
+def get_file(session: Session, tenant: Tenant, file_id: str, param: str = "file_id"
+             ) -> DatasetFile:
+    """The tenant's file; another tenant's file is NotFound, like a missing one."""
+    row = session.get(DatasetFile, file_id) if isinstance(file_id, str) else None
+    if row is None or row.tenant_id != tenant.id:
+        raise NotFound(f"file {file_id!r} does not exist; upload it with POST /v1/files",
+                       param=param, code="file_not_found")
+    return row
+
+
+def list_files(session: Session, tenant: Tenant, purpose: str | None = None,
+               limit: int = 10_000) -> list[DatasetFile]:
+    stmt = select(DatasetFile).where(DatasetFile.tenant_id == tenant.id)
+    if purpose:
+        stmt = stmt.where(DatasetFile.purpose == purpose)
+    return list(session.scalars(stmt.order_by(DatasetFile.created_at.desc()).limit(limit)))
+
+
+def file_bytes(platform: Platform, row: DatasetFile) -> bytes:
+    return platform.artifacts.get_bytes(row.sha256)

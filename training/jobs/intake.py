@@ -1,0 +1,137 @@
+"""Creating a job: check the model, files, name and hyperparameters, then queue it.
+
+Everything a caller can get wrong is refused here with a 4xx that names the field, so a job that
+is created can only fail for reasons found while validating files or training.
+"""
+
+from __future__ import annotations
+
+import random
+import tempfile
+from typing import Any
+
+from sqlalchemy import select
+
+from services import registry
+from services.errors import InvalidInput, NotFound, RateLimited
+from services.platform import Platform
+from services.store.models import Adapter, FineTuningJob, Tenant
+from training.config import TrainConfig
+from training.errors import TrainConfigError
+from training.jobs import store
+from training.jobs.files import get_file
+from training.jobs.hyperparameters import resolve_hyperparameters, train_config_fields
+from training.jobs.states import EventType, JobStatus
+from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
+
+DEFAULT_MAX_ACTIVE_JOBS = 16
+"""Jobs validating, queued or running at once (all tenants) before creation answers 429."""
+
+
+def _file(session, tenant: Tenant, file_id: str | None, param: str):
+    try:
+        return get_file(session, tenant, file_id, param=param)
+    except NotFound as exc:
+        raise InvalidInput(f"{param} {file_id!r} is not one of your files; upload it with "
+                           "POST /v1/files (purpose fine-tune) and pass its id",
+                           param=param, code=f"invalid_{param}") from exc
+
+
+def _parent(session, tenant: Tenant, model: str):
+    try:
+        return registry.resolve(session, tenant, model)
+    except NotFound as exc:
+        raise InvalidInput(
+            f"model {model!r} is neither the base model nor a servable adapter of yours; use the "
+            "base model's name (GET /v1/models) or 'name' / 'name@vN' of one of your adapters",
+            param="model", code="model_not_found") from exc
+
+
+def create_job(
+    platform: Platform, tenant: Tenant, *, model: str, training_file: str,
+    validation_file: str | None = None, suffix: str | None = None,
+    hyperparameters: dict[str, Any] | None = None, task: str | None = None,
+    labels: list[str] | None = None, prompt_template: str | None = None,
+    auto_promote: bool = False, seed: int | None = None,
+    max_active: int = DEFAULT_MAX_ACTIVE_JOBS,
+) -> FineTuningJob:
+    """Check the request and store the job as ``validating_files`` with a ``created`` event.
+
+    ``model``: the base model name or a tenant adapter (``name`` / ``name@vN``) to warm-start
+    from; ``suffix``: the adapter name (default: the parent's name, else ``ft-<job>``).
+    Raises InvalidInput (400) naming the bad field, RateLimited (429) when the queue is full.
+    """
+    settings = platform.settings
+    job_id = store.new_job_id()
+    with platform.store.read() as session:
+        train = _file(session, tenant, training_file, "training_file")
+        valid = _file(session, tenant, validation_file, "validation_file") \
+            if validation_file else None
+        task = task or train.task
+        if task not in ("chat", "classification"):
+            raise InvalidInput(f"task {task!r} is invalid; use 'chat' or 'classification'",
+                               param="task")
+        for row, param in ((train, "training_file"), (valid, "validation_file")):
+            if row is not None and row.task != task:
+                raise InvalidInput(
+                    f"{param} {row.id} ({row.filename}) is a {row.task} dataset but the job's task "
+                    f"is {task}; pass task={row.task!r} or upload a {task} file", param=param)
+        parent = None
+        if model != platform.base_model_name:
+            parent = _parent(session, tenant, model)
+            if parent.task != task:
+                raise InvalidInput(f"model {model!r} is a {parent.task} adapter; a {task} job "
+                                   "cannot warm-start from it", param="model")
+        name = registry.check_adapter_name(suffix or (parent.name if parent else
+                                                      f"ft-{job_id[6:14]}"))
+        existing = session.scalar(
+            select(Adapter).where(Adapter.tenant_id == tenant.id, Adapter.name == name))
+        if existing is not None and existing.task != task:
+            raise InvalidInput(f"adapter {name!r} exists as a {existing.task} adapter; choose "
+                               f"another suffix for a {task} job", param="suffix")
+        if store.count_active(session) >= max_active:
+            raise RateLimited(f"{max_active} fine-tuning jobs are already queued or running; "
+                              "wait for one to finish or cancel one", retry_after_s=30)
+    if task == "classification":
+        file_labels = sorted(train.stats.get("label_counts") or {})
+        labels = list(labels) if labels else (parent.labels if parent and parent.labels
+                                              else file_labels)
+        missing = sorted(set(file_labels) - set(labels))
+        if missing:
+            raise InvalidInput(f"training_file has labels {missing} that are not in labels "
+                               f"{labels}; add them or drop those examples", param="labels")
+        labels, prompt_template = registry.check_classification_spec(
+            task, labels, prompt_template or (parent.prompt_template if parent else None)
+            or DEFAULT_CLASSIFICATION_TEMPLATE)
+    else:
+        labels, prompt_template = None, None
+    resolved = resolve_hyperparameters(hyperparameters, int(train.stats.get("examples") or 0))
+    seed = seed if seed is not None else random.randrange(2**31)
+    _check_train_config(task, labels, prompt_template, resolved, seed, settings)
+    job = FineTuningJob(
+        id=job_id, tenant_id=tenant.id, status=str(JobStatus.VALIDATING_FILES), model=model,
+        parent_version_id=parent.version_id if parent else None, adapter_name=name, task=task,
+        training_file=train.id, validation_file=valid.id if valid else None,
+        hyperparameters=resolved, labels=labels, prompt_template=prompt_template,
+        auto_promote=bool(auto_promote), seed=seed, run_name=f"tuneloop-{job_id}",
+        runner=settings.training_runner, progress={},
+    )
+    with platform.store.write() as session:
+        session.add(job)
+        session.flush()
+        store.add_event(session, job.id, EventType.CREATED,
+                        f"created fine-tuning job {job.id}: {task} adapter {name!r} from {model}",
+                        {"model": model, "training_file": train.id, "suffix": name})
+    return job
+
+
+def _check_train_config(task, labels, template, resolved, seed, settings) -> None:
+    """Build the TrainConfig once with placeholder paths: cross-field errors surface now."""
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            TrainConfig(base_model=tmp, output_dir=tmp, task=task, train_file=f"{tmp}/x",
+                        labels=labels, prompt_template=template or DEFAULT_CLASSIFICATION_TEMPLATE,
+                        seed=seed, num_workers=settings.train_workers,
+                        use_gpu=settings.train_use_gpu, **train_config_fields(resolved))
+        except TrainConfigError as exc:
+            raise InvalidInput(exc.message, param="hyperparameters", code=exc.code) from exc

@@ -1,0 +1,31 @@
+"""The job runner ``settings.training_runner`` names, built on demand (no Ray or Kubernetes import
+until a job needs it)."""
+
+from __future__ import annotations
+
+from services.settings import Settings
+from training.runners.base import JobRunner
+
+
+def make_runner(settings: Settings) -> JobRunner:
+    """``local``: a Ray on this machine (or the one at ``ray_address``); ``ray``: the cluster's
+    Ray Jobs API at ``ray_address``; ``kuberay``: RayJobs in ``kuberay_namespace``."""
+    if settings.training_runner == "ray":
+        from training.runners.ray_cluster import RayClusterRunner
+
+        return RayClusterRunner(settings.ray_address)
+    if settings.training_runner == "kuberay":
+        from training.runners.kuberay import KubeRayRunner
+
+        return KubeRayRunner.from_config(namespace=settings.kuberay_namespace,
+                                         image=settings.kuberay_image)
+    from training.runners.local import LocalRayRunner
+
+    return LocalRayRunner(settings.data_dir.resolve() / "jobs" / "logs",
+                          ray_address=settings.ray_address)
+
+
+def survives_restart(settings: Settings) -> bool:
+    """Whether runs outlive the tuneloop process (a cluster keeps its jobs; a local runner
+    keeps no record of its subprocesses)."""
+    return settings.training_runner in ("ray", "kuberay")

@@ -1,0 +1,47 @@
+"""Explicit lifecycles of fine-tuning jobs and their events (OpenAI's job statuses)."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class JobStatus(StrEnum):
+    """validating_files -> queued -> running -> succeeded | failed | cancelled."""
+
+    VALIDATING_FILES = "validating_files"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+# Transitions the job store allows; anything else is a bug or a lost race (Conflict).
+ALLOWED = {
+    JobStatus.VALIDATING_FILES: {JobStatus.QUEUED, JobStatus.FAILED, JobStatus.CANCELLED},
+    JobStatus.QUEUED: {JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED},
+    JobStatus.RUNNING: {JobStatus.QUEUED, JobStatus.SUCCEEDED, JobStatus.FAILED,
+                        JobStatus.CANCELLED},
+}
+
+
+class EventType(StrEnum):
+    """What a job event reports. ``metrics`` is OpenAI's name for per-step training metrics."""
+
+    CREATED = "created"
+    VALIDATED = "validated"
+    QUEUED = "queued"
+    STARTED = "started"
+    METRICS = "metrics"
+    CHECKPOINT = "checkpoint"
+    EVALUATED = "evaluated"
+    PUBLISHED = "published"
+    PROMOTED = "promoted"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    MESSAGE = "message"
