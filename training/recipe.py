@@ -216,8 +216,6 @@ def train_worker(payload: dict[str, Any]) -> None:
 
     model.train()
     for step in range(start, total):
-        if config.crash_at_step == step + 1 and rank == 0 and checkpoint is None:
-            os._exit(1)  # testing only: die like an OOM-killed worker, no cleanup
         # Dropout depends only on (seed, step, rank): a resumed step replays exactly.
         torch.manual_seed(config.seed * 1_000_003 + step * 101 + rank)
         began = time.perf_counter()
@@ -256,6 +254,8 @@ def train_worker(payload: dict[str, Any]) -> None:
                                             done % config.checkpoint_every == 0)
         if rank == 0:
             progress.emit(config.progress_file, "step", **metrics)
+            if config.crash_at_step == done and checkpoint is None:
+                os._exit(1)  # testing only: die like an OOM-killed worker, before the checkpoint
         if want_checkpoint:
             with tempfile.TemporaryDirectory() as directory:
                 saved = None

@@ -12,7 +12,8 @@ LENGTHS = [5, 30, 7, 12, 40, 3, 9, 22, 16, 8]
 
 
 def plan(**kwargs):
-    args = dict(epochs=2, batch_size=2, grad_accum=1, packing=False, max_length=64, seed=1)
+    args = {"epochs": 2, "batch_size": 2, "grad_accum": 1, "packing": False, "max_length": 64,
+            "seed": 1}
     args.update(kwargs)
     return plan_steps(LENGTHS, **args)
 

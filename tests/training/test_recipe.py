@@ -1,0 +1,146 @@
+"""The recipe end to end with real Ray and the real default model (kept tiny: CPU only).
+
+- a classification adapter trained on a few dozen real texts beats the untrained prompt on a
+  held-out split;
+- a 2-worker run, driven by the local runner through ``python -m training.recipe``, survives a
+  killed worker: it resumes from the last checkpoint, replays the lost step identically and
+  finishes;
+- a bad dataset fails before any training, with line numbers.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from training.config import TrainConfig
+from training.errors import DatasetError
+from training.progress import read_events
+from training.recipe import run_training
+from training.runners.base import RunSpec, RunState
+from training.runners.local import LocalRayRunner, recipe_entrypoint
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "vader_sentiment" / "vader_sentiment.jsonl"
+SHORT_TEMPLATE = "Text: {text}\nWhich is it: {labels}?"
+
+
+def domain_split(per_train: int, per_eval: int, max_chars: int = 70):
+    """Short real texts labelled by where they come from (tweet, review, editorial...)."""
+    rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines()]
+    seen: Counter[str] = Counter()
+    train, held_out = [], []
+    for row in rows:
+        if len(row["text"]) > max_chars:
+            continue
+        example = {"text": row["text"], "label": row["domain"]}
+        if seen[row["domain"]] < per_train:
+            train.append(example)
+        elif seen[row["domain"]] < per_train + per_eval:
+            held_out.append(example)
+        seen[row["domain"]] += 1
+    return train, held_out
+
+
+@pytest.mark.integration
+@pytest.mark.ray
+def test_classification_adapter_beats_the_untrained_prompt(ray_cluster, base_model_dir, tmp_path):
+    train, held_out = domain_split(per_train=9, per_eval=8)
+    config = TrainConfig(
+        base_model=str(base_model_dir), output_dir=str(tmp_path / "out"), task="classification",
+        train_examples=train, eval_examples=held_out, prompt_template=SHORT_TEMPLATE,
+        epochs=2, batch_size=4, learning_rate=2e-3, seed=0, packing=False, max_length=128,
+        cpus_per_worker=1, progress_file=str(tmp_path / "progress.jsonl"),
+    )
+    result = run_training(config)
+
+    adapter, base = result.metrics["eval"]["adapter"], result.metrics["eval"]["base"]
+    chance = 1 / 4
+    assert adapter["examples"] == base["examples"] == 32
+    assert adapter["accuracy"] >= base["accuracy"] + 0.2, (adapter["accuracy"], base["accuracy"])
+    assert adapter["accuracy"] >= chance + 0.25
+    assert adapter["macro_f1"] > base["macro_f1"]
+    assert set(adapter["confusion"]) == {"editorial", "movie_review", "product_review", "tweet"}
+
+    assert sorted(p.name for p in result.adapter_dir.iterdir()) == [
+        "adapter_config.json", "adapter_model.safetensors"]
+    adapter_config = json.loads((result.adapter_dir / "adapter_config.json").read_text())
+    assert adapter_config["r"] == 8
+    assert {"q_proj", "v_proj", "down_proj"} <= set(adapter_config["target_modules"])
+    saved = json.loads(result.metrics_path.read_text())
+    assert saved["labels"] == ["editorial", "movie_review", "product_review", "tweet"]
+    assert saved["prompt_template"] == SHORT_TEMPLATE
+    assert saved["datasets"]["train"]["label_counts"] == {
+        "editorial": 9, "movie_review": 9, "product_review": 9, "tweet": 9}
+    assert saved["train"]["step"] == saved["train"]["total_steps"] == 18
+
+    events = read_events(tmp_path / "progress.jsonl")
+    kinds = [e["event"] for e in events]
+    assert kinds[0] == "started" and kinds[-1] == "succeeded"
+    steps = [e for e in events if e["event"] == "step"]
+    assert [e["step"] for e in steps] == list(range(1, 19))
+    assert all(e["tokens_per_s"] > 0 and e["total_steps"] == 18 for e in steps)
+    assert steps[-1]["loss"] < steps[0]["loss"]
+
+
+CHAT = [
+    {"messages": [{"role": "user", "content": f"Say the word {w}."},
+                  {"role": "assistant", "content": f"WORD: {w.upper()}"}]}
+    for w in ["apple", "river", "stone", "cloud", "green", "paper", "light", "table",
+              "music", "bread"]
+]
+
+
+@pytest.mark.integration
+@pytest.mark.ray
+def test_two_workers_resume_after_a_killed_worker(ray_cluster, base_model_dir, tmp_path):
+    progress_file = tmp_path / "progress.jsonl"
+    config = TrainConfig(
+        base_model=str(base_model_dir), output_dir=str(tmp_path / "out"), task="chat",
+        train_examples=CHAT[:8], eval_examples=CHAT[8:], epochs=1, batch_size=1,
+        learning_rate=1e-3, num_workers=2, cpus_per_worker=1, checkpoint_every=1,
+        crash_at_step=2, max_failures=2, compare_base=False, max_new_tokens=12,
+        progress_file=str(progress_file),
+    )
+    config.to_json(tmp_path / "config.json")
+    runner = LocalRayRunner(tmp_path / "logs", ray_address=ray_cluster)
+    try:
+        runner.submit(RunSpec(job_id="two-workers", entrypoint=recipe_entrypoint(
+            tmp_path / "config.json"), num_workers=2))
+        status = runner.wait("two-workers", timeout_s=540)
+    finally:
+        runner.close()
+    assert status.state is RunState.SUCCEEDED, runner.log_tail("two-workers")
+
+    events = read_events(progress_file)
+    started = [e for e in events if e["event"] == "training_started"]
+    assert started[0]["num_workers"] == 2 and started[0]["total_steps"] == 4  # 8 examples / 2
+    resumed = [e for e in events if e["event"] == "resumed"]
+    assert [e["step"] for e in resumed] == [1]  # restarted from the step-1 checkpoint
+    steps = [e for e in events if e["event"] == "step"]
+    assert [e["step"] for e in steps] == [1, 2, 2, 3, 4]
+    first_try, replay = steps[1], steps[2]
+    assert replay["loss"] == pytest.approx(first_try["loss"], rel=1e-6)  # deterministic replay
+
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["train"]["step"] == 4
+    assert metrics["hyperparameters"]["num_workers"] == 2
+    chat_eval = metrics["eval"]["adapter"]
+    assert chat_eval["examples"] == 2 and 0.0 <= chat_eval["rouge_l"] <= 1.0
+    assert chat_eval["eval_loss"] > 0 and chat_eval["perplexity"] > 1
+    assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").exists()
+
+
+def test_bad_dataset_fails_before_training_with_line_numbers(tmp_path):
+    bad = tmp_path / "train.jsonl"
+    bad.write_text('{"text": "fine", "label": "a"}\n{"text": "", "label": "b"}\nnot json\n')
+    config = TrainConfig(base_model=str(tmp_path / "unused"), output_dir=str(tmp_path / "out"),
+                         task="classification", train_file=str(bad),
+                         progress_file=str(tmp_path / "progress.jsonl"))
+    with pytest.raises(DatasetError) as caught:
+        run_training(config)
+    assert [i.line for i in caught.value.issues] == [None, 2, 3]  # None: only one label left
+    failed = read_events(tmp_path / "progress.jsonl")[-1]
+    assert failed["event"] == "failed" and "line 2: empty text" in failed["reason"]
