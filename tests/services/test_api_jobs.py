@@ -1,0 +1,231 @@
+"""Fine-tuning jobs API on SQLite and PostgreSQL, without training: creation checks, the OpenAI
+shape, validation, cancel, tenancy, and restart recovery of jobs left ``running``."""
+
+from __future__ import annotations
+
+import json
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from fastapi.testclient import TestClient
+
+from services.app import create_app
+from services.platform import Platform
+from services.store.models import FineTuningJob
+from tests.services.test_api_files import classification_lines, tenant_key, upload
+
+JOBS = "/v1/fine_tuning/jobs"
+
+
+@pytest.fixture
+def platform(make_settings, database_url):
+    p = Platform.open(make_settings(database_url=database_url))
+    yield p
+    p.close()
+
+
+def make_client(platform, **options):
+    app = create_app(platform=platform)
+    # A manager that validates jobs but runs none: nothing here starts Ray.
+    app.state.job_manager_options = {"concurrency": 0, "poll_s": 0.05, **options}
+    return TestClient(app)
+
+
+@pytest.fixture
+def client(platform):
+    with make_client(platform) as c:
+        yield c
+
+
+def wait_status(client, headers, job_id, statuses, timeout_s=30.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        job = client.get(f"{JOBS}/{job_id}", headers=headers).json()
+        if job["status"] in statuses or time.monotonic() > deadline:
+            return job
+        time.sleep(0.1)
+
+
+def test_create_job_in_the_openai_shape_and_validate_it(client):
+    import openai
+
+    a = tenant_key(client, "acme")
+    file_id = upload(client, a, classification_lines(40)).json()["id"]
+    sdk = openai.OpenAI(base_url="http://testserver/v1", api_key=a["Authorization"][7:],
+                        http_client=client, max_retries=0)
+    job = sdk.fine_tuning.jobs.create(
+        model="base", training_file=file_id, suffix="sentiment",
+        hyperparameters={"n_epochs": 2, "batch_size": "auto"},
+        extra_body={"task": "classification", "auto_promote": True,
+                    "hyperparameters": {"n_epochs": 2, "lora_r": 4, "max_steps": 3}})
+    assert job.id.startswith("ftjob-") and job.object == "fine_tuning.job"
+    assert job.status == "validating_files" and job.model == "base"
+    assert job.training_file == file_id and job.fine_tuned_model is None
+    hp = job.hyperparameters
+    assert (hp.n_epochs, hp.batch_size, hp.learning_rate_multiplier) == (2, 8, 1.0)
+    raw = client.get(f"{JOBS}/{job.id}", headers=a).json()
+    assert raw["hyperparameters"]["lora_r"] == 4 and raw["suffix"] == "sentiment"
+    assert raw["labels"] == ["neg", "pos"] and raw["task"] == "classification"
+    assert raw["auto_promote"] is True and raw["organization_id"] == "acme"
+    assert "{text}" in raw["prompt_template"]
+
+    done = wait_status(client, a, job.id, {"queued"})
+    assert done["status"] == "queued"
+    events = sdk.fine_tuning.jobs.list_events(job.id).data
+    assert [e.type for e in events] == ["validated", "created"]  # newest first
+    assert "40 examples" in events[0].message
+    assert [j.id for j in sdk.fine_tuning.jobs.list()] == [job.id]
+    assert list(sdk.fine_tuning.jobs.checkpoints.list(job.id)) == []
+
+
+def test_creation_errors_name_the_field(client):
+    a, b = tenant_key(client, "acme"), tenant_key(client, "globex")
+    cls_file = upload(client, a, classification_lines()).json()["id"]
+    other = upload(client, b, classification_lines()).json()["id"]
+    chat = b"".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                             {"role": "assistant", "content": f"a{i}"}]}
+                               ).encode() + b"\n" for i in range(4))
+    chat_file = upload(client, a, chat).json()["id"]
+
+    def create(**body):
+        return client.post(JOBS, headers=a, json={"model": "base", **body})
+
+    cases = [
+        (create(training_file="file-nope"), "training_file", "invalid_training_file"),
+        (create(training_file=other), "training_file", "invalid_training_file"),
+        (create(training_file=cls_file, validation_file="file-x"), "validation_file", None),
+        (create(training_file=cls_file, model="no-such-adapter"), "model", "model_not_found"),
+        (create(training_file=chat_file, task="classification"), "training_file", None),
+        (create(training_file=cls_file, hyperparameters={"n_epoch": 2}), "hyperparameters", None),
+        (create(training_file=cls_file, hyperparameters={"n_epochs": -1}),
+         "hyperparameters.n_epochs", None),
+        (create(training_file=cls_file, hyperparameters={"lora_dropout": 1.5}),
+         "hyperparameters", None),
+        (create(training_file=cls_file, suffix="bad name!"), "name", None),
+        (create(training_file=cls_file, labels=["pos", "other"]), "labels", None),
+        (create(training_file=cls_file, prompt_template="no slot"), "prompt_template", None),
+    ]
+    for r, param, code in cases:
+        assert r.status_code == 400, (param, r.text)
+        error = r.json()["error"]
+        assert error["param"] == param, error
+        if code:
+            assert error["code"] == code
+    assert client.post(JOBS, headers=a, json={"training_file": cls_file}).status_code == 400
+    assert client.get(JOBS, headers=a).json()["data"] == []
+
+
+def test_chat_job_defaults(client):
+    a = tenant_key(client, "acme")
+    chat = b"".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                             {"role": "assistant", "content": f"a{i}"}]}
+                               ).encode() + b"\n" for i in range(4))
+    file_id = upload(client, a, chat).json()["id"]
+    job = client.post(JOBS, headers=a, json={"model": "base", "training_file": file_id,
+                                             "seed": 7}).json()
+    assert job["task"] == "chat" and job["labels"] is None and job["seed"] == 7
+    assert job["suffix"].startswith("ft-")
+    assert job["hyperparameters"] == {"n_epochs": 3, "batch_size": 1,
+                                      "learning_rate_multiplier": 1.0}
+
+
+def test_job_level_validation_fails_with_line_numbers(client):
+    a = tenant_key(client, "acme")
+    train = upload(client, a, classification_lines()).json()["id"]
+    valid_data = (b'{"text": "held out one", "label": "neg"}\n'
+                  b'{"text": "held out two", "label": "maybe"}\n')
+    valid = upload(client, a, valid_data, "valid.jsonl").json()["id"]
+    job = client.post(JOBS, headers=a, json={"model": "base", "training_file": train,
+                                             "validation_file": valid}).json()
+    done = wait_status(client, a, job["id"], {"failed"})
+    assert done["status"] == "failed"
+    assert done["error"]["code"] == "invalid_training_file"
+    assert "line 2: unknown label 'maybe'" in done["error"]["message"]
+    assert done["finished_at"] is not None
+    events = client.get(f"{JOBS}/{job['id']}/events", headers=a).json()["data"]
+    assert events[0]["type"] == "failed" and events[0]["level"] == "error"
+
+
+def test_cancel_a_queued_job_and_tenant_isolation(client):
+    import openai
+
+    a, b = tenant_key(client, "acme"), tenant_key(client, "globex")
+    file_id = upload(client, a, classification_lines()).json()["id"]
+    job = client.post(JOBS, headers=a, json={"model": "base", "training_file": file_id}).json()
+    assert wait_status(client, a, job["id"], {"queued"})["status"] == "queued"
+    for path in ("", "/events", "/checkpoints"):
+        r = client.get(f"{JOBS}/{job['id']}{path}", headers=b)
+        assert r.status_code == 404 and r.json()["error"]["code"] == "job_not_found"
+    assert client.post(f"{JOBS}/{job['id']}/cancel", headers=b).status_code == 404
+    assert client.get(JOBS, headers=b).json()["data"] == []
+    assert client.get(f"{JOBS}/ftjob-missing", headers=a).status_code == 404
+
+    sdk = openai.OpenAI(base_url="http://testserver/v1", api_key=a["Authorization"][7:],
+                        http_client=client, max_retries=0)
+    cancelled = sdk.fine_tuning.jobs.cancel(job["id"])
+    assert cancelled.status == "cancelled" and cancelled.finished_at is not None
+    with pytest.raises(openai.ConflictError):
+        sdk.fine_tuning.jobs.cancel(job["id"])
+    events = [e.type for e in sdk.fine_tuning.jobs.list_events(job["id"])]
+    assert events[0] == "cancelled"
+
+
+def test_list_pagination(client):
+    a = tenant_key(client, "acme")
+    file_id = upload(client, a, classification_lines()).json()["id"]
+    ids = [client.post(JOBS, headers=a, json={"model": "base", "training_file": file_id}
+                       ).json()["id"] for _ in range(3)]
+    page = client.get(JOBS, headers=a, params={"limit": 2}).json()
+    assert [j["id"] for j in page["data"]] == ids[::-1][:2] and page["has_more"] is True
+    rest = client.get(JOBS, headers=a, params={"limit": 2, "after": ids[1]}).json()
+    assert [j["id"] for j in rest["data"]] == [ids[0]] and rest["has_more"] is False
+
+
+def _force_running(platform, job_id, owner, heartbeat_age_s):
+    with platform.store.write() as session:
+        row = session.get(FineTuningJob, job_id)
+        row.status = "running"
+        row.owner = owner
+        row.heartbeat_at = datetime.now(timezone.utc) - timedelta(seconds=heartbeat_age_s)
+
+
+def test_restart_fails_jobs_left_running_and_keeps_live_ones(platform):
+    with make_client(platform) as client:
+        a = tenant_key(client, "acme")
+        file_id = upload(client, a, classification_lines()).json()["id"]
+        stale, live = (client.post(JOBS, headers=a, json={"model": "base",
+                                                          "training_file": file_id}).json()["id"]
+                       for _ in range(2))
+        wait_status(client, a, live, {"queued"})
+    # A process that died on another host long ago; and one that is alive and heartbeating.
+    _force_running(platform, stale, "gone-host:4242:abcd", heartbeat_age_s=3600)
+    _force_running(platform, live, "other-host:1:live", heartbeat_age_s=0)
+    with make_client(platform) as client:  # "restart": a new app, a new job manager
+        job = client.get(f"{JOBS}/{stale}", headers=a).json()
+        assert job["status"] == "failed"
+        assert job["error"]["code"] == "job_interrupted"
+        assert "create the job again" in job["error"]["message"]
+        assert client.get(f"{JOBS}/{live}", headers=a).json()["status"] == "running"
+        events = client.get(f"{JOBS}/{stale}/events", headers=a).json()["data"]
+        assert events[0]["type"] == "failed"
+
+
+def test_restart_recovers_a_dead_local_owner_at_once(platform):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    with make_client(platform) as client:
+        a = tenant_key(client, "acme")
+        file_id = upload(client, a, classification_lines()).json()["id"]
+        job = client.post(JOBS, headers=a, json={"model": "base", "training_file": file_id}
+                          ).json()["id"]
+        wait_status(client, a, job, {"queued"})
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    assert int(dead) != os.getpid()
+    _force_running(platform, job, f"{socket.gethostname()}:{dead}:x", heartbeat_age_s=1)
+    with make_client(platform) as client:
+        assert client.get(f"{JOBS}/{job}", headers=a).json()["status"] == "failed"
