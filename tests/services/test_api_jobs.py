@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from fastapi.testclient import TestClient
@@ -187,7 +187,7 @@ def _force_running(platform, job_id, owner, heartbeat_age_s):
         row = session.get(FineTuningJob, job_id)
         row.status = "running"
         row.owner = owner
-        row.heartbeat_at = datetime.now(timezone.utc) - timedelta(seconds=heartbeat_age_s)
+        row.heartbeat_at = datetime.now(UTC) - timedelta(seconds=heartbeat_age_s)
 
 
 def test_restart_fails_jobs_left_running_and_keeps_live_ones(platform):

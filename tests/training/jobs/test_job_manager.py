@@ -1,0 +1,143 @@
+"""The job manager end to end with a scripted runner (no Ray): events, checkpoints, publish with
+lineage, auto_promote, cancel of a running job, failure reasons, shutdown re-queueing."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from scripted_runner import ScriptedRunner
+
+from services import registry
+from training.jobs import store
+from training.jobs.files import store_file
+from training.jobs.intake import create_job
+from training.jobs.manager import JobManager
+from training.jobs.states import JobStatus
+
+
+def dataset(n: int = 20) -> bytes:
+    return "".join(json.dumps({"text": f"sample text {i}", "label": "pos" if i % 2 else "neg"})
+                   + "\n" for i in range(n)).encode()
+
+
+@pytest.fixture
+def training_file(platform, tenant):
+    return store_file(platform, tenant, dataset(), "train.jsonl")
+
+
+def job_row(platform, job_id):
+    with platform.store.read() as session:
+        return store.get_job(session, None, job_id)
+
+
+def events(platform, job_id):
+    with platform.store.read() as session:
+        rows, _ = store.list_events(session, job_id, limit=1000, oldest_first=True)
+    return rows
+
+
+def test_successful_job_publishes_a_version_with_lineage(platform, tenant, training_file,
+                                                         peft_adapter):
+    runner = ScriptedRunner(peft_adapter, steps=3)
+    job = create_job(platform, tenant, model="base", training_file=training_file.id,
+                     suffix="sentiment", hyperparameters={"n_epochs": 1, "lora_r": 4}, seed=3)
+    manager = JobManager(platform, runner=runner, poll_s=0.01)
+    assert manager.run_job(job.id) is JobStatus.SUCCEEDED
+
+    row = job_row(platform, job.id)
+    assert row.status == "succeeded" and row.fine_tuned_model == "sentiment@v1"
+    assert row.trained_tokens == 300 and row.finished_at is not None
+    assert row.progress["step"] == 3 and row.progress["total_steps"] == 3
+    types = [e.type for e in events(platform, job.id)]
+    assert types[:3] == ["created", "validated", "started"]
+    assert types.count("metrics") == 3 and types.count("checkpoint") == 3
+    assert types[-3:] == ["evaluated", "published", "succeeded"]
+    evaluated = next(e for e in events(platform, job.id) if e.type == "evaluated")
+    assert "accuracy 0.900 (base 0.400)" in evaluated.message
+    with platform.store.read() as session:
+        checkpoints, _ = store.list_checkpoints(session, job.id)
+        version = registry.get_version(session, tenant, "sentiment", 1)
+    assert [c.step for c in checkpoints] == [3, 2, 1]
+
+    config = runner.configs[job.id]
+    assert config.task == "classification" and config.labels == ["neg", "pos"]
+    assert config.epochs == 1 and config.lora_r == 4 and config.seed == 3
+    assert config.run_name == f"tuneloop-{job.id}"
+    assert version.task == "classification" and version.labels == ["neg", "pos"]
+    assert version.metrics["eval"]["adapter"]["accuracy"] == 0.9
+    lineage = version.lineage
+    assert lineage["job_id"] == job.id
+    assert lineage["training_file"]["sha256"] == training_file.sha256
+    assert lineage["base_fingerprint"] == platform.base_fingerprint
+    assert lineage["parent_version"] is None
+    assert lineage["hyperparameters"]["n_epochs"] == 1 and lineage["code_version"]
+
+
+def test_warm_start_and_auto_promote(platform, tenant, training_file, peft_adapter):
+    runner = ScriptedRunner(peft_adapter, steps=1)
+    manager = JobManager(platform, runner=runner, poll_s=0.01)
+    first = create_job(platform, tenant, model="base", training_file=training_file.id,
+                       suffix="sent")
+    assert manager.run_job(first.id) is JobStatus.SUCCEEDED
+    # v2 warm-starts from v1 (no suffix: same adapter name) and is not promoted
+    second = create_job(platform, tenant, model="sent@v1", training_file=training_file.id)
+    assert second.adapter_name == "sent"
+    assert manager.run_job(second.id) is JobStatus.SUCCEEDED
+    assert runner.configs[second.id].parent_adapter is not None
+    third = create_job(platform, tenant, model="sent", training_file=training_file.id,
+                       auto_promote=True)
+    assert manager.run_job(third.id) is JobStatus.SUCCEEDED
+    with platform.store.read() as session:
+        assert registry.resolve(session, tenant, "sent").version == 3
+        v2 = registry.get_version(session, tenant, "sent", 2)
+    assert v2.lineage["parent_version"] == "sent@v1"
+    assert job_row(platform, second.id).fine_tuned_model == "sent@v2"
+    assert "promoted" in [e.type for e in events(platform, third.id)]
+    assert "promoted" not in [e.type for e in events(platform, second.id)]
+
+
+def test_failed_run_reports_the_recipe_reason(platform, tenant, training_file, peft_adapter):
+    runner = ScriptedRunner(peft_adapter, steps=1, fail_with="out of memory on worker 0; "
+                            "lower batch_size")
+    job = create_job(platform, tenant, model="base", training_file=training_file.id)
+    assert JobManager(platform, runner=runner, poll_s=0.01).run_job(job.id) is JobStatus.FAILED
+    row = job_row(platform, job.id)
+    assert row.error["code"] == "training_failed"
+    assert "lower batch_size" in row.error["message"]
+    assert events(platform, job.id)[-1].type == "failed"
+
+
+def wait_for(predicate, timeout_s=20.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_background_manager_runs_one_job_at_a_time_and_cancels(platform, tenant, training_file,
+                                                               peft_adapter):
+    runner = ScriptedRunner(peft_adapter, hold=True)
+    manager = JobManager(platform, runner=runner, poll_s=0.02)
+    a = create_job(platform, tenant, model="base", training_file=training_file.id)
+    b = create_job(platform, tenant, model="base", training_file=training_file.id)
+    manager.start()
+    try:
+        assert wait_for(lambda: job_row(platform, a.id).status == "running")
+        assert wait_for(lambda: job_row(platform, b.id).status == "queued")
+        time.sleep(0.3)
+        assert job_row(platform, b.id).status == "queued"  # concurrency 1
+        with platform.store.write() as session:
+            store.request_cancel(session, tenant, a.id)
+        assert wait_for(lambda: job_row(platform, a.id).status == "cancelled")
+        assert a.id in runner.cancelled
+        assert wait_for(lambda: job_row(platform, b.id).status == "running")
+    finally:
+        manager.stop()
+    # a graceful stop stops the run and queues the job again for the next start
+    row = job_row(platform, b.id)
+    assert row.status == "queued" and b.id in runner.cancelled and row.owner is None
+    assert "resumes from its latest checkpoint" in events(platform, b.id)[-1].message
