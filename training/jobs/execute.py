@@ -216,11 +216,12 @@ def run_claimed_job(ctx: JobContext, job: FineTuningJob) -> JobStatus:
                         {"run_name": job.run_name, "runner": job.runner})
     follower = RunFollower(job.id, Path(config.progress_file))
     follower.seen = len(progress.read_events(follower.path))  # a resumed job: skip the old run's
-    return _follow(ctx, job, follower, Path(config.output_dir))
+    return follow_run(ctx, job, follower, Path(config.output_dir))
 
 
-def _follow(ctx: JobContext, job: FineTuningJob, follower: RunFollower, output_dir: Path
-            ) -> JobStatus:
+def follow_run(ctx: JobContext, job: FineTuningJob, follower: RunFollower, output_dir: Path
+               ) -> JobStatus:
+    """Poll the run until it ends (heartbeat, events, cancel, shutdown); finish the job."""
     platform = ctx.platform
     while True:
         status = ctx.runner.status(job.id)

@@ -32,7 +32,7 @@ from training.jobs import store
 from training.jobs.execute import (
     JobContext,
     RunFollower,
-    _follow,
+    follow_run,
     job_dir,
     run_claimed_job,
     validate_job_files,
@@ -176,7 +176,7 @@ class JobManager:
                             "tuneloop restarted; following the run on the cluster again")
         follower = RunFollower(job.id, job_dir(self.platform, job.id) / "progress.jsonl")
         output = job_dir(self.platform, job.id) / "output"
-        self._spawn(job.id, lambda: _follow(self.context(), job, follower, Path(output)))
+        self._spawn(job.id, lambda: follow_run(self.context(), job, follower, Path(output)))
 
     def _spawn(self, job_id: str, target: Callable[[], Any]) -> None:
         def run() -> None:
