@@ -9,7 +9,8 @@ from services.store.db import Store, alembic_config, current_revision, upgrade
 
 TABLES = {
     "tenants", "api_keys", "admin_keys", "adapters", "adapter_versions", "champion_changes",
-    "requests",
+    "requests", "feedback", "dataset_files", "fine_tuning_jobs", "fine_tuning_checkpoints",
+    "fine_tuning_events",
 }
 
 
