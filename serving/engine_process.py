@@ -110,7 +110,8 @@ class EngineProcess:
     ``port`` defaults to ``settings.engine_port``, ``model_dir`` to the resolved base model and
     ``log_path`` to ``<data_dir>/logs/engine-<port>.log``. ``kv_cache_bytes`` sets an explicit
     KV cache size instead of ``settings.engine_memory_fraction``; ``block_size`` is the KV block
-    in tokens (None: vLLM's default). The supervisor polls ``/health`` every
+    in tokens (None: vLLM's default). ``argv`` replaces the whole command (tests, wrappers).
+    The supervisor polls ``/health`` every
     ``health_interval_s`` and restarts after ``health_failures_to_restart`` misses in a row.
     """
 
@@ -130,6 +131,7 @@ class EngineProcess:
         block_size: int | None = 32,
         extra_args: list[str] | None = None,
         on_restart: RestartCallback | None = None,
+        argv: list[str] | None = None,
     ) -> None:
         self.settings = settings
         self.host = host
@@ -144,6 +146,7 @@ class EngineProcess:
         self.kv_cache_bytes = kv_cache_bytes or getattr(settings, "engine_kv_cache_bytes", None)
         self.block_size = block_size
         self.extra_args = list(extra_args or [])
+        self._argv = list(argv) if argv else None
         self.state = EngineState.STOPPED
         self.restart_count = 0
         self._callbacks: list[RestartCallback] = [on_restart] if on_restart else []
@@ -166,7 +169,9 @@ class EngineProcess:
 
     @property
     def command(self) -> list[str]:
-        """The argv used to start the engine."""
+        """The argv used to start the engine (``argv`` given to the constructor replaces it)."""
+        if self._argv is not None:
+            return self._argv
         base = engine_command(self.settings, model_dir=self.model_dir, host=self.host, port=self.port)
         if self.kv_cache_bytes is not None:
             # An explicit KV size replaces the memory fraction. On CPU the fraction is taken of
