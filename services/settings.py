@@ -106,6 +106,13 @@ class Settings(BaseSettings):
     monitor_metrics_port: int = Field(default=9100, ge=1, le=65535)
     """Port where ``tuneloop monitor`` serves ``/metrics``."""
 
+    train_concurrency: int = Field(default=1, ge=0)
+    """Training jobs this process runs at once. 0: the process queues jobs but runs none (set it
+    on all but one gateway replica, or run training in a dedicated process)."""
+
+    train_job_stale_after_s: float = Field(default=30.0, gt=0)
+    """A running job whose owner has not sent a heartbeat for this long is recovered."""
+
     train_workers: int = Field(default=1, ge=1)
     """Ray Train workers per training job."""
 

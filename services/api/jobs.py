@@ -175,7 +175,10 @@ def _promote_hook(app: FastAPI, loop: asyncio.AbstractEventLoop):
 async def _jobs_lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Tests (and embedders) may set app.state.job_manager_options, e.g. {"runner": ...} or
     # {"concurrency": 0} for a manager that validates jobs but runs none.
+    settings = app.state.platform.settings
     options = {"promote_hook": _promote_hook(app, asyncio.get_running_loop()),
+               "concurrency": settings.train_concurrency,
+               "stale_after_s": settings.train_job_stale_after_s,
                **getattr(app.state, "job_manager_options", {})}
     manager = JobManager(app.state.platform, **options)
     async with manager.lifespan(app):
