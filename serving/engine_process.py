@@ -249,7 +249,7 @@ class EngineProcess:
                 stderr=asyncio.subprocess.STDOUT,
                 env=engine_environment(),
                 start_new_session=True,
-                preexec_fn=_die_with_parent,
+                preexec_fn=_parent_death_signal(),
             )
         finally:
             log_file.close()
@@ -382,18 +382,24 @@ def _signal_group(pgid: int, sig: signal.Signals) -> None:
         pass
 
 
-def _die_with_parent() -> None:
-    """In the forked child: ask Linux to SIGTERM the engine if tuneloop dies without stopping it.
+def _parent_death_signal() -> Callable[[], None] | None:
+    """A ``preexec_fn`` asking Linux to SIGTERM the engine if tuneloop dies without stopping it.
 
-    The engine runs in its own session, so a killed gateway would otherwise leave it orphaned
-    holding the port and ~1 GB of memory.
+    The engine runs in its own session, so a killed gateway would otherwise leave it orphaned,
+    holding the port and ~1 GB. libc is loaded here, in the parent: code running between fork
+    and exec must not import or take locks (other threads may hold them).
     """
     if sys.platform != "linux":
-        return
+        return None
     import ctypes
 
-    PR_SET_PDEATHSIG = 1
     try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
+        prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+
+    def preexec() -> None:
+        prctl(pr_set_pdeathsig, sigterm)
+
+    return preexec
