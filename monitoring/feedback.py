@@ -96,3 +96,63 @@ def _labels_of(session: Session, tenant: Tenant, response: RequestRecord) -> lis
 
 def feedback_kinds(item: FeedbackIn) -> list[str]:
     return [k for k in ("rating", "label", "correction", "comment") if getattr(item, k) is not None]
+
+
+class FeedbackBatcher:
+    """Group commit: concurrent feedback requests are written in one transaction.
+
+    Each request's items are applied in their own savepoint, so one request's error (unknown
+    response, bad label) fails that request only. ``submit`` returns after the commit: an
+    acknowledged event is durable.
+    """
+
+    def __init__(self, store, max_batch: int = 256):  # noqa: ANN001
+        import asyncio
+
+        self.store = store
+        self.max_batch = max_batch
+        self._queue: asyncio.Queue = asyncio.Queue()
+        self._task: asyncio.Task | None = None
+
+    async def submit(self, tenant: Tenant, items: list[FeedbackIn]) -> list[StoredFeedback]:
+        import asyncio
+
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="feedback-writer")
+        future = asyncio.get_running_loop().create_future()
+        await self._queue.put((tenant, items, future))
+        return await future
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _run(self) -> None:
+        from starlette.concurrency import run_in_threadpool
+
+        while True:
+            batch = [await self._queue.get()]
+            while not self._queue.empty() and sum(len(b[1]) for b in batch) < self.max_batch:
+                batch.append(self._queue.get_nowait())
+            try:
+                outcomes = await run_in_threadpool(self._write, batch)
+            except Exception as exc:  # noqa: BLE001 - the store failed: every waiter learns it
+                outcomes = [exc] * len(batch)
+            for (_, _, future), outcome in zip(batch, outcomes):
+                if future.done():
+                    continue
+                if isinstance(outcome, Exception):
+                    future.set_exception(outcome)
+                else:
+                    future.set_result(outcome)
+
+    def _write(self, batch: list) -> list:
+        outcomes: list = []
+        with self.store.write() as session:
+            for tenant, items, _ in batch:
+                try:
+                    with session.begin_nested():
+                        outcomes.append([record_feedback(session, tenant, item) for item in items])
+                except (InvalidInput, NotFound) as exc:
+                    outcomes.append(exc)
+        return outcomes

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from services import tenants
-from services.api.deps import platform, require_admin
+from services.api.deps import key_cache, platform, require_admin
 from services.api.schemas import KeyOut, ListOut, TenantCreate, TenantOut
 from services.store.models import TenantState
 
@@ -31,7 +31,9 @@ def list_tenants(request: Request) -> ListOut:
 @router.post("/tenants/{tenant}/disable")
 def disable_tenant(tenant: str, request: Request) -> TenantOut:
     with platform(request).store.write() as session:
-        return _tenant_out(tenants.set_tenant_state(session, tenant, TenantState.DISABLED))
+        out = _tenant_out(tenants.set_tenant_state(session, tenant, TenantState.DISABLED))
+    key_cache(request).clear()
+    return out
 
 
 @router.post("/tenants/{tenant}/enable")
@@ -64,5 +66,7 @@ def list_keys(tenant: str, request: Request) -> ListOut:
 def revoke_key(tenant: str, key_id: int, request: Request) -> KeyOut:
     with platform(request).store.write() as session:
         row = tenants.revoke_key(session, key_id, tenant)
-        return KeyOut(id=row.id, tenant=tenant, prefix=row.prefix, created_at=row.created_at,
-                      revoked_at=row.revoked_at)
+        out = KeyOut(id=row.id, tenant=tenant, prefix=row.prefix, created_at=row.created_at,
+                     revoked_at=row.revoked_at)
+    key_cache(request).clear()
+    return out

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 from fastapi import Request
 
 from services.errors import Forbidden, Unauthorized
 from services.platform import Platform
 from services.store.models import Tenant
-from services.tenants import is_admin_key, resolve_key
+from services.tenants import hash_key, is_admin_key, resolve_key
 
 
 def platform(request: Request) -> Platform:
@@ -22,16 +24,55 @@ def bearer_key(request: Request) -> str:
     return key.strip()
 
 
+class KeyCache:
+    """Recently resolved keys (by hash) -> tenant, for ``ttl_s`` seconds.
+
+    Saves a store read per request. Revoking a key or disabling a tenant through this process
+    clears the cache at once; other processes notice within ``ttl_s``.
+    """
+
+    def __init__(self, ttl_s: float = 5.0, max_entries: int = 10_000):
+        self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        self._entries: dict[str, tuple[float, Tenant]] = {}
+
+    def get(self, key_hash: str) -> Tenant | None:
+        hit = self._entries.get(key_hash)
+        if hit is None or time.monotonic() - hit[0] > self.ttl_s:
+            return None
+        return hit[1]
+
+    def put(self, key_hash: str, tenant: Tenant) -> None:
+        if len(self._entries) >= self.max_entries:
+            self._entries.clear()
+        self._entries[key_hash] = (time.monotonic(), tenant)
+
+    def clear(self) -> None:
+        self._entries.clear()
+
+
+def key_cache(request: Request) -> KeyCache:
+    cache = getattr(request.app.state, "key_cache", None)
+    if cache is None:
+        cache = request.app.state.key_cache = KeyCache()
+    return cache
+
+
 def current_tenant(request: Request) -> Tenant:
-    """The tenant owning the bearer key (cached on the request)."""
+    """The tenant owning the bearer key (cached on the request and briefly per process)."""
     cached = getattr(request.state, "tenant", None)
     if cached is not None:
         return cached
     key = bearer_key(request)
-    p = platform(request)
-    with p.store.read() as session:
-        tenant = resolve_key(session, key)
-        session.expunge(tenant)
+    cache = key_cache(request)
+    digest = hash_key(key)
+    tenant = cache.get(digest)
+    if tenant is None:
+        p = platform(request)
+        with p.store.read() as session:
+            tenant = resolve_key(session, key)
+            session.expunge(tenant)
+        cache.put(digest, tenant)
     request.state.tenant = tenant
     return tenant
 

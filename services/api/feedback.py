@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from monitoring.feedback import FeedbackIn, feedback_kinds, record_feedback
+from monitoring.feedback import FeedbackBatcher, FeedbackIn, feedback_kinds
 from services.api.deps import current_tenant, platform
 from services.errors import InvalidInput
 from services.store.models import Tenant
@@ -33,6 +35,15 @@ def _parse(raw: object) -> tuple[list[FeedbackIn], bool]:
     return parsed, batch
 
 
+def _batcher(request: Request) -> FeedbackBatcher:
+    """The app's batcher for the running event loop (apps may outlive a loop in tests)."""
+    loop = asyncio.get_running_loop()
+    current = getattr(request.app.state, "feedback_batcher", None)
+    if current is None or current[0] is not loop:
+        current = request.app.state.feedback_batcher = (loop, FeedbackBatcher(platform(request).store))
+    return current[1]
+
+
 @router.post("/v1/feedback")
 async def post_feedback(request: Request, tenant: Tenant = Depends(current_tenant)) -> JSONResponse:
     try:
@@ -44,13 +55,7 @@ async def post_feedback(request: Request, tenant: Tenant = Depends(current_tenan
     if gateway is not None and gateway.request_log is not None:
         # A response served a moment ago may still sit in the log's buffer.
         await run_in_threadpool(gateway.request_log.flush, 5.0)
-    p = platform(request)
-
-    def _store() -> list:
-        with p.store.write() as session:
-            return [record_feedback(session, tenant, item) for item in items]
-
-    stored = await run_in_threadpool(_store)
+    stored = await _batcher(request).submit(tenant, items)
     if gateway is not None:
         for item, result in zip(items, stored):
             if result.created:
