@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     engine_memory_fraction: float = Field(default=0.1, gt=0, le=1)
     """vLLM ``--gpu-memory-utilization``; on CPU the share of host RAM reserved for KV cache."""
 
+    engine_kv_cache_bytes: int | None = Field(default=512 * 1024 * 1024, gt=0)
+    """Explicit KV cache size of a spawned engine (vLLM ``--kv-cache-memory-bytes``); takes
+    precedence over ``engine_memory_fraction``, whose share of RAM can come out negative on
+    small CPU machines. Unset it (empty) to size the cache by the fraction (GPUs)."""
+
     max_model_len: int = Field(default=1024, ge=64)
     """Maximum prompt + completion tokens per request (vLLM ``--max-model-len``)."""
 
@@ -121,6 +126,11 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     """Log level of tuneloop processes."""
+
+    @field_validator("engine_kv_cache_bytes", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: object) -> object:
+        return None if value == "" else value
 
     @field_validator("engine_urls", mode="before")
     @classmethod
