@@ -123,6 +123,23 @@ class Metrics:
             registry=r,
         )
 
+        self.quality = Gauge(
+            "tuneloop_quality", "Latest champion quality on feedback per adapter (accuracy, "
+            "negative_rate).", ["tenant", "adapter", "metric"], registry=r,
+        )
+        self.gate_decisions = Counter(
+            "tuneloop_gate_decisions", "Candidates gated against the champion, by outcome "
+            "(passed, no_improvement, regression, ...).", ["outcome"], registry=r,
+        )
+        self.monitor_cycles = Counter(
+            "tuneloop_monitor_cycles", "Monitor passes over one adapter, by outcome (ok, error).",
+            ["outcome"], registry=r,
+        )
+        self.monitor_cycle_seconds = Histogram(
+            "tuneloop_monitor_cycle_seconds", "Time of one monitor pass over all adapters.",
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+
     def labels_for(self, tenant: str, adapter: str) -> tuple[str, str]:
         return self.tenant_label(tenant), self.adapter_label(adapter)
 

@@ -75,7 +75,7 @@ def create_app(
     extensions: list[AppExtension] | None = None,
 ) -> FastAPI:
     """Build the app. Pass ``platform`` to share one; otherwise it is opened on startup."""
-    from services.api import adapters, admin, feedback, health, jobs
+    from services.api import adapters, admin, feedback, health, jobs, policy
 
     if settings is None:
         settings = platform.settings if platform else Settings()
@@ -104,6 +104,7 @@ def create_app(
     app.include_router(admin.router)
     app.include_router(adapters.router)
     app.include_router(feedback.router)
+    app.include_router(policy.router)  # retrain policy, drift reports, monitor events
     jobs.install(app)  # /v1/files, /v1/fine_tuning/jobs and the background job manager
     for extend in extensions or []:
         extend(app)

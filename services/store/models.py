@@ -251,3 +251,96 @@ class FineTuningCheckpoint(Base):
     step: Mapped[int] = mapped_column(Integer)
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+# --- the monitor loop (monitoring/loop.py) ---------------------------------------------------
+
+
+class RetrainRunStatus(StrEnum):
+    """A monitor-started retrain: training -> promoted | awaiting_approval | rejected | dry_run |
+    failed | cancelled; a promoted run whose version is rolled back ends ``rolled_back``."""
+
+    TRAINING = "training"
+    PROMOTED = "promoted"
+    AWAITING_APPROVAL = "awaiting_approval"
+    REJECTED = "rejected"
+    DRY_RUN = "dry_run"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    ROLLED_BACK = "rolled_back"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self is not RetrainRunStatus.TRAINING
+
+
+class RetrainPolicyRecord(Base):
+    """The retrain policy of one adapter (``monitoring.policy.RetrainPolicy`` as JSON)."""
+
+    __tablename__ = "retrain_policies"
+
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), primary_key=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    policy: Mapped[dict] = mapped_column(JSON)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class MonitorReport(Base):
+    """One monitor observation of an adapter's champion: drift (when a new window was tested)
+    and quality. ``drifted`` is None when the window was too small; ``new_window`` false when
+    only quality was re-evaluated (the row does not count in the drift history)."""
+
+    __tablename__ = "monitor_reports"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), index=True)
+    version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    new_window: Mapped[bool] = mapped_column(default=True)
+    drifted: Mapped[bool | None] = mapped_column(nullable=True)
+    n_window: Mapped[int] = mapped_column(Integer, default=0)
+    window_end: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    input_drift: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    prediction_drift: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    quality: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class MonitorEvent(Base):
+    """A decision of the monitor (policy, dataset, job, gate, promotion, rollback) and its reason."""
+
+    __tablename__ = "monitor_events"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), index=True)
+    type: Mapped[str] = mapped_column(String(32))
+    action: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    reason: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    message: Mapped[str] = mapped_column(Text)
+    data: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
+class RetrainRun(Base):
+    """A retrain the monitor started: compiled dataset, its files, the job, gate and outcome."""
+
+    __tablename__ = "retrain_runs"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "rtrun-<hex>"
+    adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), index=True)
+    tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
+    status: Mapped[str] = mapped_column(String(24), index=True)
+    trigger: Mapped[str] = mapped_column(String(32))
+    champion_version: Mapped[int] = mapped_column(Integer)
+    job_id: Mapped[str | None] = mapped_column(ForeignKey("fine_tuning_jobs.id"), nullable=True)
+    dataset_version: Mapped[str] = mapped_column(String(64))
+    dataset: Mapped[dict] = mapped_column(JSON, default=dict)
+    training_file: Mapped[str] = mapped_column(ForeignKey("dataset_files.id"))
+    validation_file: Mapped[str] = mapped_column(ForeignKey("dataset_files.id"))
+    candidate_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    evaluation: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    gate: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    baseline: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+    finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
