@@ -92,7 +92,8 @@ class TrainConfig:
     storage_path: str | None = None
     """Ray Train storage for checkpoints (local dir or fsspec URL). Default: output_dir/ray."""
     run_name: str = field(default_factory=new_run_name)
-    """Unique per job: the same name and storage path would resume an old run."""
+    """Unique per job: the same name and storage path resume that run from its latest
+    checkpoint (how a restarted tuneloop resumes a job: run the same config again)."""
     progress_file: str | None = None
     """JSON-lines file the run appends progress events to (step, loss, tokens/s, ...)."""
     log_every: int = 1

@@ -3,7 +3,7 @@
 A file works across processes and machines that share it (the driver, Ray Train workers, the
 CLI's progress bar, the Jobs API's event stream). Events: ``started``, ``validated``,
 ``training_started`` (total_steps), ``step`` (step, total_steps, epoch, loss, tokens_per_s,
-learning_rate), ``checkpoint`` (step, path), ``evaluated``, ``saved``, ``succeeded``, ``failed``
+learning_rate), ``checkpoint`` (step, path, loss), ``resumed`` (step), ``evaluated``, ``saved``, ``succeeded``, ``failed``
 (reason). After a worker restart, ``step`` events for re-run steps appear again.
 """
 
@@ -17,14 +17,14 @@ from pathlib import Path
 from typing import Any
 
 
-def emit(path: str | os.PathLike | None, event: str, **fields: Any) -> None:
-    """Append one event (no-op without a path). One write per line keeps lines whole."""
-    if path is None:
+def emit(file: str | os.PathLike | None, event: str, /, **fields: Any) -> None:
+    """Append one event (no-op without a file). One write per line keeps lines whole."""
+    if file is None:
         return
     record = {"time": time.time(), "event": event, **fields}
     line = json.dumps(record, default=str) + "\n"
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
+    Path(file).parent.mkdir(parents=True, exist_ok=True)
+    with open(file, "a", encoding="utf-8") as f:
         f.write(line)
 
 

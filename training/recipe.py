@@ -262,9 +262,12 @@ def train_worker(payload: dict[str, Any]) -> None:
                 if rank == 0:
                     _save_state(directory, peft_model, optimizer, scheduler, done)
                     saved = ray.train.Checkpoint.from_directory(directory)
-                ray.train.report(metrics, checkpoint=saved)
+                name = f"checkpoint-{done:06d}"
+                ray.train.report(metrics, checkpoint=saved, checkpoint_dir_name=name)
             if rank == 0:
-                progress.emit(config.progress_file, "checkpoint", step=done)
+                path = f"{config.resolved_storage_path.rstrip('/')}/{config.run_name}/{name}"
+                progress.emit(config.progress_file, "checkpoint", step=done, path=path,
+                              loss=metrics["loss"])
         elif done % config.log_every == 0:
             ray.train.report(metrics)
 

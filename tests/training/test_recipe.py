@@ -24,18 +24,21 @@ from training.runners.base import RunSpec, RunState
 from training.runners.local import LocalRayRunner, recipe_entrypoint
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "vader_sentiment" / "vader_sentiment.jsonl"
-SHORT_TEMPLATE = "Text: {text}\nWhich is it: {labels}?"
+SHORT_TEMPLATE = "Text: {text}\nSource ({labels}):"
+# Where each text comes from, as one short word the model can emit.
+SOURCES = {"tweet": "tweet", "movie_review": "film", "product_review": "product",
+           "editorial": "news"}
 
 
 def domain_split(per_train: int, per_eval: int, max_chars: int = 70):
-    """Short real texts labelled by where they come from (tweet, review, editorial...)."""
+    """Short real texts labelled by their source: tweet, film review, product review, news."""
     rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines()]
     seen: Counter[str] = Counter()
     train, held_out = [], []
     for row in rows:
         if len(row["text"]) > max_chars:
             continue
-        example = {"text": row["text"], "label": row["domain"]}
+        example = {"text": row["text"], "label": SOURCES[row["domain"]]}
         if seen[row["domain"]] < per_train:
             train.append(example)
         elif seen[row["domain"]] < per_train + per_eval:
@@ -47,22 +50,23 @@ def domain_split(per_train: int, per_eval: int, max_chars: int = 70):
 @pytest.mark.integration
 @pytest.mark.ray
 def test_classification_adapter_beats_the_untrained_prompt(ray_cluster, base_model_dir, tmp_path):
-    train, held_out = domain_split(per_train=9, per_eval=8)
+    train, held_out = domain_split(per_train=12, per_eval=8)
     config = TrainConfig(
         base_model=str(base_model_dir), output_dir=str(tmp_path / "out"), task="classification",
         train_examples=train, eval_examples=held_out, prompt_template=SHORT_TEMPLATE,
-        epochs=2, batch_size=4, learning_rate=2e-3, seed=0, packing=False, max_length=128,
+        epochs=2, batch_size=2, learning_rate=2e-3, seed=0, packing=False, max_length=128,
         cpus_per_worker=1, progress_file=str(tmp_path / "progress.jsonl"),
     )
     result = run_training(config)
 
     adapter, base = result.metrics["eval"]["adapter"], result.metrics["eval"]["base"]
+    print(f"held-out accuracy: adapter {adapter['accuracy']:.3f}, base {base['accuracy']:.3f}")
     chance = 1 / 4
     assert adapter["examples"] == base["examples"] == 32
     assert adapter["accuracy"] >= base["accuracy"] + 0.2, (adapter["accuracy"], base["accuracy"])
     assert adapter["accuracy"] >= chance + 0.25
     assert adapter["macro_f1"] > base["macro_f1"]
-    assert set(adapter["confusion"]) == {"editorial", "movie_review", "product_review", "tweet"}
+    assert set(adapter["confusion"]) == {"film", "news", "product", "tweet"}
 
     assert sorted(p.name for p in result.adapter_dir.iterdir()) == [
         "adapter_config.json", "adapter_model.safetensors"]
@@ -70,18 +74,18 @@ def test_classification_adapter_beats_the_untrained_prompt(ray_cluster, base_mod
     assert adapter_config["r"] == 8
     assert {"q_proj", "v_proj", "down_proj"} <= set(adapter_config["target_modules"])
     saved = json.loads(result.metrics_path.read_text())
-    assert saved["labels"] == ["editorial", "movie_review", "product_review", "tweet"]
+    assert saved["labels"] == ["film", "news", "product", "tweet"]
     assert saved["prompt_template"] == SHORT_TEMPLATE
     assert saved["datasets"]["train"]["label_counts"] == {
-        "editorial": 9, "movie_review": 9, "product_review": 9, "tweet": 9}
-    assert saved["train"]["step"] == saved["train"]["total_steps"] == 18
+        "film": 12, "news": 12, "product": 12, "tweet": 12}
+    assert saved["train"]["step"] == saved["train"]["total_steps"] == 48
 
     events = read_events(tmp_path / "progress.jsonl")
     kinds = [e["event"] for e in events]
     assert kinds[0] == "started" and kinds[-1] == "succeeded"
     steps = [e for e in events if e["event"] == "step"]
-    assert [e["step"] for e in steps] == list(range(1, 19))
-    assert all(e["tokens_per_s"] > 0 and e["total_steps"] == 18 for e in steps)
+    assert [e["step"] for e in steps] == list(range(1, 49))
+    assert all(e["tokens_per_s"] > 0 and e["total_steps"] == 48 for e in steps)
     assert steps[-1]["loss"] < steps[0]["loss"]
 
 
@@ -123,6 +127,10 @@ def test_two_workers_resume_after_a_killed_worker(ray_cluster, base_model_dir, t
     assert [e["step"] for e in steps] == [1, 2, 2, 3, 4]
     first_try, replay = steps[1], steps[2]
     assert replay["loss"] == pytest.approx(first_try["loss"], rel=1e-6)  # deterministic replay
+
+    checkpoints = [e for e in events if e["event"] == "checkpoint"]
+    assert [e["step"] for e in checkpoints] == [1, 2, 3, 4]
+    assert Path(checkpoints[-1]["path"], "adapter_model.safetensors").exists()
 
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert metrics["train"]["step"] == 4
