@@ -37,7 +37,7 @@ from training import progress
 from training.config import TrainConfig
 from training.datasets import ChatExample, ValidationReport, validate_dataset
 from training.errors import TrainingFailed
-from training.evaluation import chat_metrics, classification_metrics, hash_split
+from training.evaluation import hash_split
 from training.loss import batch_loss_sum
 from training.packing import build_row, collate_packed, collate_padded, truncate
 from training.schedule import plan_steps
@@ -322,18 +322,10 @@ def evaluate(config: TrainConfig, adapter_dir: Path, eval_examples: list, labels
 
     def measure() -> dict[str, Any]:
         if config.task == "classification":
-            predicted = scoring.classify(model, tokenizer, config.prompt_template,
-                                         [e.text for e in examples], labels)
-            return classification_metrics([e.label for e in examples], predicted, labels)
-        tokenized = _tokenize_all(tokenizer, examples, config, labels)
-        metrics = scoring.eval_loss(model, tokenizer, tokenized)
-        prompts, references = [], []
-        for example in examples[:20]:
-            last = max(i for i, m in enumerate(example.messages) if m["role"] == "assistant")
-            prompts.append(example.messages[:last])
-            references.append(example.messages[last]["content"])
-        replies = scoring.generate_replies(model, tokenizer, prompts, config.max_new_tokens)
-        return {**metrics, **chat_metrics(references, replies)}
+            return scoring.evaluate_classifier(model, tokenizer, config.prompt_template,
+                                               examples, labels)
+        return scoring.evaluate_chat(model, tokenizer, examples, max_length=config.max_length,
+                                     max_new_tokens=config.max_new_tokens)
 
     results = {"adapter": measure()}
     if config.compare_base:

@@ -17,12 +17,12 @@ from typing import Any
 
 import torch
 
-from training.datasets import Message
-from training.evaluation import loss_metrics
+from training.datasets import ChatExample, ClassificationExample, Message
+from training.evaluation import chat_metrics, classification_metrics, loss_metrics
 from training.loss import token_loss_sum
-from training.packing import batches, collate_padded
+from training.packing import batches, collate_padded, truncate
 from training.prompts import classification_messages
-from training.tokenize import TokenizedExample, prompt_ids
+from training.tokenize import TokenizedExample, prompt_ids, tokenize_conversation
 
 
 def load_model(
@@ -117,3 +117,34 @@ def eval_loss(
         s, n = token_loss_sum(logits, batch["labels"])
         total, count = total + float(s), count + n
     return loss_metrics(total, count)
+
+
+def evaluate_classifier(
+    model: Any, tokenizer: Any, template: str, examples: Sequence[ClassificationExample],
+    labels: Sequence[str],
+) -> dict[str, Any]:
+    """Accuracy, macro/per-class F1 and confusion of ``model`` on labelled examples.
+
+    Use it for the base (``with model.disable_adapter()``), a candidate and the champion on
+    the same held-out split.
+    """
+    predicted = classify(model, tokenizer, template, [e.text for e in examples], labels)
+    return classification_metrics([e.label for e in examples], predicted, list(labels))
+
+
+def evaluate_chat(
+    model: Any, tokenizer: Any, examples: Sequence[ChatExample], *, max_length: int = 1024,
+    generate: int = 20, max_new_tokens: int = 64,
+) -> dict[str, Any]:
+    """Eval loss/perplexity on every example; exact match and ROUGE-L of greedy replies to the
+    first ``generate`` examples (reference: each example's last assistant message)."""
+    tokenized = [truncate(tokenize_conversation(tokenizer, e.messages), max_length)
+                 for e in examples]
+    metrics: dict[str, Any] = dict(eval_loss(model, tokenizer, tokenized))
+    prompts, references = [], []
+    for example in list(examples)[:generate]:
+        last = max(i for i, m in enumerate(example.messages) if m["role"] == "assistant")
+        prompts.append(example.messages[:last])
+        references.append(example.messages[last]["content"])
+    replies = generate_replies(model, tokenizer, prompts, max_new_tokens)
+    return {**metrics, **chat_metrics(references, replies)}
