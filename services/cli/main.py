@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import adapters, files, jobs, keys, models, serve, tenants
+from services.cli import adapters, demo, files, jobs, keys, models, monitor, serve, tenants
 
 app = typer.Typer(
     name="tuneloop",
@@ -19,6 +19,8 @@ app.add_typer(adapters.app, name="adapters")
 app.add_typer(files.app, name="files")
 app.add_typer(jobs.app, name="jobs")
 serve.register(app)
+monitor.register(app)
+demo.register(app)
 
 
 def main() -> None:

@@ -9,10 +9,16 @@ from services.cli.common import load
 
 def register(app: typer.Typer) -> None:
     @app.command("serve")
-    def serve() -> None:
+    def serve(
+        monitor: bool = typer.Option(
+            None, "--monitor/--no-monitor",
+            help="Run the monitor loop (drift, retraining, promotion) in this process "
+            "(default: TUNELOOP_MONITOR_IN_SERVE, true)."),
+    ) -> None:
         """Start the platform on the configured settings (embedded defaults: everything local)."""
         import uvicorn
 
+        from monitoring.service import monitor_extension, monitor_in_serve
         from services.app import create_app
 
         settings = load()
@@ -23,6 +29,8 @@ def register(app: typer.Typer) -> None:
             serving_extension = None
         if serving_extension is not None:
             extensions.append(serving_extension(settings))
+        if monitor if monitor is not None else monitor_in_serve(settings):
+            extensions.append(monitor_extension(settings))  # after serving: promotions hot-swap
         app_ = create_app(settings, extensions=extensions)
         url = f"http://{settings.host}:{settings.port}"
         typer.echo(
