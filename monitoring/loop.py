@@ -12,7 +12,6 @@ functions of :mod:`monitoring.policy`, :mod:`monitoring.drift`, :mod:`monitoring
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -20,42 +19,39 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any, Protocol
+from typing import Any
 
 from monitoring import monitor_store as ms
 from monitoring import observations as obs
-from monitoring.candidate_eval import Evaluator, ScoringEvaluator, VersionSpec, gate_metric
-from monitoring.compiler import CompileConfig, compile_dataset
+from monitoring.candidate_eval import Evaluator, ScoringEvaluator
 from monitoring.drift import DriftStatus, input_drift, prediction_drift
 from monitoring.metrics import Metrics
 from monitoring.monitor_store import EventType
 from monitoring.policy import (
     Action,
     PolicyState,
-    PromotionAction,
     RetrainPolicy,
     drift_persists,
-    gate_candidate,
-    promotion_action,
     should_retrain,
     should_rollback,
 )
 from monitoring.quality import Baseline, QualityReport, quality_report
+from monitoring.retrain import ChampionSwitcher, RegistrySwitcher, Retrainer
 from services import registry
 from services.platform import Platform
 from services.store.models import (
     Adapter,
     AdapterVersion,
-    DatasetFile,
-    FineTuningJob,
     RetrainRun,
     RetrainRunStatus,
     Tenant,
     TenantState,
     utcnow,
 )
-from training.jobs.states import JobStatus
 from training.jobs.store import as_utc
+
+__all__ = ["ChampionSwitcher", "Cycle", "Monitor", "MonitorConfig", "MonitorThread",
+           "RegistrySwitcher", "Target"]
 
 log = logging.getLogger("tuneloop.monitor")
 
@@ -92,29 +88,6 @@ class MonitorConfig:
     """Fine-tuning job hyperparameters (None: the jobs API's "auto" defaults)."""
 
 
-class ChampionSwitcher(Protocol):
-    """Changes an adapter's champion (the registry alone, or with the gateway's hot swap)."""
-
-    def promote(self, tenant: Tenant, name: str, version: int, reason: str) -> None: ...
-
-    def rollback(self, tenant: Tenant, name: str, reason: str) -> int: ...
-
-
-class RegistrySwitcher:
-    """Switches champions in the store; gateways pick the change up within their cache TTL."""
-
-    def __init__(self, platform: Platform):
-        self.platform = platform
-
-    def promote(self, tenant: Tenant, name: str, version: int, reason: str) -> None:
-        with self.platform.store.write() as session:
-            registry.promote(session, tenant, name, version, reason)
-
-    def rollback(self, tenant: Tenant, name: str, reason: str) -> int:
-        with self.platform.store.write() as session:
-            return registry.rollback(session, tenant, name, reason).version
-
-
 @dataclass
 class Cycle:
     """What one pass did for one adapter (returned by ``run_once``; the store has the details)."""
@@ -132,17 +105,12 @@ class Cycle:
 
 
 @dataclass
-class _Target:
+class Target:
     tenant: Tenant
     adapter: Adapter
     policy: RetrainPolicy
     champion: AdapterVersion
     since: datetime
-
-
-def _spec(name: str, row: AdapterVersion) -> VersionSpec:
-    return VersionSpec(name, row.version, row.task, row.labels, row.prompt_template,
-                       row.artifact_key)
 
 
 class Monitor:
@@ -157,7 +125,10 @@ class Monitor:
         self.evaluator = evaluator or ScoringEvaluator(platform)
         self.switcher = switcher or RegistrySwitcher(platform)
         self.config = config or MonitorConfig()
-        self.on_job_created = on_job_created
+        self.retrainer = Retrainer(platform, metrics=self.metrics, evaluator=self.evaluator,
+                                   switcher=self.switcher, config=self.config,
+                                   version_data=self._version_data, event=self._event,
+                                   on_job_created=on_job_created)
         self._data_cache: dict[int, obs.VersionData] = {}
         self._lock = threading.Lock()
 
@@ -196,7 +167,7 @@ class Monitor:
     def cycle(self, tenant: Tenant, adapter: Adapter, policy: RetrainPolicy, now: datetime,
               cycle: Cycle) -> None:
         """Finished jobs -> gate/promote; observe drift and quality; rollback; decide; retrain."""
-        self._advance_runs(tenant, adapter, policy, now, cycle)
+        self.retrainer.advance(tenant, adapter, policy, now, cycle)
         target = self._target(tenant, adapter, policy)
         if target is None:
             return
@@ -206,15 +177,15 @@ class Monitor:
             return
         decision = self._decide(target, quality, now, cycle)
         if decision.action is Action.RETRAIN:
-            self._start_retrain(target, decision.reason.value, now, cycle)
+            self.retrainer.start(target, decision.reason.value, now, cycle)
 
-    def _target(self, tenant: Tenant, adapter: Adapter, policy: RetrainPolicy) -> _Target | None:
+    def _target(self, tenant: Tenant, adapter: Adapter, policy: RetrainPolicy) -> Target | None:
         with self.platform.store.read() as session:
             adapter = session.get(Adapter, adapter.id)
             champion, since = obs.champion(session, adapter)
         if champion is None:
             return None
-        return _Target(tenant, adapter, policy, champion, since)
+        return Target(tenant, adapter, policy, champion, since)
 
     def _version_data(self, row: AdapterVersion) -> obs.VersionData:
         cached = self._data_cache.get(row.id)  # versions are immutable
@@ -241,7 +212,7 @@ class Monitor:
 
     # -- observe ----------------------------------------------------------------------------
 
-    def _observe(self, target: _Target, now: datetime, cycle: Cycle) -> QualityReport:
+    def _observe(self, target: Target, now: datetime, cycle: Cycle) -> QualityReport:
         cfg, adapter, champion = self.config, target.adapter, target.champion
         tenant_label, adapter_label = self.metrics.labels_for(target.tenant.name, adapter.name)
         with self.platform.store.read() as session:
@@ -311,7 +282,7 @@ class Monitor:
                               quality=cycle.quality, created_at=now)
         return quality
 
-    def _baselines(self, target: _Target) -> tuple[Baseline | None, Baseline | None]:
+    def _baselines(self, target: Target) -> tuple[Baseline | None, Baseline | None]:
         """Quality when the champion was promoted: stored by the monitor's promotion, else the
         champion's own held-out accuracy from its training job."""
         with self.platform.store.read() as session:
@@ -332,7 +303,7 @@ class Monitor:
 
     # -- rollback ---------------------------------------------------------------------------
 
-    def _maybe_rollback(self, target: _Target, quality: QualityReport, now: datetime,
+    def _maybe_rollback(self, target: Target, quality: QualityReport, now: datetime,
                         cycle: Cycle) -> bool:
         """Roll back a champion the monitor promoted recently if its quality dropped."""
         adapter, version = target.adapter, target.champion.version
@@ -367,7 +338,7 @@ class Monitor:
 
     # -- decide -----------------------------------------------------------------------------
 
-    def _decide(self, target: _Target, quality: QualityReport, now: datetime, cycle: Cycle):
+    def _decide(self, target: Target, quality: QualityReport, now: datetime, cycle: Cycle):
         policy, adapter = target.policy, target.adapter
         with self.platform.store.read() as session:
             history = ms.drift_history(session, adapter.id, target.champion.version,
@@ -398,176 +369,6 @@ class Monitor:
                     action=decision.action.value, reason=decision.reason.value, data=data,
                     dedupe=decision.action is not Action.RETRAIN)
         return decision
-
-    # -- retrain ----------------------------------------------------------------------------
-
-    def _stored_file(self, tenant: Tenant, data: bytes, filename: str, task: str) -> DatasetFile:
-        """The tenant's file with these bytes (stored once, like the files API would)."""
-        import hashlib
-
-        from sqlalchemy import select
-
-        from training.jobs.files import store_file
-
-        digest = hashlib.sha256(data).hexdigest()
-        with self.platform.store.read() as session:
-            existing = session.scalar(select(DatasetFile).where(
-                DatasetFile.tenant_id == tenant.id, DatasetFile.sha256 == digest,
-                DatasetFile.task == task).limit(1))
-        return existing or store_file(self.platform, tenant, data, filename, task=task)
-
-    def _start_retrain(self, target: _Target, trigger: str, now: datetime, cycle: Cycle) -> None:
-        from training.jobs.intake import create_job
-
-        tenant, adapter, champion = target.tenant, target.adapter, target.champion
-        cfg = self.config
-        with self.platform.store.read() as session:
-            requests, feedback = obs.compile_inputs(session, adapter)
-        labels = tuple(champion.labels) if champion.task == "classification" else None
-        dataset = compile_dataset(
-            champion.task, requests, feedback,
-            champion_examples=self._version_data(champion).train,
-            config=CompileConfig(eval_fraction=cfg.eval_fraction,
-                                 replay_fraction=cfg.replay_fraction, labels=labels,
-                                 split_salt=f"{tenant.id}:{adapter.name}"))
-        tenant_label, adapter_label = self.metrics.labels_for(tenant.name, adapter.name)
-        self.metrics.dataset_examples.labels(tenant_label, adapter_label).set(
-            len(dataset.train) + len(dataset.eval))
-        summary = {"version": dataset.version, "counts": dataset.counts,
-                   "train": len(dataset.train), "eval": len(dataset.eval)}
-        if not dataset.train or not dataset.eval:
-            self._event(adapter, EventType.DATASET,
-                        f"dataset {dataset.version[:12]} has {len(dataset.train)} training and "
-                        f"{len(dataset.eval)} eval examples; both are needed to train and gate a "
-                        "candidate, so no job was started (more labeled feedback is needed)",
-                        now=now, action="skip", reason="dataset_too_small", data=summary)
-            return
-        stem = f"{adapter.name}-{dataset.version[:12]}"
-        train = self._stored_file(tenant, dataset.jsonl("train"), f"{stem}-train.jsonl",
-                                  champion.task)
-        valid = self._stored_file(tenant, dataset.jsonl("eval"), f"{stem}-eval.jsonl",
-                                  champion.task)
-        summary["lineage_key"] = self.platform.artifacts.put_bytes(
-            json.dumps(dataset.lineage()).encode("utf-8"))
-        parent = registry.version_ref(adapter.name, champion.version)
-        job = create_job(self.platform, tenant, model=parent, training_file=train.id,
-                         validation_file=valid.id, suffix=adapter.name,
-                         hyperparameters=cfg.hyperparameters, task=champion.task,
-                         auto_promote=False, seed=int(dataset.version[:8], 16) % 2**31)
-        with self.platform.store.write() as session:
-            run = ms.add_run(session, adapter_id=adapter.id, tenant_id=tenant.id,
-                             status=str(RetrainRunStatus.TRAINING), trigger=trigger,
-                             champion_version=champion.version, job_id=job.id,
-                             dataset_version=dataset.version, dataset=summary,
-                             training_file=train.id, validation_file=valid.id, created_at=now)
-            ms.add_event(session, adapter.id, EventType.DATASET,
-                         f"compiled dataset {dataset.version[:12]}: {len(dataset.train)} training "
-                         f"({dataset.counts.get('replay', 0)} replayed from {parent}) and "
-                         f"{len(dataset.eval)} eval examples; files {train.id}, {valid.id}",
-                         action="compiled", reason=trigger, data=summary, now=now)
-            ms.add_event(session, adapter.id, EventType.JOB,
-                         f"started fine-tuning job {job.id}, warm start from {parent} "
-                         f"(trigger: {trigger})", action="started", reason=trigger,
-                         data={"job_id": job.id, "run": run.id}, now=now)
-        cycle.actions.append(f"retrain:{job.id}")
-        if self.on_job_created is not None:
-            self.on_job_created(job.id)
-
-    # -- finished jobs: gate and promote ---------------------------------------------------
-
-    def _advance_runs(self, tenant: Tenant, adapter: Adapter, policy: RetrainPolicy,
-                      now: datetime, cycle: Cycle) -> None:
-        with self.platform.store.read() as session:
-            open_runs = ms.list_runs(session, adapter.id, status=RetrainRunStatus.TRAINING,
-                                     limit=100)
-            jobs = {r.id: session.get(FineTuningJob, r.job_id) for r in open_runs}
-        for run in open_runs:
-            job = jobs[run.id]
-            status = JobStatus(job.status) if job is not None else JobStatus.FAILED
-            if not status.is_terminal:
-                continue
-            self.metrics.retrain_jobs.labels(status.value).inc()
-            if status is not JobStatus.SUCCEEDED:
-                self._finish_run(run, RetrainRunStatus.FAILED if status is JobStatus.FAILED
-                                 else RetrainRunStatus.CANCELLED, now, EventType.JOB,
-                                 f"fine-tuning job {run.job_id} {status.value}: "
-                                 f"{(job.error or {}).get('message') if job else 'job missing'}",
-                                 action=status.value, reason=status.value)
-                cycle.actions.append(f"job_{status.value}:{run.job_id}")
-                continue
-            self._gate(tenant, adapter, policy, run, job, now, cycle)
-
-    def _finish_run(self, run: RetrainRun, status: RetrainRunStatus, now: datetime, type_: str,
-                    message: str, *, action: str, reason: str,
-                    data: dict[str, Any] | None = None, **fields: Any) -> None:
-        with self.platform.store.write() as session:
-            row = session.get(RetrainRun, run.id)
-            row.status = str(status)
-            row.finished_at = now
-            for key, value in fields.items():
-                setattr(row, key, value)
-            ms.add_event(session, run.adapter_id, type_, message, action=action, reason=reason,
-                         data={"run": run.id, "job_id": run.job_id, **(data or {})}, now=now)
-
-    def _gate(self, tenant: Tenant, adapter: Adapter, policy: RetrainPolicy, run: RetrainRun,
-              job: FineTuningJob, now: datetime, cycle: Cycle) -> None:
-        with self.platform.store.read() as session:
-            candidate = session.get(AdapterVersion, job.result_version_id)
-            current = session.get(Adapter, adapter.id)
-            champion = session.get(AdapterVersion, current.champion_version_id)
-            new_split = obs.file_records(self.platform, session, run.validation_file,
-                                         candidate.task) or []
-        previous_split = self._version_data(champion).eval
-        splits = {"new": new_split, "previous": previous_split}
-        metric = gate_metric(candidate.task)
-        cand_metrics = self.evaluator.evaluate(_spec(adapter.name, candidate), splits)
-        champ_metrics = self.evaluator.evaluate(_spec(adapter.name, champion), splits)
-        evaluation = {f"v{candidate.version}": cand_metrics, f"v{champion.version}": champ_metrics,
-                      "metric": metric, "split_sizes": {k: len(v) for k, v in splits.items()}}
-        gate = gate_candidate(cand_metrics, champ_metrics, "new",
-                              "previous" if previous_split else None, policy.gate_tolerance,
-                              metric=metric, min_improvement=policy.gate_min_improvement)
-        self.metrics.gate_decisions.labels(gate.reason.value).inc()
-        action = promotion_action(policy, gate)
-        cand_ref = registry.version_ref(adapter.name, candidate.version)
-        champ_ref = registry.version_ref(adapter.name, champion.version)
-        data = {"gate": gate.to_dict(), "evaluation": evaluation, "action": action.value}
-        with self.platform.store.write() as session:
-            ms.add_event(session, adapter.id, EventType.GATE,
-                         f"{cand_ref} vs {champ_ref}: {'passed' if gate.passed else 'failed'} "
-                         f"({gate.message})", action="passed" if gate.passed else "failed",
-                         reason=gate.reason.value, data=data, now=now)
-        fields = {"candidate_version": candidate.version, "evaluation": evaluation,
-                  "gate": gate.to_dict()}
-        if action is PromotionAction.PROMOTE:
-            new_value = cand_metrics.get("new", {})
-            baseline = {}
-            if "accuracy" in new_value:
-                baseline["accuracy"] = {"value": new_value["accuracy"],
-                                        "n": int(new_value.get("examples") or 0) or None}
-            self.switcher.promote(tenant, adapter.name, candidate.version,
-                                  f"monitor: gate passed vs {champ_ref} ({gate.message})")
-            self.metrics.promotions.labels("promote").inc()
-            self._finish_run(run, RetrainRunStatus.PROMOTED, now, EventType.PROMOTION,
-                             f"promoted {cand_ref} (was {champ_ref}); watching it for "
-                             f"{self.config.rollback_watch_hours:g} h", action="promote",
-                             reason=gate.reason.value, data=data, baseline=baseline,
-                             promoted_at=now, **fields)
-            cycle.actions.append(f"promoted:v{candidate.version}")
-            return
-        status, message = {
-            PromotionAction.AWAIT_APPROVAL: (
-                RetrainRunStatus.AWAITING_APPROVAL,
-                (f"{cand_ref} passed the gate and waits for approval: POST "
-                 f"/v1/adapters/{adapter.name}/promote {{\"version\": {candidate.version}}}")),
-            PromotionAction.DRY_RUN: (RetrainRunStatus.DRY_RUN,
-                                      f"dry run: would promote {cand_ref} over {champ_ref}"),
-            PromotionAction.REJECT: (RetrainRunStatus.REJECTED,
-                                     f"rejected {cand_ref}: {gate.message}; {champ_ref} stays"),
-        }[action]
-        self._finish_run(run, status, now, EventType.PROMOTION, message, action=action.value,
-                         reason=gate.reason.value, data=data, **fields)
-        cycle.actions.append(f"{action.value}:v{candidate.version}")
 
 
 class MonitorThread:

@@ -105,7 +105,8 @@ def _follow_job(api: _Api, job_id: str, say: Callable[[str], None], timeout_s: f
 
     job = _wait(f"job {job_id}", done, timeout_s, every_s=2.0)
     if job["status"] != "succeeded":
-        raise RuntimeError(f"job {job_id} {job['status']}: {job.get('error')}")
+        message = ((job.get("error") or {}).get("message") or "no reason given")[:600]
+        raise RuntimeError(f"job {job_id} {job['status']}: {message}")
     return job
 
 

@@ -77,7 +77,7 @@ class ScriptedEvaluator:
         self.scores = scores
         self.calls: list[tuple[int, dict[str, int]]] = []
 
-    def evaluate(self, spec, splits):  # noqa: ANN001, ANN201
+    def evaluate(self, spec, splits):
         self.calls.append((spec.version, {k: len(v) for k, v in splits.items()}))
         return {k: {"accuracy": self.scores[spec.version][k], "examples": len(v)}
                 for k, v in splits.items() if v}
@@ -107,7 +107,7 @@ class World:
         with self.platform.store.read() as session:
             return ms.list_runs(session, self.adapter().id)
 
-    def serve(self, rows: list[dict], version: int, start, predict=None) -> list[str]:  # noqa: ANN001
+    def serve(self, rows: list[dict], version: int, start, predict=None) -> list[str]:
         """Log classify responses of ``version`` at one-second steps from ``start``."""
         ids = []
         with self.platform.store.write() as session:
@@ -121,7 +121,7 @@ class World:
                 ids.append(rid)
         return ids
 
-    def label(self, ids: list[str], rows: list[dict], version: int, at) -> None:  # noqa: ANN001
+    def label(self, ids: list[str], rows: list[dict], version: int, at) -> None:
         """Ground-truth label feedback on responses, at one-second steps from ``at``."""
         with self.platform.store.write() as session:
             for i, (rid, row) in enumerate(zip(ids, rows)):
@@ -159,7 +159,7 @@ def world(database_url, make_settings, peft_adapter):
     platform.close()
 
 
-def monitor(world: World, evaluator: ScriptedEvaluator, **kwargs) -> Monitor:  # noqa: ANN003
+def monitor(world: World, evaluator: ScriptedEvaluator, **kwargs) -> Monitor:
     return Monitor(world.platform, metrics=Metrics(), evaluator=evaluator, config=CONFIG, **kwargs)
 
 
@@ -172,7 +172,7 @@ def shifted_traffic(world: World, n: int = 100, labeled: int = 80) -> list[str]:
     return ids
 
 
-def metric(m: Metrics, name: str, **labels) -> float:  # noqa: ANN003
+def metric(m: Metrics, name: str, **labels) -> float:
     return m.registry.get_sample_value(name, labels) or 0.0
 
 

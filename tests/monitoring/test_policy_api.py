@@ -33,7 +33,7 @@ def client(platform):
         yield c
 
 
-def tenant_key(client, name: str) -> dict:  # noqa: ANN001
+def tenant_key(client, name: str) -> dict:
     assert client.post("/admin/tenants", json={"name": name}, headers=ADMIN).status_code == 201
     r = client.post(f"/admin/tenants/{name}/keys", headers=ADMIN)
     return {"Authorization": f"Bearer {r.json()['key']}"}
