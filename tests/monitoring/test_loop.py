@@ -42,9 +42,10 @@ from training.jobs.manager import JobManager
 from training.jobs.states import JobStatus
 
 DATA = Path(__file__).resolve().parents[1] / "data" / "vader_sentiment" / "vader_sentiment.jsonl"
-# Shuffled by a hash of the text (the file is ordered by domain and label).
+# Shuffled by a salted hash of the text (the file is ordered by domain and label; the unsalted
+# hash was used to select it, so it orders by domain too).
 ROWS = sorted((json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines()),
-              key=lambda r: hashlib.sha256(r["text"].encode()).hexdigest())
+              key=lambda r: hashlib.sha256(b"shuffle\0" + r["text"].encode()).hexdigest())
 OLD = [r for r in ROWS if r["domain"] in ("tweet", "movie_review")]
 NEW = [r for r in ROWS if r["domain"] in ("editorial", "product_review")]
 CONFIG = MonitorConfig(window_size=100, window_step=50, min_window=50, min_reference=50,
