@@ -107,8 +107,8 @@ class TrainConfig:
     max_new_tokens: int = 64
     """Generation length for chat exact match / ROUGE-L."""
     crash_at_step: int | None = None
-    """Testing only: on its first attempt, worker rank 0 exits abruptly right after finishing
-    this step (before its checkpoint), as if killed; the run must resume and finish."""
+    """Testing only: worker rank 0 exits abruptly once, right after finishing this step (before
+    its checkpoint), as if killed; the run must restart from its latest checkpoint and finish."""
 
     def __post_init__(self) -> None:
         # Ray workers run in another working directory: keep every local path absolute.

@@ -254,7 +254,10 @@ def train_worker(payload: dict[str, Any]) -> None:
                                             done % config.checkpoint_every == 0)
         if rank == 0:
             progress.emit(config.progress_file, "step", **metrics)
-            if config.crash_at_step == done and checkpoint is None:
+            marker = Path(config.output_dir) / ".crash-injected"
+            if config.crash_at_step == done and not marker.exists():
+                marker.parent.mkdir(parents=True, exist_ok=True)
+                marker.touch()  # exactly one injected crash per run
                 os._exit(1)  # testing only: die like an OOM-killed worker, before the checkpoint
         if want_checkpoint:
             with tempfile.TemporaryDirectory() as directory:

@@ -121,15 +121,25 @@ def test_two_workers_resume_after_a_killed_worker(ray_cluster, base_model_dir, t
     events = read_events(progress_file)
     started = [e for e in events if e["event"] == "training_started"]
     assert started[0]["num_workers"] == 2 and started[0]["total_steps"] == 4  # 8 examples / 2
-    resumed = [e for e in events if e["event"] == "resumed"]
-    assert [e["step"] for e in resumed] == [1]  # restarted from the step-1 checkpoint
     steps = [e for e in events if e["event"] == "step"]
-    assert [e["step"] for e in steps] == [1, 2, 2, 3, 4]
-    first_try, replay = steps[1], steps[2]
-    assert replay["loss"] == pytest.approx(first_try["loss"], rel=1e-6)  # deterministic replay
+    # One worker died right after step 2, before its checkpoint. The group restarts from the
+    # latest checkpoint Ray had committed (step 1, or none if the worker died before Ray took
+    # it in) and replays from there.
+    resumed = [e["step"] for e in events if e["event"] == "resumed"]
+    assert resumed in ([], [1])
+    numbers = [e["step"] for e in steps]
+    assert numbers[:2] == [1, 2] and numbers[-3:] == [2, 3, 4]
+    assert len(numbers) == 2 + (4 - (resumed[0] if resumed else 0))
+    # Deterministic replay: a step run twice gives the same loss, bit for bit in practice.
+    by_step: dict[int, list[float]] = {}
+    for e in steps:
+        by_step.setdefault(e["step"], []).append(e["loss"])
+    assert by_step[2][0] == pytest.approx(by_step[2][1], rel=1e-6)
+    for losses in by_step.values():
+        assert losses == pytest.approx([losses[0]] * len(losses), rel=1e-6)
 
     checkpoints = [e for e in events if e["event"] == "checkpoint"]
-    assert [e["step"] for e in checkpoints] == [1, 2, 3, 4]
+    assert [e["step"] for e in checkpoints][-3:] == [2, 3, 4]
     assert Path(checkpoints[-1]["path"], "adapter_model.safetensors").exists()
 
     metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
