@@ -153,8 +153,11 @@ class Retrainer:
 
     # -- finished jobs: gate and promote ---------------------------------------------------
 
-    def advance(self, tenant: Tenant, adapter: Adapter, policy: RetrainPolicy,
-                      now: datetime, cycle: Cycle) -> None:
+    def advance(self, tenant: Tenant, adapter: Adapter, policy: RetrainPolicy, now: datetime,
+                cycle: Cycle) -> None:
+        """Finish the adapter's retrains whose job ended: record failures, gate successes.
+        A gate that raises (e.g. the engines are not up for the hot swap) is retried on the
+        next pass: the run stays ``training`` until it is decided."""
         with self.platform.store.read() as session:
             open_runs = ms.list_runs(session, adapter.id, status=RetrainRunStatus.TRAINING,
                                      limit=100)
@@ -164,8 +167,8 @@ class Retrainer:
             status = JobStatus(job.status) if job is not None else JobStatus.FAILED
             if not status.is_terminal:
                 continue
-            self.metrics.retrain_jobs.labels(status.value).inc()
             if status is not JobStatus.SUCCEEDED:
+                self.metrics.retrain_jobs.labels(status.value).inc()
                 self._finish_run(run, RetrainRunStatus.FAILED if status is JobStatus.FAILED
                                  else RetrainRunStatus.CANCELLED, now, EventType.JOB,
                                  f"fine-tuning job {run.job_id} {status.value}: "
@@ -174,6 +177,7 @@ class Retrainer:
                 cycle.actions.append(f"job_{status.value}:{run.job_id}")
                 continue
             self._gate(tenant, adapter, policy, run, job, now, cycle)
+            self.metrics.retrain_jobs.labels(status.value).inc()
 
     def _finish_run(self, run: RetrainRun, status: RetrainRunStatus, now: datetime, type_: str,
                     message: str, *, action: str, reason: str,

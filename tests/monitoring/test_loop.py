@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
@@ -363,3 +364,85 @@ def test_rollback_is_only_recorded_under_dry_run(world):
 def test_adapters_without_a_policy_are_not_monitored(world):
     shifted_traffic(world)
     assert monitor(world, ScriptedEvaluator({})).run_once(world.t0 + timedelta(hours=2)) == []
+
+
+def test_standalone_monitor_process_serves_metrics(make_settings, database_url):
+    from fastapi.testclient import TestClient
+
+    from monitoring.service import standalone_app
+
+    app = standalone_app(make_settings(database_url=database_url), interval_s=3600)
+    with TestClient(app) as client:
+        assert client.get("/healthz").json() == {"status": "ok"}
+        deadline = time.monotonic() + 30
+        while "tuneloop_monitor_cycle_seconds_count 1.0" not in (body := client.get(
+                "/metrics").text) and time.monotonic() < deadline:
+            time.sleep(0.1)
+    assert "tuneloop_monitor_cycle_seconds_count 1.0" in body  # the first pass ran at start
+    assert "tuneloop_drift_p_value" in body and "tuneloop_promotions_total" in body
+
+
+def test_monitor_once_from_the_cli(monkeypatch, tmp_path, base_model_dir):
+    from typer.testing import CliRunner
+
+    from services.cli.main import app
+
+    monkeypatch.setenv("TUNELOOP_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TUNELOOP_BASE_MODEL", str(base_model_dir))
+    monkeypatch.setenv("TUNELOOP_ADMIN_KEY", "admin-test-key")
+    result = CliRunner().invoke(app, ["monitor", "--once"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.output) == []
+
+
+class FlakySwitcher:
+    """Fails the first promotion (engines not ready), then switches in the registry."""
+
+    def __init__(self, platform):  # noqa: ANN001
+        from monitoring.loop import RegistrySwitcher
+
+        self.inner = RegistrySwitcher(platform)
+        self.calls = 0
+
+    def promote(self, tenant, name, version, reason):  # noqa: ANN001
+        self.calls += 1
+        if self.calls == 1:
+            raise RuntimeError("engine not ready")
+        self.inner.promote(tenant, name, version, reason)
+
+    def rollback(self, tenant, name, reason):  # noqa: ANN001
+        return self.inner.rollback(tenant, name, reason)
+
+
+def test_a_failed_promotion_is_retried_on_the_next_pass(world):
+    world.set_policy(EAGER)
+    shifted_traffic(world)
+    evaluator = ScriptedEvaluator({1: {"new": 0.4, "previous": 0.8},
+                                   2: {"new": 0.8, "previous": 0.8}})
+    mon = monitor(world, evaluator, switcher=FlakySwitcher(world.platform))
+    now = world.t0 + timedelta(hours=8)
+    job_id = mon.run_once(now)[0].actions[0].removeprefix("retrain:")
+    assert world.run_job(job_id) is JobStatus.SUCCEEDED
+    failed = mon.run_once(now + timedelta(minutes=1))[0]
+    assert failed.error == "RuntimeError: engine not ready" and world.champion() == 1
+    assert world.runs()[0].status == "training"
+    assert world.events("error")[-1].message.startswith("monitor pass failed: RuntimeError")
+    assert mon.run_once(now + timedelta(minutes=2))[0].actions == ["promoted:v2"]
+    assert metric(mon.metrics, "tuneloop_retrain_jobs_total", outcome="succeeded") == 1
+    assert metric(mon.metrics, "tuneloop_monitor_cycles_total", outcome="error") == 1
+
+
+def test_a_failed_job_ends_the_run(world, peft_adapter):
+    world.set_policy(EAGER)
+    shifted_traffic(world)
+    mon = monitor(world, ScriptedEvaluator({}))
+    now = world.t0 + timedelta(hours=8)
+    job_id = mon.run_once(now)[0].actions[0].removeprefix("retrain:")
+    failing = JobManager(world.platform, poll_s=0.0,
+                         runner=ScriptedRunner(peft_adapter, steps=1, fail_with="out of memory"))
+    assert failing.run_job(job_id) is JobStatus.FAILED
+    cycle = mon.run_once(now + timedelta(minutes=1))[0]
+    assert cycle.actions == [f"job_failed:{job_id}"]
+    assert world.runs()[0].status == "failed"
+    assert "out of memory" in world.events("job")[-1].message
+    assert metric(mon.metrics, "tuneloop_retrain_jobs_total", outcome="failed") == 1
