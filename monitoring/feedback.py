@@ -15,7 +15,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from services.errors import InvalidInput, NotFound
-from services.store.models import AdapterVersion, Adapter, FeedbackRecord, RequestRecord, Tenant
+from services.store.models import Adapter, AdapterVersion, FeedbackRecord, RequestRecord, Tenant
 
 
 class FeedbackIn(BaseModel):
@@ -106,7 +106,7 @@ class FeedbackBatcher:
     acknowledged event is durable.
     """
 
-    def __init__(self, store, max_batch: int = 256):  # noqa: ANN001
+    def __init__(self, store, max_batch: int = 256):
         import asyncio
 
         self.store = store

@@ -44,6 +44,6 @@ def opened_platform() -> Iterator[Platform]:
         platform.close()
 
 
-def emit(obj, as_json: bool) -> None:  # noqa: ANN001
+def emit(obj, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(obj, indent=2, default=str))
