@@ -219,7 +219,8 @@ class Monitor:
             last = ms.last_window(session, adapter.id, champion.version)
             after = as_utc(last.window_end) if last and last.window_end else target.since
             fresh = obs.requests_after(session, adapter, after)
-            test_window = last is None or fresh >= cfg.window_step
+            # The first window waits for min_window inputs; later ones slide by window_step.
+            test_window = fresh >= (cfg.min_window if last is None else cfg.window_step)
             window = obs.window(session, adapter, target.since, cfg.window_size) \
                 if test_window else None
             counts = obs.quality_counts(session, adapter, champion.version, target.since,
