@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 from starlette.concurrency import run_in_threadpool
 
@@ -43,6 +44,7 @@ class Dispatcher:
         self._health_task: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
         self._draining: dict[str, asyncio.Task] = {}
+        self._paths: dict[str, str] = {}  # artifact key -> local adapter dir
         self._remote_ready: dict[str, bool] = {}
 
     # -- engines --------------------------------------------------------------------------
@@ -145,8 +147,11 @@ class Dispatcher:
     async def _adapter_path(self, adapter: ResolvedAdapter | None) -> str | None:
         if adapter is None:
             return None
-        path = await run_in_threadpool(self.platform.artifacts.materialize_dir, adapter.artifact_key)
-        return str(path)
+        path = self._paths.get(adapter.artifact_key)
+        if path is None or not Path(path).is_dir():
+            path = str(await run_in_threadpool(self.platform.artifacts.materialize_dir, adapter.artifact_key))
+            self._paths[adapter.artifact_key] = path
+        return path
 
     # -- requests -------------------------------------------------------------------------
 

@@ -38,6 +38,16 @@ class Resolver:
             for key in [k for k in self._cache if k[0] == tenant_id]:
                 self._cache.pop(key, None)
 
+    def cached(self, tenant: Tenant, model: str) -> Target | None:
+        """The target without touching the store, when that is possible (else None)."""
+        if model == self.base_model_name:
+            return Target(public_model=model, engine_model=model)
+        hit = self._cache.get((tenant.id, model))
+        if hit and time.monotonic() - hit[0] < self.ttl_s:
+            resolved = hit[1]
+            return Target(public_model=resolved.ref, engine_model=resolved.engine_name, adapter=resolved)
+        return None
+
     def resolve(self, tenant: Tenant, model: str) -> Target:
         """Raises InvalidInput for a malformed ref, NotFound for unknown/foreign adapters."""
         if model == self.base_model_name:

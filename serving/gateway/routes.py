@@ -20,9 +20,10 @@ from starlette.concurrency import run_in_threadpool
 from monitoring.request_log import LogRecord
 from serving.gateway.schemas import ChatRequest, ClassifyRequest, CompletionRequest
 from services import registry
-from services.api.deps import current_tenant, platform
+from services.api.deps import bearer_key, current_tenant, key_cache, platform
 from services.errors import InvalidInput, TooLarge, TuneloopError, Unavailable
 from services.store.models import Tenant
+from services.tenants import hash_key
 
 router = APIRouter(tags=["serving"])
 
@@ -67,6 +68,22 @@ def _check_prompt_size(text_len: int, max_model_len: int) -> None:
         )
 
 
+async def _tenant(request: Request) -> Tenant:
+    """The caller's tenant; a cached key costs no threadpool hop (the store read does)."""
+    cached = key_cache(request).get(hash_key(bearer_key(request)))
+    if cached is not None:
+        request.state.tenant = cached
+        return cached
+    return await run_in_threadpool(current_tenant, request)
+
+
+async def _resolve(gw, tenant: Tenant, model: str):  # noqa: ANN001, ANN202
+    hit = gw.resolver.cached(tenant, model)
+    if hit is not None:
+        return hit
+    return await run_in_threadpool(gw.resolver.resolve, tenant, model)
+
+
 def _new_id(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex}"
 
@@ -95,7 +112,7 @@ def list_models(request: Request, tenant: Tenant = Depends(current_tenant)) -> d
 async def _serve_generation(request: Request, route: str, schema, id_prefix: str):  # noqa: ANN001, ANN202
     gw = _gw(request)
     started = time.perf_counter()
-    tenant = await run_in_threadpool(current_tenant, request)
+    tenant = await _tenant(request)
     body = await _json_body(request)
     parsed = _validate(schema, body)
     if route == "chat":
@@ -117,7 +134,7 @@ async def _serve_generation(request: Request, route: str, schema, id_prefix: str
             admission.__exit__(None, None, None)
 
     try:
-        target = await run_in_threadpool(gw.resolver.resolve, tenant, parsed.model)
+        target = await _resolve(gw, tenant, parsed.model)
         adapter_label = target.adapter.name if target.adapter else "base"
         body["model"] = target.engine_model
         if parsed.stream:
@@ -225,7 +242,7 @@ async def completions(request: Request):  # noqa: ANN201
 async def classify(request: Request) -> JSONResponse:
     gw = _gw(request)
     started = time.perf_counter()
-    tenant = await run_in_threadpool(current_tenant, request)
+    tenant = await _tenant(request)
     parsed = _validate(ClassifyRequest, await _json_body(request))
     texts = [parsed.input] if isinstance(parsed.input, str) else list(parsed.input)
     for text in texts:
@@ -233,7 +250,7 @@ async def classify(request: Request) -> JSONResponse:
     status, adapter_label = 500, parsed.model
     try:
         with gw.limiter.admit(tenant.name):
-            target = await run_in_threadpool(gw.resolver.resolve, tenant, parsed.model)
+            target = await _resolve(gw, tenant, parsed.model)
             adapter_label = target.adapter.name if target.adapter else "base"
             if target.adapter is None or target.adapter.task != "classification":
                 raise InvalidInput(
