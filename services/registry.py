@@ -188,7 +188,16 @@ def register_version(
 
 
 def set_version_state(session: Session, version: AdapterVersion, state: VersionState) -> None:
+    """Set ``version``'s state; a version that becomes READY while its adapter has no champion
+    becomes the champion (as a first version registered READY does)."""
     version.state = state
+    if state != VersionState.READY:
+        return
+    adapter = session.scalar(
+        select(Adapter).where(Adapter.id == version.adapter_id).with_for_update()
+    )
+    if adapter is not None and adapter.champion_version_id is None:
+        _switch(session, adapter, version, ChampionAction.PROMOTE, "first ready version")
 
 
 def list_adapters(session: Session, tenant: Tenant) -> list[Adapter]:

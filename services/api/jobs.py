@@ -22,6 +22,7 @@ from services.store.models import FineTuningCheckpoint, FineTuningEvent, FineTun
 from training.jobs import store
 from training.jobs.intake import create_job
 from training.jobs.manager import JobManager
+from training.jobs.parity import GatewayEngine
 from training.jobs.store import unix
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
@@ -171,12 +172,24 @@ def _promote_hook(app: FastAPI, loop: asyncio.AbstractEventLoop):
     return promote
 
 
+def _dispatcher(app: FastAPI):
+    def find():  # serving's Dispatcher, or None when this app serves nothing
+        gateway = getattr(app.state, "gateway", None)
+        return getattr(gateway, "dispatch", None)
+
+    return find
+
+
 @asynccontextmanager
 async def _jobs_lifespan(app: FastAPI) -> AsyncIterator[None]:
     # Tests (and embedders) may set app.state.job_manager_options, e.g. {"runner": ...} or
     # {"concurrency": 0} for a manager that validates jobs but runs none.
     settings = app.state.platform.settings
-    options = {"promote_hook": _promote_hook(app, asyncio.get_running_loop()),
+    loop = asyncio.get_running_loop()
+    options = {"promote_hook": _promote_hook(app, loop),
+               # parity checks run on the gateway's engines when this app serves (looked up
+               # at check time: the gateway starts after the job manager)
+               "parity_engine": GatewayEngine(_dispatcher(app), loop),
                "concurrency": settings.train_concurrency,
                "stale_after_s": settings.train_job_stale_after_s,
                **getattr(app.state, "job_manager_options", {})}

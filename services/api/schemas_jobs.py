@@ -88,8 +88,8 @@ class EventOut(BaseModel):
     level: str
     message: str
     type: str = Field(description="created, validated, queued, started, metrics, checkpoint, "
-                                  "evaluated, published, promoted, succeeded, failed, cancelled, "
-                                  "message.")
+                                  "evaluated, gate_decision, parity_checked, parity_skipped, "
+                                  "published, promoted, succeeded, failed, cancelled, message.")
     data: dict[str, Any] | None = None
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -17,6 +19,7 @@ from training.config import TrainConfig
 from training.jobs import store
 from training.jobs.files import file_bytes, validate_file
 from training.jobs.hyperparameters import train_config_fields
+from training.jobs.parity import ParityEngine
 from training.jobs.publish import PromoteHook, publish
 from training.jobs.states import EventType, JobStatus
 from training.runners.base import JobRunner, RunSpec, RunState
@@ -188,6 +191,7 @@ class JobContext:
     stopping: threading.Event
     poll_s: float = 1.0
     promote_hook: PromoteHook | None = None
+    parity_engine: ParityEngine | None = None
 
 
 def run_claimed_job(ctx: JobContext, job: FineTuningJob) -> JobStatus:
@@ -253,29 +257,66 @@ def follow_run(ctx: JobContext, job: FineTuningJob, follower: RunFollower, outpu
     return _publish(ctx, job, follower, output_dir)
 
 
+@contextmanager
+def _heartbeating(ctx: JobContext, job: FineTuningJob, every_s: float = 5.0) -> Iterator[None]:
+    """Keep the job's heartbeat fresh while publishing (model loads and checks take minutes),
+    so no other process takes the job for stale."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(every_s):
+            try:
+                with ctx.platform.store.write() as session:
+                    store.heartbeat(session, job.id, ctx.owner)
+            except Exception:  # a missed beat is retried
+                log.exception("heartbeat of job %s failed", job.id)
+
+    thread = threading.Thread(target=beat, name=f"tuneloop-heartbeat-{job.id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join(every_s + 5)
+
+
 def _publish(ctx: JobContext, job: FineTuningJob, follower: RunFollower, output_dir: Path
              ) -> JobStatus:
     platform = ctx.platform
     files = _files(platform, job)
-    parent_ref = None
-    if job.parent_version_id is not None:
-        parent_ref = job.model
+    parent_ref = job.model if job.parent_version_id is not None else None
+
+    def record(type_: EventType, message: str, data: dict | None = None) -> None:
+        with platform.store.write() as session:
+            store.add_event(session, job.id, type_, message, data)
+
     try:
-        version, promoted = publish(platform, job, output_dir, files=files, parent_ref=parent_ref,
-                                    promote_hook=ctx.promote_hook)
+        config = TrainConfig.from_json(job_dir(platform, job.id) / "config.json")
+        with _heartbeating(ctx, job):
+            result = publish(platform, job, output_dir, config=config, files=files,
+                             parent_ref=parent_ref, record=record,
+                             promote_hook=ctx.promote_hook, parity_engine=ctx.parity_engine)
     except Exception as exc:
         log.exception("publishing job %s failed", job.id)
         return _finish_failed(ctx, job, "publish_failed",
                               f"training finished but registering the adapter failed: {exc}")
-    ref = f"{job.adapter_name}@v{version.version}"
+    ref = result.ref
+    with platform.store.write() as session:
+        row = store.get_job(session, None, job.id)
+        row.result_version_id = result.version.id
+        row.trained_tokens = follower.trained_tokens or row.trained_tokens
+    if not result.ready:
+        return _finish_failed(ctx, job, "parity_failed", (
+            f"{result.failure}. The engine does not run this adapter like PEFT does: check that "
+            "the engine supports its target modules and rank (TUNELOOP_MAX_LORA_RANK), then "
+            "create the job again"))
     with platform.store.write() as session:
         row = store.get_job(session, None, job.id)
         row.fine_tuned_model = ref
-        row.result_version_id = version.id
-        row.trained_tokens = follower.trained_tokens or row.trained_tokens
         store.add_event(session, job.id, EventType.PUBLISHED, f"published {ref}",
-                        {"fine_tuned_model": ref, "version": version.version})
-        if promoted:
+                        {"fine_tuned_model": ref, "version": result.version.version,
+                         "gate_passed": result.gate.passed})
+        if result.promoted:
             store.add_event(session, job.id, EventType.PROMOTED,
                             f"{ref} is now the champion of {job.adapter_name}", {"version": ref})
         store.transition(session, row, JobStatus.SUCCEEDED,

@@ -37,6 +37,7 @@ from training.jobs.execute import (
     run_claimed_job,
     validate_job_files,
 )
+from training.jobs.parity import ParityEngine
 from training.jobs.publish import PromoteHook
 from training.jobs.runners import make_runner, survives_restart
 from training.jobs.states import EventType, JobStatus
@@ -77,10 +78,12 @@ class JobManager:
     def __init__(self, platform: Platform, *, runner: JobRunner | None = None,
                  concurrency: int = 1, poll_s: float = 1.0, stale_after_s: float = 30.0,
                  promote_hook: PromoteHook | None = None,
-                 runner_factory: Callable[[], JobRunner] | None = None):
+                 runner_factory: Callable[[], JobRunner] | None = None,
+                 parity_engine: ParityEngine | None = None):
         """``runner``: default the one ``settings.training_runner`` names (built on first job);
         ``concurrency``: jobs running at once; ``stale_after_s``: heartbeat age after which a
-        running job of another process is recovered."""
+        running job of another process is recovered; ``parity_engine``: the serving engine a
+        new version's parity check runs on (None: the check is skipped, with an event)."""
         self.platform = platform
         self._runner = runner
         self._runner_factory = runner_factory or (lambda: make_runner(platform.settings))
@@ -88,6 +91,7 @@ class JobManager:
         self.poll_s = poll_s
         self.stale_after_s = stale_after_s
         self.promote_hook = promote_hook
+        self.parity_engine = parity_engine
         self.owner = new_owner()
         self._stopping = threading.Event()
         self._wake = threading.Event()
@@ -104,7 +108,7 @@ class JobManager:
 
     def context(self) -> JobContext:
         return JobContext(self.platform, self.runner, self.owner, self._stopping, self.poll_s,
-                          self.promote_hook)
+                          self.promote_hook, self.parity_engine)
 
     # -- lifecycle ---------------------------------------------------------------------------
 

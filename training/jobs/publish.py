@@ -1,22 +1,61 @@
-"""Publish a finished run: register the adapter as the next version with metrics and lineage,
-then promote it when the job asked for ``auto_promote``."""
+"""Publish a finished run, in order:
+
+1. evaluate the adapter's current champion on the candidate's held-out split (the recipe already
+   scored the candidate and the base there) and decide the gate (:mod:`training.jobs.gate`);
+2. register the adapter as the next version, PENDING (not servable), with metrics, the gate
+   decision and lineage;
+3. the parity check (:mod:`training.jobs.parity`): greedy replies through the engine must equal
+   PEFT's; then READY, or FAILED when they differ. Without an engine in this process the check
+   is skipped (a ``parity_skipped`` event says why) and the version becomes READY;
+4. promote it when the job asked for ``auto_promote`` and the gate passed.
+
+Every step records a typed job event through ``record``.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import subprocess
 from collections.abc import Callable
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from services import registry
 from services.adapter_intake import register_adapter_dir
+from services.errors import Unavailable
 from services.platform import Platform
-from services.store.models import AdapterVersion, DatasetFile, FineTuningJob, Tenant
+from services.store.models import (
+    Adapter,
+    AdapterVersion,
+    DatasetFile,
+    FineTuningJob,
+    Tenant,
+    VersionState,
+)
+from training.config import TrainConfig
+from training.jobs.candidate import Candidate, prompt_of
+from training.jobs.gate import GateDecision, decide_gate, evaluate_champion
+from training.jobs.parity import (
+    MAX_NEW_TOKENS,
+    PROMPTS,
+    EngineUnavailable,
+    ParityEngine,
+    ParityResult,
+    compare_replies,
+)
+from training.jobs.states import EventType
+
+log = logging.getLogger("tuneloop.jobs")
 
 # (tenant, adapter name, new version) -> None: e.g. load and probe it on the engines first.
 PromoteHook = Callable[[Tenant, str, int], None]
+# (event type, message, data) -> None: writes one job event.
+Record = Callable[[EventType, str, dict | None], None]
+NO_ENGINE = ("no serving engine in this process (the job ran outside `tuneloop serve`, e.g. "
+             "from the CLI or with serving disabled)")
 
 
 @lru_cache(maxsize=1)
@@ -56,28 +95,124 @@ def lineage_for(platform: Platform, job: FineTuningJob, files: dict[str, Dataset
     }
 
 
-def publish(platform: Platform, job: FineTuningJob, output_dir: Path, *,
-            files: dict[str, DatasetFile | None], parent_ref: str | None,
-            promote_hook: PromoteHook | None = None) -> tuple[AdapterVersion, bool]:
-    """Register ``output_dir/adapter``; returns (version, promoted).
+@dataclass(frozen=True)
+class Published:
+    """What publishing produced: the version, whether it is servable and promoted, and why not."""
 
-    The registry makes the first version of a new adapter its champion; later versions become
-    champion only with ``auto_promote`` (through ``promote_hook`` when serving runs here).
+    version: AdapterVersion
+    ref: str
+    ready: bool
+    promoted: bool
+    gate: GateDecision
+    failure: str | None = None  # the parity failure, when not ready
+
+
+def _compare_with_champion(platform: Platform, job: FineTuningJob, candidate: Candidate,
+                           evaluation: dict[str, Any], record: Record) -> tuple[GateDecision, dict]:
+    try:
+        champion, champion_ref, skipped = evaluate_champion(platform, job, candidate)
+    except Exception as exc:
+        log.exception("evaluating the champion of job %s failed", job.id)
+        champion, champion_ref, skipped = None, None, f"evaluating the champion failed: {exc}"
+    if champion is not None:
+        evaluation["champion"] = champion
+    gate = decide_gate(job.task, evaluation, champion_ref)
+    comparison = {"champion_version": champion_ref, "champion_skipped": skipped,
+                  "examples": len(candidate.examples) if skipped is None else None}
+    record(EventType.GATE_DECISION, gate.message + (f" (champion not compared: {skipped})"
+                                                     if skipped else ""),
+           {**gate.to_dict(), **comparison})
+    return gate, comparison
+
+
+def check_parity(candidate: Candidate, engine: ParityEngine | None, engine_name: str,
+                 adapter_path: str, template: str | None, labels: list[str]
+                 ) -> ParityResult | str:
+    """The parity result, or the reason it was skipped (a string)."""
+    if engine is None:
+        return NO_ENGINE
+    examples = candidate.examples[:PROMPTS]
+    if not examples:
+        return "no held-out or training examples to build prompts from"
+    conversations = [prompt_of(e, template or "", labels) for e in examples]
+    try:
+        served = engine.greedy_replies(engine_name, adapter_path, conversations, MAX_NEW_TOKENS)
+    except (EngineUnavailable, Unavailable) as exc:
+        return str(exc)
+    except Exception as exc:  # noqa: BLE001 - the engine refused the adapter: not servable
+        return ParityResult(False, len(conversations), MAX_NEW_TOKENS, {
+            "index": None, "prompt": None, "engine": f"error: {exc}", "peft": None})
+    from training.scoring import generate_replies
+
+    model, tokenizer = candidate.model()
+    reference = generate_replies(model, tokenizer, conversations, MAX_NEW_TOKENS)
+    return compare_replies(conversations, served, reference, MAX_NEW_TOKENS)
+
+
+def publish(platform: Platform, job: FineTuningJob, output_dir: Path, *, config: TrainConfig,
+            files: dict[str, DatasetFile | None], parent_ref: str | None, record: Record,
+            promote_hook: PromoteHook | None = None, parity_engine: ParityEngine | None = None
+            ) -> Published:
+    """Compare, register PENDING, check parity, mark READY/FAILED, maybe promote (see above).
+
+    The registry makes the first ready version of a new adapter its champion; later versions
+    become champion only with ``auto_promote`` and a passed gate (through ``promote_hook`` when
+    serving runs here).
     """
     summary = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
-    metrics = {"eval": summary.get("eval") or {}, "train": summary.get("train") or {},
-               "datasets": summary.get("datasets") or {},
-               "wall_time_s": summary.get("wall_time_s"), "job_id": job.id}
-    with platform.store.read() as session:
-        tenant = session.get(Tenant, job.tenant_id)
-        session.expunge(tenant)
-    version = register_adapter_dir(
-        platform, tenant, job.adapter_name, output_dir / "adapter", task=job.task,
-        labels=job.labels if job.task == "classification" else None,
-        prompt_template=job.prompt_template if job.task == "classification" else None,
-        metrics=metrics, lineage=lineage_for(platform, job, files, parent_ref, summary))
+    evaluation = dict(summary.get("eval") or {})
+    candidate = Candidate(config, output_dir / "adapter")
+    classification = job.task == "classification"
+    try:
+        gate, comparison = _compare_with_champion(platform, job, candidate, evaluation, record)
+        metrics = {"eval": evaluation, "train": summary.get("train") or {},
+                   "datasets": summary.get("datasets") or {}, "gate": gate.to_dict(),
+                   "comparison": comparison, "wall_time_s": summary.get("wall_time_s"),
+                   "job_id": job.id}
+        with platform.store.read() as session:
+            tenant = session.get(Tenant, job.tenant_id)
+            session.expunge(tenant)
+        version = register_adapter_dir(
+            platform, tenant, job.adapter_name, output_dir / "adapter", task=job.task,
+            labels=job.labels if classification else None,
+            prompt_template=job.prompt_template if classification else None,
+            metrics=metrics, lineage=lineage_for(platform, job, files, parent_ref, summary),
+            state=VersionState.PENDING)
+        ref = registry.version_ref(job.adapter_name, version.version)
+        engine_name = registry.engine_adapter_name(tenant.name, job.adapter_name,
+                                                   version.version)
+        adapter_path = str(platform.artifacts.materialize_dir(version.artifact_key))
+        parity = check_parity(candidate, parity_engine, engine_name, adapter_path,
+                              version.prompt_template, list(version.labels or []))
+    finally:
+        candidate.close()
+    if isinstance(parity, str):
+        record(EventType.PARITY_SKIPPED, f"parity check skipped: {parity}; {ref} is servable "
+               "without it", {"reason": parity})
+        ready, failure = True, None
+    else:
+        record(EventType.PARITY_CHECKED, parity.message(ref), parity.to_dict())
+        ready, failure = parity.passed, None if parity.passed else parity.message(ref)
+    with platform.store.write() as session:
+        row = session.get(AdapterVersion, version.id)
+        registry.set_version_state(session, row, VersionState.READY if ready
+                                   else VersionState.FAILED)
+        metrics = dict(row.metrics or {})
+        metrics["parity"] = parity.to_dict() if not isinstance(parity, str) else {
+            "skipped": parity}
+        row.metrics = metrics
+        session.flush()
+        first = session.get(Adapter, row.adapter_id).champion_version_id == row.id
+        session.expunge(row)
+    if not ready:
+        if parity_engine is not None:
+            try:
+                parity_engine.forget(engine_name)
+            except Exception:  # noqa: BLE001 - best effort: the version is never resolved
+                log.warning("unloading %s after its failed parity check failed", engine_name)
+        return Published(row, ref, False, False, gate, failure)
     promoted = False
-    if job.auto_promote:
+    if job.auto_promote and (gate.passed or first):  # a first version is champion already
         if promote_hook is not None:
             promote_hook(tenant, job.adapter_name, version.version)
         else:
@@ -85,4 +220,9 @@ def publish(platform: Platform, job: FineTuningJob, output_dir: Path, *,
                 registry.promote(session, tenant, job.adapter_name, version.version,
                                  f"auto_promote by fine-tuning job {job.id}")
         promoted = True
-    return version, promoted
+    elif job.auto_promote:
+        record(EventType.MESSAGE, f"auto_promote: {ref} was not promoted because the gate "
+               f"failed ({gate.message}); promote it explicitly with POST "
+               f"/v1/adapters/{job.adapter_name}/promote if you want it anyway",
+               {"gate": gate.to_dict()})
+    return Published(row, ref, True, promoted, gate)

@@ -39,6 +39,9 @@ class EventType(StrEnum):
     METRICS = "metrics"
     CHECKPOINT = "checkpoint"
     EVALUATED = "evaluated"
+    GATE_DECISION = "gate_decision"  # candidate vs champion (or base) on the same split
+    PARITY_CHECKED = "parity_checked"  # engine vs PEFT greedy replies; data says passed or not
+    PARITY_SKIPPED = "parity_skipped"  # no engine to check against; data gives the reason
     PUBLISHED = "published"
     PROMOTED = "promoted"
     SUCCEEDED = "succeeded"

@@ -17,8 +17,9 @@ class ScriptedRunner:
     progress events and output files the real recipe would."""
 
     def __init__(self, adapter_dir: Path, *, steps: int = 3, fail_with: str | None = None,
-                 hold: bool = False):
+                 hold: bool = False, accuracy: float = 0.9):
         self.adapter_dir = adapter_dir
+        self.accuracy = accuracy  # the candidate's held-out accuracy the "recipe" reports
         self.steps = steps
         self.fail_with = fail_with
         self.hold = hold
@@ -57,7 +58,7 @@ class ScriptedRunner:
             return RunStatus(RunState.FAILED, "exit code 1")
         out = Path(config.output_dir)
         shutil.copytree(self.adapter_dir, out / "adapter", dirs_exist_ok=True)
-        evaluation = {"adapter": {"accuracy": 0.9, "macro_f1": 0.88},
+        evaluation = {"adapter": {"accuracy": self.accuracy, "macro_f1": 0.88},
                       "base": {"accuracy": 0.4, "macro_f1": 0.3}}
         emit("evaluated", **evaluation)
         (out / "metrics.json").write_text(json.dumps({

@@ -53,9 +53,15 @@ def test_successful_job_publishes_a_version_with_lineage(platform, tenant, train
     types = [e.type for e in events(platform, job.id)]
     assert types[:3] == ["created", "validated", "started"]
     assert types.count("metrics") == 3 and types.count("checkpoint") == 3
-    assert types[-3:] == ["evaluated", "published", "succeeded"]
+    assert types[-5:] == ["evaluated", "gate_decision", "parity_skipped", "published",
+                          "succeeded"]
     evaluated = next(e for e in events(platform, job.id) if e.type == "evaluated")
     assert "accuracy 0.900 (base 0.400)" in evaluated.message
+    gate = next(e for e in events(platform, job.id) if e.type == "gate_decision")
+    assert gate.data["passed"] and gate.data["reason"] == "beats_base"
+    assert gate.data["champion_version"] is None and gate.data["candidate"] == 0.9
+    skipped = next(e for e in events(platform, job.id) if e.type == "parity_skipped")
+    assert "no serving engine in this process" in skipped.data["reason"]
     with platform.store.read() as session:
         checkpoints, _ = store.list_checkpoints(session, job.id)
         version = registry.get_version(session, tenant, "sentiment", 1)
@@ -67,6 +73,8 @@ def test_successful_job_publishes_a_version_with_lineage(platform, tenant, train
     assert config.run_name == f"tuneloop-{job.id}"
     assert version.task == "classification" and version.labels == ["neg", "pos"]
     assert version.metrics["eval"]["adapter"]["accuracy"] == 0.9
+    assert version.state == "ready" and version.metrics["gate"]["passed"]
+    assert "no serving engine" in version.metrics["parity"]["skipped"]
     lineage = version.lineage
     assert lineage["job_id"] == job.id
     assert lineage["training_file"]["sha256"] == training_file.sha256
@@ -76,7 +84,8 @@ def test_successful_job_publishes_a_version_with_lineage(platform, tenant, train
 
 
 def test_warm_start_and_auto_promote(platform, tenant, training_file, peft_adapter):
-    runner = ScriptedRunner(peft_adapter, steps=1)
+    # accuracy 1.0: every candidate passes the gate against the (really evaluated) champion
+    runner = ScriptedRunner(peft_adapter, steps=1, accuracy=1.0)
     manager = JobManager(platform, runner=runner, poll_s=0.01)
     first = create_job(platform, tenant, model="base", training_file=training_file.id,
                        suffix="sent")
@@ -93,6 +102,10 @@ def test_warm_start_and_auto_promote(platform, tenant, training_file, peft_adapt
         assert registry.resolve(session, tenant, "sent").version == 3
         v2 = registry.get_version(session, tenant, "sent", 2)
     assert v2.lineage["parent_version"] == "sent@v1"
+    # v2 and v3 were compared with the champion of their time on the same held-out split
+    assert v2.metrics["eval"]["champion"]["version"] == "sent@v1"
+    assert v2.metrics["comparison"]["champion_version"] == "sent@v1"
+    assert 0.0 <= v2.metrics["eval"]["champion"]["accuracy"] <= 1.0
     assert job_row(platform, second.id).fine_tuned_model == "sent@v2"
     assert "promoted" in [e.type for e in events(platform, third.id)]
     assert "promoted" not in [e.type for e in events(platform, second.id)]

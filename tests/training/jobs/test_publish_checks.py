@@ -1,0 +1,302 @@
+"""Publishing a finished run: the gate against the champion and the parity check before a
+version is servable (scripted runner, the real base model for PEFT, fake engines).
+
+The real engine path (a served app, vLLM) is in test_job_end_to_end.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+
+import pytest
+from scripted_runner import ScriptedRunner
+
+from services import registry
+from services.errors import NotFound
+from training.jobs import store
+from training.jobs.files import store_file
+from training.jobs.gate import GateReason, decide_gate
+from training.jobs.intake import create_job
+from training.jobs.manager import JobManager
+from training.jobs.parity import EngineUnavailable, GatewayEngine, compare_replies
+from training.jobs.states import JobStatus
+
+# -- pure -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("evaluation", "reason", "passed"), [
+    ({"adapter": {"accuracy": 0.8}, "base": {"accuracy": 0.3}, "champion": {"accuracy": 0.7}},
+     GateReason.BEATS_CHAMPION, True),
+    ({"adapter": {"accuracy": 0.7}, "base": {"accuracy": 0.3}, "champion": {"accuracy": 0.7}},
+     GateReason.TIES_CHAMPION, True),
+    ({"adapter": {"accuracy": 0.6}, "base": {"accuracy": 0.3}, "champion": {"accuracy": 0.7}},
+     GateReason.WORSE_THAN_CHAMPION, False),
+    ({"adapter": {"accuracy": 0.6}, "base": {"accuracy": 0.3}}, GateReason.BEATS_BASE, True),
+    ({"adapter": {"accuracy": 0.2}, "base": {"accuracy": 0.3}}, GateReason.WORSE_THAN_BASE,
+     False),
+    ({}, GateReason.NOT_EVALUATED, False),
+])
+def test_classification_gate(evaluation, reason, passed):
+    decision = decide_gate("classification", evaluation, "x@v1")
+    assert (decision.reason, decision.passed) == (reason, passed)
+    assert decision.metric == "accuracy" and decision.higher_is_better
+    assert json.loads(json.dumps(decision.to_dict()))["reason"] == str(reason)
+
+
+def test_chat_gate_prefers_lower_eval_loss():
+    better = decide_gate("chat", {"adapter": {"eval_loss": 1.0}, "champion": {"eval_loss": 1.5}},
+                         "c@v2")
+    worse = decide_gate("chat", {"adapter": {"eval_loss": 2.0}, "champion": {"eval_loss": 1.5}},
+                        "c@v2")
+    assert better.passed and better.reason is GateReason.BEATS_CHAMPION
+    assert not worse.passed and "champion c@v2 1.5000" in worse.message
+    assert "lower is better" in worse.message
+
+
+def test_compare_replies_names_the_first_difference():
+    prompts = [[{"role": "user", "content": f"q{i}"}] for i in range(3)]
+    assert compare_replies(prompts, ["a", " b", "c\n"], ["a", "b", "c"]).passed
+    result = compare_replies(prompts, ["a", "B", "C"], ["a", "b", "c"])
+    assert not result.passed
+    assert result.mismatch == {"index": 1, "prompt": prompts[1], "engine": "B", "peft": "b"}
+    message = result.message("x@v1")
+    assert "prompt 1 ('q1')" in message and "'B'" in message and "'b'" in message
+    with pytest.raises(ValueError):
+        compare_replies(prompts, ["a"], ["a", "b", "c"])
+
+
+# -- the manager with fake engines ------------------------------------------------------------
+
+
+def dataset(n: int = 20) -> bytes:
+    return "".join(json.dumps({"text": f"sample text {i}", "label": "pos" if i % 2 else "neg"})
+                   + "\n" for i in range(n)).encode()
+
+
+@pytest.fixture
+def training_file(platform, tenant):
+    return store_file(platform, tenant, dataset(), "train.jsonl")
+
+
+def events(platform, job_id):
+    with platform.store.read() as session:
+        rows, _ = store.list_events(session, job_id, limit=1000, oldest_first=True)
+    return rows
+
+
+def peft_greedy(base_model_dir, adapter_dir, conversations, max_tokens):
+    """An independent PEFT reference (not training.scoring): what a faithful engine returns."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(str(base_model_dir)), str(adapter_dir)).eval()
+    replies = []
+    for messages in conversations:
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(text, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=max_tokens, do_sample=False)
+        replies.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True))
+    return replies
+
+
+class FakeEngine:
+    """A ParityEngine: faithful (PEFT), wrong (a fixed reply) or unavailable."""
+
+    def __init__(self, platform, tenant, base_model_dir, mode: str):
+        self.platform, self.tenant, self.base = platform, tenant, base_model_dir
+        self.mode = mode
+        self.calls: list[tuple[str, str, list]] = []
+        self.forgotten: list[str] = []
+        self.state_seen: str | None = None
+
+    def greedy_replies(self, engine_name, adapter_path, conversations, max_tokens):
+        self.calls.append((engine_name, adapter_path, conversations))
+        name, version = engine_name.split(".")[1], int(engine_name.rsplit(".v", 1)[1])
+        with self.platform.store.read() as session:
+            self.state_seen = registry.get_version(session, self.tenant, name, version).state
+            with pytest.raises(NotFound):  # not servable while it is being checked
+                registry.resolve(session, self.tenant, f"{name}@v{version}")
+        if self.mode == "unavailable":
+            raise EngineUnavailable("no engine was ready within 0 s")
+        if self.mode == "wrong":
+            return ["I am not the adapter you trained."] * len(conversations)
+        return peft_greedy(self.base, adapter_path, conversations, max_tokens)
+
+    def forget(self, engine_name):
+        self.forgotten.append(engine_name)
+
+
+def run(platform, tenant, training_file, peft_adapter, engine, **job):
+    runner = ScriptedRunner(peft_adapter, steps=1, accuracy=job.pop("accuracy", 0.9))
+    created = create_job(platform, tenant, model=job.pop("model", "base"),
+                         training_file=training_file.id, **job)
+    status = JobManager(platform, runner=runner, poll_s=0.01, parity_engine=engine
+                        ).run_job(created.id)
+    with platform.store.read() as session:
+        row = store.get_job(session, None, created.id)
+        session.expunge(row)
+    return status, row
+
+
+def test_parity_pass_makes_the_pending_version_ready(platform, tenant, training_file,
+                                                     peft_adapter, base_model_dir):
+    engine = FakeEngine(platform, tenant, base_model_dir, "faithful")
+    status, job = run(platform, tenant, training_file, peft_adapter, engine, suffix="cls")
+    assert status is JobStatus.SUCCEEDED and job.fine_tuned_model == "cls@v1"
+
+    assert engine.state_seen == "pending"
+    [(engine_name, path, conversations)] = engine.calls
+    assert engine_name == "acme.cls.v1"
+    # up to 3 held-out prompts (this hash split of 20 has 2), as served: the classification
+    # template with the label set
+    assert len(conversations) == 2
+    assert all("sample text" in c[0]["content"] and "neg, pos" in c[0]["content"]
+               for c in conversations)
+    types = [e.type for e in events(platform, job.id)]
+    assert types[-5:] == ["evaluated", "gate_decision", "parity_checked", "published",
+                          "succeeded"]
+    checked = next(e for e in events(platform, job.id) if e.type == "parity_checked")
+    assert checked.data["passed"] and checked.data["prompts"] == 2
+    assert checked.data["max_new_tokens"] == 16 and "is servable" in checked.message
+    with platform.store.read() as session:
+        version = registry.get_version(session, tenant, "cls", 1)
+        assert version.state == "ready" and version.metrics["parity"]["passed"]
+        assert registry.resolve(session, tenant, "cls").version == 1  # first ready: champion
+
+
+def test_parity_mismatch_fails_the_version_and_the_job(platform, tenant, training_file,
+                                                       peft_adapter, base_model_dir):
+    engine = FakeEngine(platform, tenant, base_model_dir, "wrong")
+    status, job = run(platform, tenant, training_file, peft_adapter, engine, suffix="cls")
+    assert status is JobStatus.FAILED
+    assert job.error["code"] == "parity_failed" and job.fine_tuned_model is None
+    assert "parity check failed for cls@v1: held-out prompt 0" in job.error["message"]
+    assert "I am not the adapter you trained." in job.error["message"]
+    checked = next(e for e in events(platform, job.id) if e.type == "parity_checked")
+    assert not checked.data["passed"]
+    mismatch = checked.data["mismatch"]
+    assert mismatch["index"] == 0 and mismatch["engine"] == "I am not the adapter you trained."
+    assert mismatch["peft"] and mismatch["peft"] != mismatch["engine"]
+    assert "sample text" in mismatch["prompt"][0]["content"]
+    assert engine.forgotten == ["acme.cls.v1"]
+    assert [e.type for e in events(platform, job.id)][-1] == "failed"
+    with platform.store.read() as session:
+        version = registry.get_version(session, tenant, "cls", 1)
+        assert version.state == "failed" and job.result_version_id == version.id
+        with pytest.raises(NotFound):
+            registry.resolve(session, tenant, "cls@v1")
+        with pytest.raises(NotFound, match="no champion"):
+            registry.resolve(session, tenant, "cls")
+
+
+def test_no_ready_engine_skips_parity_with_the_reason(platform, tenant, training_file,
+                                                      peft_adapter, base_model_dir):
+    engine = FakeEngine(platform, tenant, base_model_dir, "unavailable")
+    status, job = run(platform, tenant, training_file, peft_adapter, engine, suffix="cls")
+    assert status is JobStatus.SUCCEEDED and job.fine_tuned_model == "cls@v1"
+    skipped = next(e for e in events(platform, job.id) if e.type == "parity_skipped")
+    assert skipped.data == {"reason": "no engine was ready within 0 s"}
+    assert "parity_checked" not in [e.type for e in events(platform, job.id)]
+
+
+def test_auto_promote_only_past_the_gate(platform, tenant, training_file, peft_adapter):
+    status, _ = run(platform, tenant, training_file, peft_adapter, None, suffix="cls")
+    assert status is JobStatus.SUCCEEDED
+    # v2 reports accuracy 0.0 on the held-out split: worse than the champion on that split
+    status, job = run(platform, tenant, training_file, peft_adapter, None, model="cls",
+                      auto_promote=True, accuracy=0.0)
+    assert status is JobStatus.SUCCEEDED and job.fine_tuned_model == "cls@v2"
+    gate = next(e for e in events(platform, job.id) if e.type == "gate_decision")
+    champion_accuracy = gate.data["champion"]
+    assert gate.data["champion_version"] == "cls@v1" and gate.data["candidate"] == 0.0
+    assert gate.data["examples"] == 2
+    if champion_accuracy > 0:
+        assert not gate.data["passed"] and gate.data["reason"] == "worse_than_champion"
+        note = [e for e in events(platform, job.id) if "was not promoted" in e.message]
+        assert note and "POST /v1/adapters/cls/promote" in note[0].message
+        assert "promoted" not in [e.type for e in events(platform, job.id)]
+        with platform.store.read() as session:
+            assert registry.resolve(session, tenant, "cls").version == 1
+            v2 = registry.get_version(session, tenant, "cls", 2)
+        assert v2.state == "ready" and v2.metrics["gate"]["passed"] is False
+        assert v2.metrics["eval"]["champion"]["accuracy"] == champion_accuracy
+    else:  # the untrained champion got nothing right either: a tie passes
+        assert gate.data["passed"] and gate.data["reason"] == "ties_champion"
+
+
+# -- GatewayEngine over a fake pool -----------------------------------------------------------
+
+
+class FakeClient:
+    def __init__(self):
+        self.bodies = []
+
+    async def chat_completions(self, body):
+        self.bodies.append(body)
+        return {"choices": [{"message": {"content": "reply to " + body["messages"][0]["content"]}}]}
+
+
+class FakeSlot:
+    def __init__(self, ready):
+        self.ready = ready
+
+    def is_ready(self):
+        return self.ready
+
+
+class FakePool:
+    def __init__(self, ready=True):
+        self.slots = [FakeSlot(ready)]
+        self.client = FakeClient()
+        self.loaded: list[tuple[str, str]] = []
+        self.unloaded: list[str] = []
+
+    async def call(self, adapter, path, request):
+        self.loaded.append((adapter, path))
+        return await request(self.client)
+
+    async def drain_and_unload_everywhere(self, name, timeout_s=None):
+        self.unloaded.append(name)
+        return True
+
+
+class FakeDispatcher:
+    def __init__(self, pool):
+        self.pool = pool
+
+
+@pytest.fixture
+def loop():
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    yield loop
+    loop.call_soon_threadsafe(loop.stop)
+    thread.join(5)
+    loop.close()
+
+
+def test_gateway_engine_runs_greedy_requests_on_the_pool(loop):
+    pool = FakePool()
+    engine = GatewayEngine(lambda: FakeDispatcher(pool), loop, wait_s=0)
+    prompts = [[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]]
+    assert engine.greedy_replies("t.x.v1", "/p", prompts, 16) == ["reply to a", "reply to b"]
+    assert pool.loaded == [("t.x.v1", "/p")] * 2
+    assert all(b["temperature"] == 0.0 and b["max_tokens"] == 16 and b["model"] == "t.x.v1"
+               for b in pool.client.bodies)
+    engine.forget("t.x.v1")
+    assert pool.unloaded == ["t.x.v1"]
+
+
+def test_gateway_engine_is_unavailable_without_serving_or_a_ready_engine(loop):
+    with pytest.raises(EngineUnavailable, match="serving is not enabled"):
+        GatewayEngine(lambda: None, loop, wait_s=0).greedy_replies("n", "/p", [], 16)
+    with pytest.raises(EngineUnavailable, match="no engine was ready within 0 s"):
+        GatewayEngine(lambda: FakeDispatcher(FakePool(ready=False)), loop, wait_s=0
+                      ).greedy_replies("n", "/p", [], 16)
