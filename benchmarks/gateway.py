@@ -196,10 +196,6 @@ def main() -> None:
                   f"(+{o['gateway_p50_ms'] - o['direct_p50_ms']:.1f} ms); p99 {o['direct_p99_ms']:.1f} vs "
                   f"{o['gateway_p99_ms']:.1f} ms (+{o['gateway_p99_ms'] - o['direct_p99_ms']:.1f} ms)")
             vllm_tps = asyncio.run(gateway_throughput(url, key, args.adapters, args.vllm_requests, 8))
-            peft_tps = peft_baseline(args.model_dir, adapters, args.baseline_requests)
-            print(f"mixed load over {args.adapters} adapters, {MAX_TOKENS} tokens/request: gateway+vLLM "
-                  f"(concurrency 8) {vllm_tps:.0f} tok/s vs transformers+PEFT (batch 1) {peft_tps:.0f} "
-                  f"tok/s -> {vllm_tps / peft_tps:.1f}x")
             s = hot_swap(url, key, args.swaps)
             print(f"hot swap: {s['swaps']} promotes under 4 clients, promote -> first response from the "
                   f"new version p50 {s['p50_s']:.2f} s, max {s['max_s']:.2f} s; failed requests "
@@ -208,6 +204,11 @@ def main() -> None:
             server.should_exit = True
             thread.join(30)
             loop.run_until_complete(engine.stop())
+        # The baseline runs after the engine stopped: its CPU threads would otherwise compete.
+        peft_tps = peft_baseline(args.model_dir, adapters, args.baseline_requests)
+        print(f"mixed load over {args.adapters} adapters, {MAX_TOKENS} tokens/request: gateway+vLLM "
+              f"(concurrency 8) {vllm_tps:.0f} tok/s vs transformers+PEFT (batch 1) {peft_tps:.0f} "
+              f"tok/s -> {vllm_tps / peft_tps:.1f}x")
 
 
 if __name__ == "__main__":
