@@ -280,7 +280,8 @@ def run_story(settings: Any, story: Story = Story(), say: Callable[[str], None] 
             result["served_by"] = probe[0]["model"]
         else:
             say(f"    v2 was not promoted ({run['status']}); {adapter['champion']} keeps serving")
-        result["served"] = _probe(api, story, old, new, say)
+        if story.probe:
+            result["served"] = _probe(api, story, old, new, say)
         say(f"Done in {time.monotonic() - began:.0f} s. Events: GET /v1/adapters/sentiment/events")
     return result
 
