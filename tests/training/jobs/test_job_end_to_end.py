@@ -1,5 +1,16 @@
-"""The official openai client fine-tunes a real classification adapter through tuneloop: upload,
-create a job, poll to ``succeeded``, get ``fine_tuned_model`` (real Ray, the real base model)."""
+"""The official openai client fine-tunes real adapters through tuneloop (real Ray, the real base
+model): upload, create a job, poll to ``succeeded``, use ``fine_tuned_model``.
+
+- classification: the adapter learns where a short text comes from (tweet, film review, product
+  review, news; VADER's source, see tests/data/vader_sentiment/README.md) and classifies a
+  held-out split clearly better than chance and than the untrained prompt (the base). The
+  source label is learnable in ~48 small steps on CPU, the sentiment label is not
+  (tests/training/test_recipe.py);
+- chat, with serving enabled (a spawned vLLM engine): the adapter learns a response format
+  (``ANSWER: <word>``); the version passes the parity check through the engine (greedy replies
+  equal PEFT's) before it is servable, and held-out prompts served through the gateway follow
+  the format while the base model's replies do not.
+"""
 
 from __future__ import annotations
 
@@ -15,80 +26,202 @@ pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
 DATA = Path(__file__).resolve().parents[2] / "data" / "vader_sentiment" / "vader_sentiment.jsonl"
 ADMIN = {"Authorization": "Bearer admin-test-key"}
+SHORT_TEMPLATE = "Text: {text}\nSource ({labels}):"
+SOURCES = {"tweet": "tweet", "movie_review": "film", "product_review": "product",
+           "editorial": "news"}
+TERMINAL = ("succeeded", "failed", "cancelled")
 
 
-def sentiment_files(tmp_path: Path, per_train: int = 12, per_eval: int = 5) -> tuple[Path, Path]:
-    """Short real texts with their human sentiment label: a training and a held-out file."""
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+    return path
+
+
+def source_files(tmp_path: Path, per_train: int = 12, per_eval: int = 8) -> tuple[Path, Path]:
+    """Short real texts labelled by their source: a training and a held-out file."""
     seen: Counter[str] = Counter()
     train, held_out = [], []
     for line in DATA.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
         if len(row["text"]) > 70:
             continue
-        example = json.dumps({"text": row["text"], "label": row["label"]}) + "\n"
-        if seen[row["label"]] < per_train:
+        example = {"text": row["text"], "label": SOURCES[row["domain"]]}
+        if seen[row["domain"]] < per_train:
             train.append(example)
-        elif seen[row["label"]] < per_train + per_eval:
+        elif seen[row["domain"]] < per_train + per_eval:
             held_out.append(example)
-        seen[row["label"]] += 1
-    (tmp_path / "train.jsonl").write_text("".join(train), encoding="utf-8")
-    (tmp_path / "valid.jsonl").write_text("".join(held_out), encoding="utf-8")
-    return tmp_path / "train.jsonl", tmp_path / "valid.jsonl"
+        seen[row["domain"]] += 1
+    return (write_jsonl(tmp_path / "train.jsonl", train),
+            write_jsonl(tmp_path / "valid.jsonl", held_out))
+
+
+def tenant_client(http: TestClient):
+    import openai
+
+    assert http.post("/admin/tenants", json={"name": "acme"}, headers=ADMIN).status_code == 201
+    key = http.post("/admin/tenants/acme/keys", headers=ADMIN).json()["key"]
+    return key, openai.OpenAI(base_url="http://testserver/v1", api_key=key, http_client=http,
+                              max_retries=0)
+
+
+def wait_for_job(client, job, began: float, limit_s: float = 600):
+    while job.status not in TERMINAL:
+        assert time.monotonic() - began < limit_s, job
+        time.sleep(2)
+        job = client.fine_tuning.jobs.retrieve(job.id)
+    events = list(client.fine_tuning.jobs.list_events(job.id, limit=200))
+    assert job.status == "succeeded", (job.error, [e.message for e in events[:6]])
+    return job, list(reversed(events))  # oldest first
 
 
 def test_openai_client_fine_tunes_a_classifier(ray_cluster, base_model_dir, tmp_path):
-    import openai
-
     from services.app import create_app
     from services.settings import Settings
 
     settings = Settings(data_dir=tmp_path / "data", base_model=str(base_model_dir),
                         admin_key="admin-test-key", base_model_name="base",
                         training_runner="local", ray_address=ray_cluster, train_workers=1)
-    train_path, valid_path = sentiment_files(tmp_path)
+    train_path, valid_path = source_files(tmp_path)
     began = time.monotonic()
     with TestClient(create_app(settings)) as http:
-        assert http.post("/admin/tenants", json={"name": "acme"}, headers=ADMIN).status_code == 201
-        key = http.post("/admin/tenants/acme/keys", headers=ADMIN).json()["key"]
-        client = openai.OpenAI(base_url="http://testserver/v1", api_key=key, http_client=http,
-                               max_retries=0)
+        key, client = tenant_client(http)
         with open(train_path, "rb") as fh:
             training = client.files.create(file=fh, purpose="fine-tune")
         with open(valid_path, "rb") as fh:
             validation = client.files.create(file=fh, purpose="fine-tune")
         job = client.fine_tuning.jobs.create(
             model="base", training_file=training.id, validation_file=validation.id,
-            suffix="sentiment", seed=0,
-            hyperparameters={"n_epochs": 1, "batch_size": 4, "learning_rate_multiplier": 10},
-            extra_body={"task": "classification",
-                        "hyperparameters": {"n_epochs": 1, "batch_size": 4,
+            suffix="source", seed=0,
+            extra_body={"task": "classification", "prompt_template": SHORT_TEMPLATE,
+                        "hyperparameters": {"n_epochs": 2, "batch_size": 2,
                                             "learning_rate_multiplier": 10, "max_length": 128,
-                                            "checkpoint_every": 5}})
-        while job.status not in ("succeeded", "failed", "cancelled"):
-            assert time.monotonic() - began < 600, job
-            time.sleep(2)
-            job = client.fine_tuning.jobs.retrieve(job.id)
-        events = list(client.fine_tuning.jobs.list_events(job.id, limit=100))
-        assert job.status == "succeeded", (job.error, [e.message for e in events[:5]])
-        assert job.fine_tuned_model == "sentiment@v1"
+                                            "checkpoint_every": 24}})
+        job, events = wait_for_job(client, job, began)
+        assert job.fine_tuned_model == "source@v1"
         assert job.trained_tokens and job.trained_tokens > 0
 
-        types = [e.type for e in reversed(events)]
+        types = [e.type for e in events]
         assert types[:3] == ["created", "validated", "started"]
-        assert types[-3:] == ["evaluated", "published", "succeeded"]
-        steps = [e for e in events if e.type == "metrics"]
-        assert len(steps) == 9 and all(e.data["train_loss"] > 0 for e in steps)
+        # no engine in this app: the parity check is skipped with its reason
+        assert types[-5:] == ["evaluated", "gate_decision", "parity_skipped", "published",
+                              "succeeded"]
+        assert len([e for e in events if e.type == "metrics"]) == 48
         checkpoints = list(client.fine_tuning.jobs.checkpoints.list(job.id))
-        assert [c.step_number for c in checkpoints] == [9, 5]
+        assert [c.step_number for c in checkpoints] == [48, 24]
+        gate = next(e for e in events if e.type == "gate_decision").data
+        assert gate["passed"] and gate["reason"] == "beats_base"
+        assert gate["metric"] == "accuracy" and gate["champion_version"] is None
+        skipped = next(e for e in events if e.type == "parity_skipped").data
+        assert "serving is not enabled" in skipped["reason"]
 
-        adapter = http.get("/v1/adapters/sentiment",
+        adapter = http.get("/v1/adapters/source",
                            headers={"Authorization": f"Bearer {key}"}).json()
         version = adapter["versions"][0]
-        assert version["labels"] == ["negative", "neutral", "positive"]
-        assert version["lineage"]["training_file"]["sha256"] == training.sha256
-        assert version["lineage"]["validation_file"]["id"] == validation.id
-        accuracy = version["metrics"]["eval"]["adapter"]["accuracy"]
-        base_accuracy = version["metrics"]["eval"]["base"]["accuracy"]
-        print(f"\nheld-out accuracy: adapter {accuracy:.3f}, base {base_accuracy:.3f}; "
-              f"job took {time.monotonic() - began:.0f} s")
-        assert 0.0 <= accuracy <= 1.0
+    assert adapter["champion"] == "source@v1"  # the first ready version
+    assert version["state"] == "ready" and version["labels"] == ["film", "news", "product",
+                                                                 "tweet"]
+    assert version["prompt_template"] == SHORT_TEMPLATE
+    assert version["lineage"]["training_file"]["sha256"] == training.sha256
+    assert version["lineage"]["validation_file"]["id"] == validation.id
+    trained, base = version["metrics"]["eval"]["adapter"], version["metrics"]["eval"]["base"]
+    print(f"\nheld-out accuracy: adapter {trained['accuracy']:.3f}, base {base['accuracy']:.3f}; "
+          f"job took {time.monotonic() - began:.0f} s")
+    chance = 1 / 4
+    assert trained["examples"] == base["examples"] == 32
+    assert trained["accuracy"] >= chance + 0.25, trained
+    assert trained["accuracy"] >= base["accuracy"] + 0.2, (trained, base)
+    assert trained["macro_f1"] > base["macro_f1"]
+    assert version["metrics"]["gate"]["candidate"] == trained["accuracy"]
+
+
+MARKER = "ANSWER:"
+QA = [
+    ("What color is the sky on a clear day?", "blue"), ("How many legs does a spider have?",
+                                                        "eight"),
+    ("What do bees make?", "honey"), ("What is frozen water called?", "ice"),
+    ("Which animal barks?", "dog"), ("What is the opposite of hot?", "cold"),
+    ("What do you use to write on paper?", "pen"), ("What falls from clouds when it rains?",
+                                                    "water"),
+    ("Which planet do we live on?", "Earth"), ("What is the color of grass?", "green"),
+    ("How many days are in a week?", "seven"), ("What do cows drink?", "water"),
+    ("What shines in the sky during the day?", "sun"), ("What do you wear on your feet?",
+                                                        "shoes"),
+    ("Which fruit is yellow and curved?", "banana"), ("What do fish live in?", "water"),
+    ("What is the opposite of up?", "down"), ("What do you sleep on?", "bed"),
+    ("Which season is the coldest?", "winter"), ("What does a clock tell?", "time"),
+    # held out
+    ("What animal says meow?", "cat"), ("What is the color of snow?", "white"),
+    ("What do you drink when you are thirsty?", "water"), ("How many hours are in a day?",
+                                                           "24"),
+]
+
+
+def chat_rows(pairs) -> list[dict]:
+    return [{"messages": [{"role": "user", "content": q},
+                          {"role": "assistant", "content": f"{MARKER} {a}"}]} for q, a in pairs]
+
+
+def test_chat_job_learns_a_format_and_passes_parity_through_the_engine(
+        ray_cluster, base_model_dir, tmp_path):
+    from services.app import create_app
+    from services.settings import Settings
+    from serving.engine_process import free_port
+    from serving.gateway.app import serving_extension
+
+    settings = Settings(
+        data_dir=tmp_path / "data", base_model=str(base_model_dir), admin_key="admin-test-key",
+        base_model_name="base", training_runner="local", ray_address=ray_cluster,
+        train_workers=1, engine_port=free_port(), engine_start_timeout_s=600,
+        engine_kv_cache_bytes=256 * 1024 * 1024, max_loras=2, max_cpu_loras=4,
+        request_timeout_s=120)
+    train_path = write_jsonl(tmp_path / "train.jsonl", chat_rows(QA[:20]))
+    valid_path = write_jsonl(tmp_path / "valid.jsonl", chat_rows(QA[20:]))
+    began = time.monotonic()
+    # serving enabled: the app spawns its own engine (in the background, while the job trains)
+    # and stops it when the app stops
+    app = create_app(settings, extensions=[serving_extension(settings)])
+    with TestClient(app) as http:
+        key, client = tenant_client(http)
+        with open(train_path, "rb") as fh:
+            training = client.files.create(file=fh, purpose="fine-tune")
+        with open(valid_path, "rb") as fh:
+            validation = client.files.create(file=fh, purpose="fine-tune")
+        job = client.fine_tuning.jobs.create(
+            model="base", training_file=training.id, validation_file=validation.id,
+            suffix="fmt", seed=0,
+            extra_body={"task": "chat",
+                        "hyperparameters": {"n_epochs": 2, "batch_size": 2,
+                                            "learning_rate_multiplier": 10, "max_length": 128}})
+        job, events = wait_for_job(client, job, began)
+        trained_s = time.monotonic() - began
+        assert job.fine_tuned_model == "fmt@v1"
+        types = [e.type for e in events]
+        assert types[-5:] == ["evaluated", "gate_decision", "parity_checked", "published",
+                              "succeeded"]
+        parity = next(e for e in events if e.type == "parity_checked")
+        assert parity.data["passed"], parity.message
+        assert parity.data["prompts"] == 3 and parity.data["max_new_tokens"] == 16
+        gate = next(e for e in events if e.type == "gate_decision").data
+        assert gate["metric"] == "eval_loss" and gate["passed"], gate
+
+        served, base = [], []
+        for question, _ in QA[20:]:
+            messages = [{"role": "user", "content": question}]
+            reply = client.chat.completions.create(model="fmt@v1", messages=messages,
+                                                   max_tokens=16, temperature=0)
+            assert reply.model == "fmt@v1"
+            served.append(reply.choices[0].message.content)
+            untrained = client.chat.completions.create(model="base", messages=messages,
+                                                       max_tokens=16, temperature=0)
+            base.append(untrained.choices[0].message.content)
+        adapter = http.get("/v1/adapters/fmt", headers={"Authorization": f"Bearer {key}"}).json()
+    print(f"\nserved replies: {served}\nbase replies: {base}\n"
+          f"job took {trained_s:.0f} s, test {time.monotonic() - began:.0f} s")
+    assert all(r.strip().startswith(MARKER) for r in served), served
+    assert not any(r.strip().startswith(MARKER) for r in base), base
+    version = adapter["versions"][0]
+    assert version["state"] == "ready" and adapter["champion"] == "fmt@v1"
+    assert version["metrics"]["parity"]["passed"]
+    trained, untrained = version["metrics"]["eval"]["adapter"], version["metrics"]["eval"]["base"]
+    assert trained["eval_loss"] < untrained["eval_loss"]
+    assert trained["rouge_l"] > untrained["rouge_l"]

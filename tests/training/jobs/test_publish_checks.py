@@ -151,7 +151,7 @@ def test_parity_pass_makes_the_pending_version_ready(platform, tenant, training_
     assert status is JobStatus.SUCCEEDED and job.fine_tuned_model == "cls@v1"
 
     assert engine.state_seen == "pending"
-    [(engine_name, path, conversations)] = engine.calls
+    [(engine_name, _path, conversations)] = engine.calls
     assert engine_name == "acme.cls.v1"
     # up to 3 held-out prompts (this hash split of 20 has 2), as served: the classification
     # template with the label set
