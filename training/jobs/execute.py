@@ -3,6 +3,7 @@ run's progress file into job events, and finish it (publish, fail with a reason,
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -17,13 +18,14 @@ from services.store.models import AdapterVersion, DatasetFile, FineTuningJob
 from training import progress
 from training.config import TrainConfig
 from training.jobs import store
+from training.jobs.entrypoint import job_entrypoint
 from training.jobs.files import file_bytes, validate_file
+from training.jobs.gate import champion_spec
 from training.jobs.hyperparameters import train_config_fields
 from training.jobs.parity import ParityEngine
 from training.jobs.publish import PromoteHook, publish
 from training.jobs.states import EventType, JobStatus
 from training.runners.base import JobRunner, RunSpec, RunState
-from training.runners.local import recipe_entrypoint
 
 log = logging.getLogger("tuneloop.jobs")
 
@@ -98,6 +100,11 @@ def build_config(platform: Platform, job: FineTuningJob) -> TrainConfig:
         **extra, **train_config_fields(job.hyperparameters))
 
 
+def _metrics_text(metrics: dict[str, Any]) -> str:
+    return ", ".join(f"{key} {metrics[key]:.3f}" for key in (
+        "accuracy", "macro_f1", "eval_loss", "exact_match", "rouge_l") if key in metrics)
+
+
 def _eval_message(metrics: dict[str, Any]) -> str:
     adapter, base = metrics.get("adapter") or {}, metrics.get("base") or {}
     parts = []
@@ -169,6 +176,11 @@ class RunFollower:
         elif kind == "evaluated":
             data = _plain(event)
             store.add_event(session, self.job_id, EventType.EVALUATED, _eval_message(data), data)
+        elif kind == "champion_evaluated":
+            data = _plain(event)
+            store.add_event(session, self.job_id, EventType.EVALUATED,
+                            f"champion {data.get('version')} on the same held-out split: "
+                            + _metrics_text(data), {"champion": data})
         elif kind == "failed":
             self.failure = str(event.get("reason") or event.get("error") or "unknown error")
 
@@ -203,9 +215,12 @@ def run_claimed_job(ctx: JobContext, job: FineTuningJob) -> JobStatus:
         config = build_config(platform, job)
         config_path = job_dir(platform, job.id) / "config.json"
         config.to_json(config_path)
+        checks_path = job_dir(platform, job.id) / "checks.json"
+        checks_path.write_text(json.dumps({"champion": champion_spec(platform, job)}),
+                               encoding="utf-8")
         settings = platform.settings
         ctx.runner.submit(RunSpec(
-            job_id=job.id, entrypoint=recipe_entrypoint(config_path),
+            job_id=job.id, entrypoint=job_entrypoint(config_path, checks_path),
             num_workers=config.num_workers, cpus_per_worker=config.cpus_per_worker,
             gpus_per_worker=1 if config.use_gpu else 0, image=settings.kuberay_image,
             env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}))

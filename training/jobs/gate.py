@@ -1,7 +1,9 @@
 """Candidate vs champion on the same held-out split, and the gate decision a job records.
 
-:func:`evaluate_champion` scores the adapter's current champion on the split the recipe scored
-the candidate and the base on; :func:`decide_gate` (pure) compares the three on one metric:
+:func:`champion_spec` names the adapter's current champion when the job starts;
+:func:`evaluate_champion` scores it in the training run (:mod:`training.jobs.entrypoint`, on the
+training machine, never in the server) on the split the recipe scored the candidate and the
+base on; :func:`decide_gate` (pure) compares the three on one metric:
 accuracy for classification (higher is better), eval loss for chat (lower is better). The gate
 passes when the candidate is at least as good as the champion, or, for an adapter with no
 champion yet, as the base. Publishing honours it for ``auto_promote`` only: a version that
@@ -109,32 +111,37 @@ def current_champion(platform: Platform, job: FineTuningJob) -> AdapterVersion |
         return champion
 
 
-def evaluate_champion(platform: Platform, job: FineTuningJob, candidate: Candidate
-                      ) -> tuple[dict[str, Any] | None, str | None, str | None]:
-    """(champion metrics, champion ``name@vN``, why it was not evaluated) on the candidate's
-    held-out split; metrics None when there is no comparable champion."""
-    from training import scoring
-
+def champion_spec(platform: Platform, job: FineTuningJob) -> dict[str, Any]:
+    """What the training run needs to score the champion on its held-out split:
+    ``{"version", "adapter_dir", "labels", "prompt_template"}``, or ``{"version", "skipped"}``
+    when there is no comparable champion."""
     champion = current_champion(platform, job)
     if champion is None:
-        return None, None, "the adapter has no champion yet"
+        return {"version": None, "skipped": "the adapter has no champion yet"}
     ref = registry.version_ref(job.adapter_name, champion.version)
     if champion.task != job.task:
-        return None, ref, f"champion {ref} is a {champion.task} adapter"
+        return {"version": ref, "skipped": f"champion {ref} is a {champion.task} adapter"}
     labels = list(job.labels or [])
     if job.task == "classification" and set(champion.labels or []) != set(labels):
-        return None, ref, (f"champion {ref} has labels {champion.labels}, the candidate "
-                           f"{labels}: their accuracies are not comparable")
+        return {"version": ref, "skipped": f"champion {ref} has labels {champion.labels}, the "
+                f"candidate {labels}: their accuracies are not comparable"}
+    return {"version": ref, "labels": champion.labels, "prompt_template": champion.prompt_template,
+            "adapter_dir": str(platform.artifacts.materialize_dir(champion.artifact_key))}
+
+
+def evaluate_champion(candidate: Candidate, spec: dict[str, Any]) -> dict[str, Any]:
+    """The champion's metrics on the candidate's held-out split (``spec`` from
+    :func:`champion_spec`, with an ``adapter_dir``); runs where the candidate was trained."""
+    from training import scoring
+
     examples = candidate.examples
-    if not examples:
-        return None, ref, "there is no held-out split"
-    candidate.load_champion(platform.artifacts.materialize_dir(champion.artifact_key))
+    candidate.load_champion(spec["adapter_dir"])
     model, tokenizer = candidate.model(CHAMPION)
     config = candidate.config
-    if job.task == "classification":
-        metrics = scoring.evaluate_classifier(model, tokenizer, champion.prompt_template,
-                                              examples, champion.labels)
+    if config.task == "classification":
+        metrics = scoring.evaluate_classifier(model, tokenizer, spec["prompt_template"],
+                                              examples, spec["labels"])
     else:
         metrics = scoring.evaluate_chat(model, tokenizer, examples, max_length=config.max_length,
                                         max_new_tokens=config.max_new_tokens)
-    return {**metrics, "version": ref}, ref, None
+    return {**metrics, "version": spec["version"]}

@@ -96,6 +96,8 @@ class GatewayEngine:
     def _pool(self) -> Any:
         deadline = time.monotonic() + self.wait_s
         while True:
+            if self._loop.is_closed() or not self._loop.is_running():
+                raise EngineUnavailable("the app is shutting down")
             dispatcher = self._dispatcher()
             if dispatcher is None:
                 raise EngineUnavailable("serving is not enabled in this process (no gateway)")
@@ -120,7 +122,11 @@ class GatewayEngine:
                 replies.append(response["choices"][0]["message"].get("content") or "")
             return replies
 
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(self.timeout_s)
+        try:
+            future = asyncio.run_coroutine_threadsafe(run(), self._loop)
+        except RuntimeError as exc:  # the loop closed meanwhile
+            raise EngineUnavailable(f"the app is shutting down ({exc})") from exc
+        return future.result(self.timeout_s)
 
     def forget(self, engine_name: str) -> None:
         dispatcher = self._dispatcher()

@@ -1,7 +1,7 @@
 """Publish a finished run, in order:
 
-1. evaluate the adapter's current champion on the candidate's held-out split (the recipe already
-   scored the candidate and the base there) and decide the gate (:mod:`training.jobs.gate`);
+1. the gate (:mod:`training.jobs.gate`): candidate, base and the adapter's champion on the same
+   held-out split (the recipe scored candidate and base; the job's entrypoint the champion);
 2. register the adapter as the next version, PENDING (not servable), with metrics, the gate
    decision and lineage;
 3. the parity check (:mod:`training.jobs.parity`): greedy replies through the engine must equal
@@ -36,8 +36,10 @@ from services.store.models import (
     VersionState,
 )
 from training.config import TrainConfig
+from training.datasets import Message
 from training.jobs.candidate import Candidate, prompt_of
-from training.jobs.gate import GateDecision, decide_gate, evaluate_champion
+from training.jobs.entrypoint import CHECKS_FILE
+from training.jobs.gate import GateDecision, decide_gate
 from training.jobs.parity import (
     MAX_NEW_TOKENS,
     PROMPTS,
@@ -107,34 +109,52 @@ class Published:
     failure: str | None = None  # the parity failure, when not ready
 
 
-def _compare_with_champion(platform: Platform, job: FineTuningJob, candidate: Candidate,
+def read_checks(output_dir: Path) -> dict[str, Any] | None:
+    """The run's ``job_checks.json`` (:mod:`training.jobs.entrypoint`), None if it wrote none."""
+    path = output_dir / CHECKS_FILE
+    if not path.is_file():
+        return None
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def _compare_with_champion(job: FineTuningJob, checks: dict[str, Any] | None,
                            evaluation: dict[str, Any], record: Record) -> tuple[GateDecision, dict]:
-    try:
-        champion, champion_ref, skipped = evaluate_champion(platform, job, candidate)
-    except Exception as exc:
-        log.exception("evaluating the champion of job %s failed", job.id)
-        champion, champion_ref, skipped = None, None, f"evaluating the champion failed: {exc}"
+    if checks is None:
+        checks = {"champion_skipped": "the training run did not evaluate the champion (it "
+                  "wrote no job_checks.json)"}
+    champion, champion_ref = checks.get("champion"), checks.get("champion_version")
+    skipped = checks.get("champion_skipped")
     if champion is not None:
         evaluation["champion"] = champion
-    gate = decide_gate(job.task, evaluation, champion_ref)
+    gate = decide_gate(job.task, evaluation, champion_ref if champion is not None else None)
     comparison = {"champion_version": champion_ref, "champion_skipped": skipped,
-                  "examples": len(candidate.examples) if skipped is None else None}
+                  "examples": checks.get("examples") if champion is not None else None}
     record(EventType.GATE_DECISION, gate.message + (f" (champion not compared: {skipped})"
                                                      if skipped else ""),
            {**gate.to_dict(), **comparison})
     return gate, comparison
 
 
-def check_parity(candidate: Candidate, engine: ParityEngine | None, engine_name: str,
-                 adapter_path: str, template: str | None, labels: list[str]
-                 ) -> ParityResult | str:
-    """The parity result, or the reason it was skipped (a string)."""
+def _reference(candidate: Candidate, checks: dict[str, Any] | None, template: str | None,
+               labels: list[str]) -> tuple[list[list[Message]], list[str] | None]:
+    """(parity prompts, PEFT replies computed by the run, or None: compute them here)."""
+    reference = (checks or {}).get("parity_reference")
+    if reference and reference.get("max_new_tokens") == MAX_NEW_TOKENS:
+        return reference["conversations"], reference["replies"]
+    examples = candidate.examples[:PROMPTS]
+    return [prompt_of(e, template or "", labels) for e in examples], None
+
+
+def check_parity(candidate: Candidate, checks: dict[str, Any] | None,
+                 engine: ParityEngine | None, engine_name: str, adapter_path: str,
+                 template: str | None, labels: list[str]) -> ParityResult | str:
+    """The parity result, or the reason it was skipped (a string). PEFT's replies come from the
+    training run; without them (an older run) they are computed here."""
     if engine is None:
         return NO_ENGINE
-    examples = candidate.examples[:PROMPTS]
-    if not examples:
+    conversations, reference = _reference(candidate, checks, template, labels)
+    if not conversations:
         return "no held-out or training examples to build prompts from"
-    conversations = [prompt_of(e, template or "", labels) for e in examples]
     try:
         served = engine.greedy_replies(engine_name, adapter_path, conversations, MAX_NEW_TOKENS)
     except (EngineUnavailable, Unavailable) as exc:
@@ -142,10 +162,11 @@ def check_parity(candidate: Candidate, engine: ParityEngine | None, engine_name:
     except Exception as exc:  # noqa: BLE001 - the engine refused the adapter: not servable
         return ParityResult(False, len(conversations), MAX_NEW_TOKENS, {
             "index": None, "prompt": None, "engine": f"error: {exc}", "peft": None})
-    from training.scoring import generate_replies
+    if reference is None:
+        from training.scoring import generate_replies
 
-    model, tokenizer = candidate.model()
-    reference = generate_replies(model, tokenizer, conversations, MAX_NEW_TOKENS)
+        model, tokenizer = candidate.model()
+        reference = generate_replies(model, tokenizer, conversations, MAX_NEW_TOKENS)
     return compare_replies(conversations, served, reference, MAX_NEW_TOKENS)
 
 
@@ -163,8 +184,9 @@ def publish(platform: Platform, job: FineTuningJob, output_dir: Path, *, config:
     evaluation = dict(summary.get("eval") or {})
     candidate = Candidate(config, output_dir / "adapter")
     classification = job.task == "classification"
+    checks = read_checks(output_dir)
     try:
-        gate, comparison = _compare_with_champion(platform, job, candidate, evaluation, record)
+        gate, comparison = _compare_with_champion(job, checks, evaluation, record)
         metrics = {"eval": evaluation, "train": summary.get("train") or {},
                    "datasets": summary.get("datasets") or {}, "gate": gate.to_dict(),
                    "comparison": comparison, "wall_time_s": summary.get("wall_time_s"),
@@ -182,7 +204,7 @@ def publish(platform: Platform, job: FineTuningJob, output_dir: Path, *, config:
         engine_name = registry.engine_adapter_name(tenant.name, job.adapter_name,
                                                    version.version)
         adapter_path = str(platform.artifacts.materialize_dir(version.artifact_key))
-        parity = check_parity(candidate, parity_engine, engine_name, adapter_path,
+        parity = check_parity(candidate, checks, parity_engine, engine_name, adapter_path,
                               version.prompt_template, list(version.labels or []))
     finally:
         candidate.close()

@@ -17,9 +17,12 @@ class ScriptedRunner:
     progress events and output files the real recipe would."""
 
     def __init__(self, adapter_dir: Path, *, steps: int = 3, fail_with: str | None = None,
-                 hold: bool = False, accuracy: float = 0.9):
+                 hold: bool = False, accuracy: float = 0.9, checks: bool = False):
         self.adapter_dir = adapter_dir
         self.accuracy = accuracy  # the candidate's held-out accuracy the "recipe" reports
+        # checks: run the job entrypoint's real checks (champion on the held-out split, PEFT
+        # parity reference; loads the real model) after the scripted training
+        self.checks = checks
         self.steps = steps
         self.fail_with = fail_with
         self.hold = hold
@@ -65,4 +68,11 @@ class ScriptedRunner:
             "eval": evaluation, "train": {"loss": 0.5}, "datasets": {"train_examples": 18},
             "hyperparameters": config.hyperparameters(), "wall_time_s": 1.0}))
         emit("succeeded", adapter_dir=str(out / "adapter"))
+        if self.checks:
+            from training.jobs.entrypoint import CHECKS_FILE, run_checks
+
+            argv = self.specs[job_id].entrypoint
+            spec = json.loads(Path(argv[argv.index("--checks") + 1]).read_text())
+            result = run_checks(config, out / "adapter", spec["champion"])
+            (out / CHECKS_FILE).write_text(json.dumps(result))
         return RunStatus(RunState.SUCCEEDED)

@@ -132,8 +132,9 @@ class FakeEngine:
         self.forgotten.append(engine_name)
 
 
-def run(platform, tenant, training_file, peft_adapter, engine, **job):
-    runner = ScriptedRunner(peft_adapter, steps=1, accuracy=job.pop("accuracy", 0.9))
+def run(platform, tenant, training_file, peft_adapter, engine, checks=False, **job):
+    runner = ScriptedRunner(peft_adapter, steps=1, accuracy=job.pop("accuracy", 0.9),
+                            checks=checks)
     created = create_job(platform, tenant, model=job.pop("model", "base"),
                          training_file=training_file.id, **job)
     status = JobManager(platform, runner=runner, poll_s=0.01, parity_engine=engine
@@ -147,7 +148,9 @@ def run(platform, tenant, training_file, peft_adapter, engine, **job):
 def test_parity_pass_makes_the_pending_version_ready(platform, tenant, training_file,
                                                      peft_adapter, base_model_dir):
     engine = FakeEngine(platform, tenant, base_model_dir, "faithful")
-    status, job = run(platform, tenant, training_file, peft_adapter, engine, suffix="cls")
+    # checks=True: PEFT's replies come from the run (the job entrypoint's parity reference)
+    status, job = run(platform, tenant, training_file, peft_adapter, engine, checks=True,
+                      suffix="cls")
     assert status is JobStatus.SUCCEEDED and job.fine_tuned_model == "cls@v1"
 
     assert engine.state_seen == "pending"
@@ -173,6 +176,7 @@ def test_parity_pass_makes_the_pending_version_ready(platform, tenant, training_
 def test_parity_mismatch_fails_the_version_and_the_job(platform, tenant, training_file,
                                                        peft_adapter, base_model_dir):
     engine = FakeEngine(platform, tenant, base_model_dir, "wrong")
+    # no checks from the run: the job manager computes PEFT's replies itself
     status, job = run(platform, tenant, training_file, peft_adapter, engine, suffix="cls")
     assert status is JobStatus.FAILED
     assert job.error["code"] == "parity_failed" and job.fine_tuned_model is None
@@ -209,9 +213,11 @@ def test_auto_promote_only_past_the_gate(platform, tenant, training_file, peft_a
     status, _ = run(platform, tenant, training_file, peft_adapter, None, suffix="cls")
     assert status is JobStatus.SUCCEEDED
     # v2 reports accuracy 0.0 on the held-out split: worse than the champion on that split
-    status, job = run(platform, tenant, training_file, peft_adapter, None, model="cls",
-                      auto_promote=True, accuracy=0.0)
+    status, job = run(platform, tenant, training_file, peft_adapter, None, checks=True,
+                      model="cls", auto_promote=True, accuracy=0.0)
     assert status is JobStatus.SUCCEEDED and job.fine_tuned_model == "cls@v2"
+    scored = [e for e in events(platform, job.id) if e.type == "evaluated"][-1]
+    assert scored.message.startswith("champion cls@v1 on the same held-out split: accuracy")
     gate = next(e for e in events(platform, job.id) if e.type == "gate_decision")
     champion_accuracy = gate.data["champion"]
     assert gate.data["champion_version"] == "cls@v1" and gate.data["candidate"] == 0.0
@@ -300,3 +306,10 @@ def test_gateway_engine_is_unavailable_without_serving_or_a_ready_engine(loop):
     with pytest.raises(EngineUnavailable, match="no engine was ready within 0 s"):
         GatewayEngine(lambda: FakeDispatcher(FakePool(ready=False)), loop, wait_s=0
                       ).greedy_replies("n", "/p", [], 16)
+    stopped = asyncio.new_event_loop()  # the app stopped: skip the check, never fail it
+    try:
+        with pytest.raises(EngineUnavailable, match="shutting down"):
+            GatewayEngine(lambda: FakeDispatcher(FakePool()), stopped, wait_s=0
+                          ).greedy_replies("n", "/p", [], 16)
+    finally:
+        stopped.close()
