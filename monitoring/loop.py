@@ -236,9 +236,13 @@ class Monitor:
                                 seed=seed)
             tests = {"input": drift}
             if champion.task == "classification":
+                predicted = obs.predicted_label_counts(champion)
                 tests["prediction"] = prediction_drift(
-                    ref_labels, window.labels, threshold=cfg.drift_threshold,
-                    min_reference=cfg.min_reference, min_window=cfg.min_window)
+                    predicted or ref_labels, window.labels, threshold=cfg.drift_threshold,
+                    min_reference=min(cfg.min_reference, 20) if predicted else cfg.min_reference,
+                    min_window=cfg.min_window)
+                tests["prediction"].details["reference"] = (
+                    "predictions on the held-out split" if predicted else "training labels")
             evaluated = [r for r in tests.values() if r.status is not DriftStatus.INSUFFICIENT_DATA]
             cycle.drifted = any(r.drifted for r in evaluated) if evaluated else None
             for name, result in tests.items():

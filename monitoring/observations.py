@@ -146,6 +146,23 @@ def reference(data: VersionData) -> tuple[list[str], list[str]]:
     return texts, labels
 
 
+def predicted_label_counts(version: AdapterVersion) -> dict[str, int] | None:
+    """How often the version predicted each label on its held-out split (the column sums of the
+    confusion matrix its training job measured), or None when the job left no confusion matrix.
+
+    This is the prediction-drift reference: comparing production predictions with the *true*
+    training labels would flag any champion whose predictions are biased, drift or not.
+    """
+    confusion = (((version.metrics or {}).get("eval") or {}).get("adapter") or {}).get("confusion")
+    if not isinstance(confusion, dict) or not confusion:
+        return None
+    counts: dict[str, int] = {}
+    for row in confusion.values():
+        for label, n in (row or {}).items():
+            counts[label] = counts.get(label, 0) + int(n)
+    return counts if sum(counts.values()) else None
+
+
 # -- production traffic ------------------------------------------------------------------------
 
 

@@ -398,19 +398,19 @@ def test_monitor_once_from_the_cli(monkeypatch, tmp_path, base_model_dir):
 class FlakySwitcher:
     """Fails the first promotion (engines not ready), then switches in the registry."""
 
-    def __init__(self, platform):  # noqa: ANN001
+    def __init__(self, platform):
         from monitoring.loop import RegistrySwitcher
 
         self.inner = RegistrySwitcher(platform)
         self.calls = 0
 
-    def promote(self, tenant, name, version, reason):  # noqa: ANN001
+    def promote(self, tenant, name, version, reason):
         self.calls += 1
         if self.calls == 1:
             raise RuntimeError("engine not ready")
         self.inner.promote(tenant, name, version, reason)
 
-    def rollback(self, tenant, name, reason):  # noqa: ANN001
+    def rollback(self, tenant, name, reason):
         return self.inner.rollback(tenant, name, reason)
 
 
@@ -446,3 +446,20 @@ def test_a_failed_job_ends_the_run(world, peft_adapter):
     assert world.runs()[0].status == "failed"
     assert "out of memory" in world.events("job")[-1].message
     assert metric(mon.metrics, "tuneloop_retrain_jobs_total", outcome="failed") == 1
+
+
+def test_prediction_drift_compares_with_the_champions_own_held_out_predictions(world):
+    """A champion that always answers "positive" did so on its held-out split too: its
+    production predictions are no drift, although the training labels are balanced."""
+    with world.platform.store.write() as session:
+        v1 = session.scalars(select(AdapterVersion)).one()
+        v1.metrics = {**v1.metrics, "eval": {"adapter": {"accuracy": 0.34, "confusion": {
+            label: {"negative": 0, "neutral": 0, "positive": 10}
+            for label in ("negative", "neutral", "positive")}}}}
+    world.set_policy(EAGER)
+    start = world.t0 + timedelta(hours=7)
+    world.serve(OLD[150:250], 1, start, predict=lambda r: "positive")
+    cycle = monitor(world, ScriptedEvaluator({})).run_once(world.t0 + timedelta(hours=8))[0]
+    assert cycle.prediction_drift["status"] == "no_drift", cycle.prediction_drift
+    assert cycle.prediction_drift["details"]["reference"] == "predictions on the held-out split"
+    assert cycle.input_drift["status"] == "no_drift" and cycle.drifted is False

@@ -9,6 +9,10 @@ What it does not assert: that v2 *is* better. At sizes CI can afford on CPU (a 1
 labels, held-out sets of 25-50 texts) the candidate wins or loses the gate by a few texts either
 way (two runs: new-split +0.04 / old -0.03, and new +0.16 / old -0.10). It asserts that the
 decision follows the measurements. `tuneloop demo` (larger story) is where v2 wins.
+
+Last run (Nov 21, 13:05) failed before the gate for a reason outside the loop: the new
+publish parity check (training/jobs) refused v2 because vLLM and PEFT gave different greedy
+labels on one held-out prompt ('negative' vs 'neutral').
 """
 
 from __future__ import annotations
