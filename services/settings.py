@@ -108,6 +108,13 @@ class Settings(BaseSettings):
     kuberay_image: str | None = None
     """Container image of RayJob pods (must contain tuneloop and its training dependencies)."""
 
+    monitor_in_serve: bool = True
+    """Run the monitor loop inside ``tuneloop serve``. Turn it off on gateway replicas when a
+    dedicated ``tuneloop monitor`` process runs (only one monitor may act on an adapter)."""
+
+    monitor_interval_s: float = Field(default=60.0, gt=0)
+    """Seconds between two monitor passes."""
+
     monitor_metrics_port: int = Field(default=9100, ge=1, le=65535)
     """Port where ``tuneloop monitor`` serves ``/metrics``."""
 
