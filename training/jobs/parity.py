@@ -46,6 +46,7 @@ class ParityResult:
     prompts: int
     max_new_tokens: int
     mismatch: dict[str, Any] | None  # index, prompt, engine, peft of the first differing reply
+    reference: str = "training run"  # where PEFT's replies were computed ("job manager": here)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -18,7 +18,7 @@ import json
 import logging
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
@@ -162,12 +162,14 @@ def check_parity(candidate: Candidate, checks: dict[str, Any] | None,
     except Exception as exc:  # noqa: BLE001 - the engine refused the adapter: not servable
         return ParityResult(False, len(conversations), MAX_NEW_TOKENS, {
             "index": None, "prompt": None, "engine": f"error: {exc}", "peft": None})
-    if reference is None:
-        from training.scoring import generate_replies
+    if reference is not None:
+        return compare_replies(conversations, served, reference, MAX_NEW_TOKENS)
+    from training.scoring import generate_replies
 
-        model, tokenizer = candidate.model()
-        reference = generate_replies(model, tokenizer, conversations, MAX_NEW_TOKENS)
-    return compare_replies(conversations, served, reference, MAX_NEW_TOKENS)
+    model, tokenizer = candidate.model()
+    reference = generate_replies(model, tokenizer, conversations, MAX_NEW_TOKENS)
+    return replace(compare_replies(conversations, served, reference, MAX_NEW_TOKENS),
+                   reference="job manager")
 
 
 def publish(platform: Platform, job: FineTuningJob, output_dir: Path, *, config: TrainConfig,

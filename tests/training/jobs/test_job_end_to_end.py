@@ -201,6 +201,7 @@ def test_chat_job_learns_a_format_and_passes_parity_through_the_engine(
         parity = next(e for e in events if e.type == "parity_checked")
         assert parity.data["passed"], parity.message
         assert parity.data["prompts"] == 3 and parity.data["max_new_tokens"] == 16
+        assert parity.data["reference"] == "training run"  # PEFT ran in the job's entrypoint
         gate = next(e for e in events if e.type == "gate_decision").data
         assert gate["metric"] == "eval_loss" and gate["passed"], gate
 

@@ -167,6 +167,7 @@ def test_parity_pass_makes_the_pending_version_ready(platform, tenant, training_
     checked = next(e for e in events(platform, job.id) if e.type == "parity_checked")
     assert checked.data["passed"] and checked.data["prompts"] == 2
     assert checked.data["max_new_tokens"] == 16 and "is servable" in checked.message
+    assert checked.data["reference"] == "training run"
     with platform.store.read() as session:
         version = registry.get_version(session, tenant, "cls", 1)
         assert version.state == "ready" and version.metrics["parity"]["passed"]
@@ -183,7 +184,7 @@ def test_parity_mismatch_fails_the_version_and_the_job(platform, tenant, trainin
     assert "parity check failed for cls@v1: held-out prompt 0" in job.error["message"]
     assert "I am not the adapter you trained." in job.error["message"]
     checked = next(e for e in events(platform, job.id) if e.type == "parity_checked")
-    assert not checked.data["passed"]
+    assert not checked.data["passed"] and checked.data["reference"] == "job manager"
     mismatch = checked.data["mismatch"]
     assert mismatch["index"] == 0 and mismatch["engine"] == "I am not the adapter you trained."
     assert mismatch["peft"] and mismatch["peft"] != mismatch["engine"]
