@@ -6,7 +6,7 @@ Built explicitly (``Platform.open(settings)``), never at import time, so tests b
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
 
@@ -26,7 +26,6 @@ class Platform:
     store: Store
     artifacts: ArtifactStore
     generated_admin_key: str | None = None
-    extras: dict = field(default_factory=dict)
 
     @classmethod
     def open(cls, settings: Settings, *, migrate: bool = True) -> Platform:

@@ -104,7 +104,7 @@ def resolve_key(session: Session, key: str) -> Tenant:
         raise Unauthorized("invalid API key; create one with `tuneloop keys create <tenant>`")
     tenant = session.get(Tenant, row.tenant_id)
     if tenant is None or tenant.state != TenantState.ACTIVE:
-        raise Unauthorized(f"tenant of this API key is disabled")
+        raise Unauthorized("the tenant of this API key is disabled; an admin can enable it")
     return tenant
 
 

@@ -22,9 +22,7 @@ from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
 from services.errors import InvalidInput, Unavailable
-from services.settings import Settings
 from serving.engine_client import EngineAdapterMissing, EngineClient
-from serving.engine_process import EngineProcess, EngineState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -382,32 +380,3 @@ class EnginePool:
             *(s.placement.drain_and_unload(name, timeout_s) for s in self.slots)
         )
         return all(results)
-
-
-def build_engine_pool(
-    settings: Settings,
-    *,
-    local_engine: EngineProcess | None = None,
-    on_event: EventHook | None = None,
-) -> EnginePool:
-    """The pool the gateway uses: one slot per ``settings.engine_urls`` or the local engine.
-
-    Each engine gets an :class:`EngineClient` (``request_timeout_s``) and a placement bounded by
-    ``max_cpu_loras``. A local engine's restarts re-load its adapters (``reload_all``) and it
-    only takes requests while ``READY``. Close the clients with :meth:`EnginePool.aclose`.
-    """
-    def slot(name: str, url: str, is_ready: Callable[[], bool]) -> EngineSlot:
-        client = EngineClient(url, timeout_s=settings.request_timeout_s)
-        placement = AdapterPlacement(client, settings.max_cpu_loras, engine_name=name,
-                                     on_event=on_event)
-        return EngineSlot(name, client, placement, is_ready)
-
-    if settings.engine_urls:
-        return EnginePool([slot(f"engine-{i}", url, lambda: True)
-                           for i, url in enumerate(settings.engine_urls)])
-    if local_engine is None:
-        raise ValueError("no TUNELOOP_ENGINE_URLS: pass the local EngineProcess")
-    engine = local_engine
-    local = slot("local", engine.url, lambda: engine.state is EngineState.READY)
-    engine.add_restart_callback(local.placement.reload_all)
-    return EnginePool([local], retry_after_s=max(5.0, engine.backoff.initial_s))

@@ -120,3 +120,35 @@ def make_settings(tmp_path, base_model_dir):
         return Settings(**values)
 
     return _make
+
+
+ADMIN_HEADERS = {"Authorization": "Bearer admin-test-key"}
+
+
+@pytest.fixture
+def api_platform(make_settings, database_url):
+    """A platform on a fresh database (SQLite and PostgreSQL), admin key ``admin-test-key``."""
+    from services.platform import Platform
+
+    p = Platform.open(make_settings(database_url=database_url))
+    yield p
+    p.close()
+
+
+@pytest.fixture
+def api_client(api_platform):
+    """A TestClient of the platform API (no serving) on ``api_platform``."""
+    from fastapi.testclient import TestClient
+
+    from services.app import create_app
+
+    with TestClient(create_app(platform=api_platform)) as c:
+        yield c
+
+
+def tenant_key(client, name: str) -> dict:  # noqa: ANN001
+    """Create tenant ``name`` through the admin API; returns its Authorization header."""
+    assert client.post("/admin/tenants", json={"name": name}, headers=ADMIN_HEADERS).status_code == 201
+    r = client.post(f"/admin/tenants/{name}/keys", headers=ADMIN_HEADERS)
+    assert r.status_code == 201
+    return {"Authorization": f"Bearer {r.json()['key']}"}

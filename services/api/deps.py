@@ -58,21 +58,26 @@ def key_cache(request: Request) -> KeyCache:
     return cache
 
 
+def cached_tenant(request: Request) -> Tenant | None:
+    """The caller's tenant when it is known without a store read (else None)."""
+    tenant = getattr(request.state, "tenant", None)
+    if tenant is None:
+        tenant = key_cache(request).get(hash_key(bearer_key(request)))
+        if tenant is not None:
+            request.state.tenant = tenant
+    return tenant
+
+
 def current_tenant(request: Request) -> Tenant:
     """The tenant owning the bearer key (cached on the request and briefly per process)."""
-    cached = getattr(request.state, "tenant", None)
-    if cached is not None:
-        return cached
+    tenant = cached_tenant(request)
+    if tenant is not None:
+        return tenant
     key = bearer_key(request)
-    cache = key_cache(request)
-    digest = hash_key(key)
-    tenant = cache.get(digest)
-    if tenant is None:
-        p = platform(request)
-        with p.store.read() as session:
-            tenant = resolve_key(session, key)
-            session.expunge(tenant)
-        cache.put(digest, tenant)
+    with platform(request).store.read() as session:
+        tenant = resolve_key(session, key)
+        session.expunge(tenant)
+    key_cache(request).put(hash_key(key), tenant)
     request.state.tenant = tenant
     return tenant
 

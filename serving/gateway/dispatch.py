@@ -38,7 +38,6 @@ class Dispatcher:
         self.metrics = metrics
         self.pool: EnginePool | None = None
         self.processes: list[EngineProcess] = []
-        self.clients: list[EngineClient] = []
         self.classifiers: dict[str, Classifier] = {}
         self.on_champion_change: Callable[[int | None], None] | None = None
         self._health_task: asyncio.Task | None = None
@@ -51,7 +50,6 @@ class Dispatcher:
 
     def _slot(self, name: str, url: str, is_ready: Callable[[], bool]) -> EngineSlot:
         client = EngineClient(url, timeout_s=self.settings.request_timeout_s)
-        self.clients.append(client)
         placement = AdapterPlacement(
             client, self.settings.max_cpu_loras, engine_name=name, on_event=self._on_event
         )
@@ -119,8 +117,8 @@ class Dispatcher:
             task.cancel()
         for proc in self.processes:
             await proc.stop()
-        for client in self.clients:
-            await client.aclose()
+        if self.pool is not None:
+            await self.pool.aclose()
 
     async def ready(self) -> tuple[bool, dict]:
         if self.pool is None:

@@ -20,10 +20,9 @@ from starlette.concurrency import run_in_threadpool
 from monitoring.request_log import LogRecord
 from serving.gateway.schemas import ChatRequest, ClassifyRequest, CompletionRequest
 from services import registry
-from services.api.deps import bearer_key, current_tenant, key_cache, platform
+from services.api.deps import cached_tenant, current_tenant, platform
 from services.errors import InvalidInput, TooLarge, TuneloopError, Unavailable
 from services.store.models import Tenant
-from services.tenants import hash_key
 
 router = APIRouter(tags=["serving"])
 
@@ -70,11 +69,7 @@ def _check_prompt_size(text_len: int, max_model_len: int) -> None:
 
 async def _tenant(request: Request) -> Tenant:
     """The caller's tenant; a cached key costs no threadpool hop (the store read does)."""
-    cached = key_cache(request).get(hash_key(bearer_key(request)))
-    if cached is not None:
-        request.state.tenant = cached
-        return cached
-    return await run_in_threadpool(current_tenant, request)
+    return cached_tenant(request) or await run_in_threadpool(current_tenant, request)
 
 
 async def _resolve(gw, tenant: Tenant, model: str):  # noqa: ANN001, ANN202

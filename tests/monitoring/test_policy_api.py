@@ -7,36 +7,26 @@ import uuid
 from datetime import timedelta
 
 import pytest
-from fastapi.testclient import TestClient
 
 from monitoring.loop import Monitor, MonitorConfig
 from monitoring.metrics import Metrics
 from services.adapter_intake import register_adapter_dir
-from services.app import create_app
 from services.platform import Platform
+from tests.conftest import ADMIN_HEADERS, tenant_key
 from services.store.models import RequestRecord, Tenant, utcnow
 from tests.monitoring.test_loop import NEW, peft_adapter  # noqa: F401 - a fixture
 
-ADMIN = {"Authorization": "Bearer admin-test-key"}
+ADMIN = ADMIN_HEADERS
 
 
 @pytest.fixture
-def platform(make_settings, database_url):
-    p = Platform.open(make_settings(database_url=database_url))
-    yield p
-    p.close()
+def platform(api_platform):
+    return api_platform
 
 
 @pytest.fixture
-def client(platform):
-    with TestClient(create_app(platform=platform)) as c:
-        yield c
-
-
-def tenant_key(client, name: str) -> dict:
-    assert client.post("/admin/tenants", json={"name": name}, headers=ADMIN).status_code == 201
-    r = client.post(f"/admin/tenants/{name}/keys", headers=ADMIN)
-    return {"Authorization": f"Bearer {r.json()['key']}"}
+def client(api_client):
+    return api_client
 
 
 def tenant_row(platform: Platform, name: str) -> Tenant:

@@ -10,29 +10,20 @@ from sqlalchemy import text
 
 from services.app import create_app
 from services.platform import Platform
+from tests.conftest import ADMIN_HEADERS, tenant_key
 from tests.services.conftest import tar_dir, tar_gz
 
-ADMIN = {"Authorization": "Bearer admin-test-key"}
+ADMIN = ADMIN_HEADERS
 
 
 @pytest.fixture
-def platform(make_settings, database_url):
-    p = Platform.open(make_settings(database_url=database_url))
-    yield p
-    p.close()
+def platform(api_platform):
+    return api_platform
 
 
 @pytest.fixture
-def client(platform):
-    with TestClient(create_app(platform=platform)) as c:
-        yield c
-
-
-def _tenant_key(client, name: str) -> dict:
-    assert client.post("/admin/tenants", json={"name": name}, headers=ADMIN).status_code == 201
-    r = client.post(f"/admin/tenants/{name}/keys", headers=ADMIN)
-    assert r.status_code == 201
-    return {"Authorization": f"Bearer {r.json()['key']}"}
+def client(api_client):
+    return api_client
 
 
 def _register(client, headers, name, archive: bytes, **form):
@@ -43,8 +34,8 @@ def _register(client, headers, name, archive: bytes, **form):
 
 
 def test_keys_are_stored_hashed_and_resolve_to_one_tenant(client, platform):
-    a = _tenant_key(client, "acme")
-    _tenant_key(client, "globex")
+    a = tenant_key(client, "acme")
+    tenant_key(client, "globex")
     clear = a["Authorization"].split()[1]
     with platform.store.read() as s:
         stored = [row[0] for row in s.execute(text("SELECT key_hash FROM api_keys"))]
@@ -60,18 +51,18 @@ def test_auth_errors(client):
     r = client.get("/v1/adapters", headers={"Authorization": "Bearer tl-wrong"})
     assert r.status_code == 401
     assert r.json()["error"]["code"] == "invalid_api_key"
-    a = _tenant_key(client, "acme")
+    a = tenant_key(client, "acme")
     assert client.post("/admin/tenants", json={"name": "x"}, headers=a).status_code == 403
     assert client.post("/admin/tenants", json={"name": "Bad Name"}, headers=ADMIN).status_code == 400
     assert client.post("/admin/tenants", json={"name": "acme"}, headers=ADMIN).status_code == 409
 
 
 def test_revoked_key_and_disabled_tenant_are_refused(client):
-    a = _tenant_key(client, "acme")
+    a = tenant_key(client, "acme")
     keys = client.get("/admin/tenants/acme/keys", headers=ADMIN).json()["data"]
     assert client.delete(f"/admin/tenants/acme/keys/{keys[0]['id']}", headers=ADMIN).status_code == 200
     assert client.get("/v1/adapters", headers=a).status_code == 401
-    b = _tenant_key(client, "globex")
+    b = tenant_key(client, "globex")
     client.post("/admin/tenants/globex/disable", headers=ADMIN)
     assert client.get("/v1/adapters", headers=b).status_code == 401
     client.post("/admin/tenants/globex/enable", headers=ADMIN)
@@ -85,7 +76,7 @@ def test_malformed_json_is_a_400_with_openai_error_body(client):
 
 
 def test_register_promote_rollback_and_history(client, lora_factory):
-    a = _tenant_key(client, "acme")
+    a = tenant_key(client, "acme")
     archive = tar_dir(lora_factory(8))
     r1 = _register(client, a, "support", archive, lineage='{"dataset": "d1"}')
     assert r1.status_code == 201, r1.text
@@ -104,7 +95,7 @@ def test_register_promote_rollback_and_history(client, lora_factory):
 
 
 def test_classification_adapter_stores_labels_and_template(client, lora_factory):
-    a = _tenant_key(client, "acme")
+    a = tenant_key(client, "acme")
     r = _register(client, a, "intent", tar_dir(lora_factory(8)), task="classification",
                   labels='["billing", "tech", "sales"]')
     assert r.status_code == 201, r.text
@@ -116,7 +107,7 @@ def test_classification_adapter_stores_labels_and_template(client, lora_factory)
 
 
 def test_bad_uploads_are_rejected_with_clear_messages(client, lora_factory, foreign_lora):
-    a = _tenant_key(client, "acme")
+    a = tenant_key(client, "acme")
     r = _register(client, a, "x", tar_dir(foreign_lora))
     assert r.status_code == 400 and "different base model" in r.json()["error"]["message"]
     r = _register(client, a, "x", tar_dir(lora_factory(16)))
@@ -133,7 +124,7 @@ def test_bad_uploads_are_rejected_with_clear_messages(client, lora_factory, fore
 def test_oversize_upload_is_413(make_settings, database_url, lora_factory):
     p = Platform.open(make_settings(database_url=database_url, max_adapter_bytes=10_000))
     with TestClient(create_app(platform=p)) as client:
-        a = _tenant_key(client, "acme")
+        a = tenant_key(client, "acme")
         r = _register(client, a, "x", tar_dir(lora_factory(8)))
         assert r.status_code == 413
         assert "TUNELOOP_MAX_ADAPTER_BYTES" in r.json()["error"]["message"]
@@ -141,8 +132,8 @@ def test_oversize_upload_is_413(make_settings, database_url, lora_factory):
 
 
 def test_tenant_isolation_on_every_registry_route(client, lora_factory):
-    a = _tenant_key(client, "acme")
-    b = _tenant_key(client, "globex")
+    a = tenant_key(client, "acme")
+    b = tenant_key(client, "globex")
     assert _register(client, a, "secret", tar_dir(lora_factory(8))).status_code == 201
     assert client.get("/v1/adapters", headers=b).json()["data"] == []
     for method, path, kwargs in [

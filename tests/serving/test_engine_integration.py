@@ -61,7 +61,7 @@ async def generation_stops(client: EngineClient, timeout_s: float = 15.0) -> boo
 
 
 def test_engine_is_ready_and_serves_the_base_model(loop_thread, engine, engine_settings, counting):
-    assert engine.state is EngineState.READY and engine.restart_count == 0
+    assert engine.state is EngineState.READY
     assert engine.log_path.is_file() and engine.log_path.is_relative_to(engine_settings.data_dir)
 
     async def run():
@@ -71,7 +71,8 @@ def test_engine_is_ready_and_serves_the_base_model(loop_thread, engine, engine_s
         return models, reply
 
     models, reply = loop_thread.run(run())
-    assert [m["id"] for m in models] == [engine_settings.resolved_base_model_name]
+    # The base model is served (other tests of the session may have loaded adapters already).
+    assert models[0]["id"] == engine_settings.resolved_base_model_name
     assert "Paris" in reply["choices"][0]["message"]["content"]
 
 
@@ -272,7 +273,7 @@ def test_killed_engine_is_unavailable_then_restarts_with_adapters_reloaded(
             await counting.client.chat_completions(chat_body(name, "Say something.", 4))
 
     loop_thread.run(before_crash())
-    old_pid = engine.pid
+    old_pid, restarts = engine.pid, engine.restart_count
     os.killpg(old_pid, signal.SIGKILL)
 
     async def while_down():
@@ -295,6 +296,6 @@ def test_killed_engine_is_unavailable_then_restarts_with_adapters_reloaded(
         assert time.monotonic() < deadline
         time.sleep(0.2)  # the supervisor has not noticed yet
     models, reply = loop_thread.run(recovered(), timeout_s=700)
-    assert engine.restart_count == 1 and engine.pid != old_pid
+    assert engine.restart_count == restarts + 1 and engine.pid != old_pid
     assert name in models  # re-loaded by the restart callback, not by this request
     assert reply == lora_training.FIXED_REPLY
