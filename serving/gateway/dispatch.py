@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from pathlib import Path
 
+import anyio
 from starlette.concurrency import run_in_threadpool
 
 from monitoring.metrics import Metrics
 from serving.classify import Classification, Classifier
-from serving.engine_client import EngineClient
+from serving.engine_client import EngineClient, EngineStream
 from serving.engine_process import EngineProcess, EngineState
 from serving.gateway.resolution import Target
 from serving.placement import AdapterPlacement, EnginePool, EngineSlot, PlacementEvent
@@ -27,6 +29,32 @@ from services.settings import Settings
 from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
 
 log = logging.getLogger("tuneloop.dispatch")
+
+
+class OpenStream:
+    """An engine stream held under an engine lease: iterate for SSE lines, then ``aclose()``.
+
+    ``aclose`` is idempotent and finishes under cancellation (a client that hung up): it closes
+    the engine connection (vLLM aborts the generation) and returns the lease.
+    """
+
+    def __init__(self, stream: EngineStream, lease: AbstractAsyncContextManager) -> None:
+        self._stream = stream
+        self._lease = lease
+        self._closed = False
+
+    def __aiter__(self) -> AsyncIterator[str]:
+        return self._stream.__aiter__()
+
+    async def aclose(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        with anyio.CancelScope(shield=True):
+            try:
+                await self._stream.aclose()
+            finally:
+                await self._lease.__aexit__(None, None, None)
 
 
 class Dispatcher:
@@ -164,8 +192,9 @@ class Dispatcher:
 
         return await self._pool().call(name, path, run)
 
-    async def stream(self, route: str, target: Target, body: dict) -> AsyncIterator[bytes]:
-        """Open the engine stream now (so errors become HTTP errors), then relay its lines."""
+    async def stream(self, route: str, target: Target, body: dict) -> OpenStream:
+        """Open the engine stream now (so errors become HTTP errors); the caller must
+        ``aclose()`` the result, which ends the engine request and returns the lease."""
         path = await self._adapter_path(target.adapter)
         name = target.adapter.engine_name if target.adapter else None
         lease = self._pool().lease(name, path)
@@ -178,16 +207,7 @@ class Dispatcher:
         except BaseException as exc:
             await lease.__aexit__(type(exc), exc, exc.__traceback__)
             raise
-
-        async def relay() -> AsyncIterator[bytes]:
-            try:
-                async for line in engine_stream:
-                    yield line.encode() + b"\n\n"
-            finally:
-                await engine_stream.aclose()
-                await lease.__aexit__(None, None, None)
-
-        return relay()
+        return OpenStream(engine_stream, lease)
 
     async def classify(self, target: Target, texts: list[str]) -> list[Classification]:
         adapter = target.adapter

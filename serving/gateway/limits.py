@@ -40,6 +40,11 @@ class TenantLimiter:
     def capacity(self) -> float:
         return self.burst if self.burst is not None else max(1.0, self.rate_per_s)
 
+    def in_flight(self, tenant: str) -> int:
+        """Requests of ``tenant`` holding a slot now."""
+        b = self._buckets.get(tenant)
+        return b.in_flight if b is not None else 0
+
     @contextmanager
     def admit(self, tenant: str):  # noqa: ANN201
         b = self._bucket(tenant)

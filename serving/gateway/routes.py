@@ -10,15 +10,15 @@ from __future__ import annotations
 import json
 import time
 import uuid
-from collections.abc import AsyncIterator
 
 from fastapi import APIRouter, Depends, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from monitoring.request_log import LogRecord
 from serving.gateway.schemas import ChatRequest, ClassifyRequest, CompletionRequest
+from serving.gateway.streaming import RelayResponse, StreamRecord, rewrite_events
 from services import registry
 from services.api.deps import cached_tenant, current_tenant, platform
 from services.errors import InvalidInput, TooLarge, TuneloopError, Unavailable
@@ -136,14 +136,9 @@ async def _serve_generation(request: Request, route: str, schema, id_prefix: str
             if route == "chat":
                 so = body.get("stream_options") or {}
                 body["stream_options"] = {**so, "include_usage": True}
-            chunks = await gw.dispatch.stream(route, target, body)
+            engine_stream = await gw.dispatch.stream(route, target, body)
             status = 200
-            return StreamingResponse(
-                _relay_stream(request, chunks, response_id, target, tenant, route, body, started,
-                              release),
-                media_type="text/event-stream",
-                headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-            )
+            return _relay(gw, engine_stream, response_id, target, tenant, route, body, started, release)
         result = await gw.dispatch.generate(route, target, body)
         result["id"] = response_id
         result["model"] = target.public_model
@@ -163,41 +158,22 @@ async def _serve_generation(request: Request, route: str, schema, id_prefix: str
             gw.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
 
 
-async def _relay_stream(request, chunks: AsyncIterator[bytes], response_id, target, tenant, route,  # noqa: ANN001
-                        body, started, release) -> AsyncIterator[bytes]:
-    gw = _gw(request)
-    pieces: list[str] = []
-    usage: dict = {}
-    first = True
-    try:
-        async for line in chunks:
-            if not line.startswith(b"data: ") or line.strip() == b"data: [DONE]":
-                yield line
-                continue
-            try:
-                event = json.loads(line[6:])
-            except ValueError:
-                yield line
-                continue
-            if first:
-                gw.metrics.ttft_seconds.labels(route).observe(time.perf_counter() - started)
-                first = False
-            if isinstance(event, dict):
-                event["id"] = response_id
-                event["model"] = target.public_model
-                for choice in event.get("choices") or []:
-                    delta = choice.get("delta") or {}
-                    pieces.append(delta.get("content") or choice.get("text") or "")
-                if event.get("usage"):
-                    usage = event["usage"]
-            yield b"data: " + json.dumps(event).encode() + b"\n\n"
-    except TuneloopError as exc:
-        err = {"error": {"message": exc.message, "type": exc.type, "code": exc.code}}
-        yield b"data: " + json.dumps(err).encode() + b"\n\n"
-    finally:
+def _relay(gw, engine_stream, response_id, target, tenant, route, body, started, release):  # noqa: ANN001, ANN202
+    record = StreamRecord()
+    events = rewrite_events(engine_stream, response_id, target.public_model, record)
+
+    async def close() -> None:
         release()
+        try:
+            await events.aclose()
+        finally:
+            await engine_stream.aclose()
+        if record.first_event_at is not None:
+            gw.metrics.ttft_seconds.labels(route).observe(record.first_event_at - started)
         gw.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
-        _log(gw, tenant, route, 200, response_id, target, body, "".join(pieces), started, usage)
+        _log(gw, tenant, route, 200, response_id, target, body, record.text, started, record.usage)
+
+    return RelayResponse(events, on_close=close)
 
 
 def _log(gw, tenant, route, status, response_id, target, body, output, started, usage) -> None:  # noqa: ANN001

@@ -1,0 +1,183 @@
+"""A streaming client that hangs up early gives back its tenant slot and aborts the engine request.
+
+Real HTTP on both sides (the gateway under uvicorn, raw sockets as the client) against a stand-in
+engine that holds its first token back, so the client is gone before the gateway relays a byte.
+The real-engine version of the abort check is in tests/serving/test_gateway.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+
+import pytest
+
+from serving.engine_process import free_port
+from serving.gateway.app import serving_extension
+from services.app import create_app
+from services.platform import Platform
+from services.tenants import create_key, create_tenant
+
+
+class SlowStreamEngine:
+    """ASGI stand-in for vLLM: ``/health``; streaming chat that answers its headers after
+    ``headers_after_s`` and its first chunk ``first_chunk_after_s`` later; records every stream
+    that ended because the gateway hung up."""
+
+    def __init__(self, headers_after_s: float = 0.0, first_chunk_after_s: float = 1.0) -> None:
+        self.headers_after_s = headers_after_s
+        self.first_chunk_after_s = first_chunk_after_s
+        self.opened = 0
+        self.aborted = 0
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if scope["type"] == "lifespan":
+            while (await receive())["type"] != "lifespan.shutdown":
+                await send({"type": "lifespan.startup.complete"})
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+        if scope["path"] == "/health":
+            await send({"type": "http.response.start", "status": 200, "headers": []})
+            await send({"type": "http.response.body", "body": b""})
+            return
+        while (await receive()).get("more_body"):
+            pass
+        self.opened += 1
+        await asyncio.sleep(self.headers_after_s)
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"text/event-stream")]})
+        disconnected = asyncio.ensure_future(receive())  # next message: http.disconnect
+        done, _ = await asyncio.wait({disconnected}, timeout=self.first_chunk_after_s)
+        if done:
+            self.aborted += 1
+            return
+        chunk = {"id": "x", "object": "chat.completion.chunk", "model": "base",
+                 "choices": [{"index": 0, "delta": {"content": "hi"}, "finish_reason": "stop"}]}
+        await send({"type": "http.response.body", "more_body": True,
+                    "body": b"data: " + json.dumps(chunk).encode() + b"\n\ndata: [DONE]\n\n"})
+        await send({"type": "http.response.body", "body": b""})
+        disconnected.cancel()
+
+
+class Asgi24:
+    """Wraps an app as an ASGI 2.4 server would run it: after the client hung up (``gone``),
+    ``send`` raises OSError instead of dropping the message (uvicorn 0.x speaks 2.3)."""
+
+    def __init__(self, app) -> None:  # noqa: ANN001
+        self.app = app
+        self.enabled = False
+        self.gone = False
+
+    async def __call__(self, scope, receive, send) -> None:  # noqa: ANN001
+        if not self.enabled or scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        scope = {**scope, "asgi": {**scope.get("asgi", {}), "spec_version": "2.4"}}
+
+        async def send_24(message) -> None:  # noqa: ANN001
+            if self.gone:
+                raise OSError("client disconnected")
+            await send(message)
+
+        await self.app(scope, receive, send_24)
+
+
+class Server:
+    def __init__(self, app, port: int) -> None:  # noqa: ANN001
+        import uvicorn
+
+        self.server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.port = port
+
+    def __enter__(self) -> Server:
+        self.thread.start()
+        deadline = time.monotonic() + 30
+        while not self.server.started:
+            assert time.monotonic() < deadline, "server did not start"
+            time.sleep(0.02)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.server.should_exit = True
+        self.thread.join(10)
+
+
+def _request(port: int, key: str, body: dict) -> socket.socket:
+    raw = json.dumps(body).encode()
+    sock = socket.create_connection(("127.0.0.1", port))
+    sock.sendall(
+        b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+        + f"authorization: Bearer {key}\r\ncontent-length: {len(raw)}\r\n\r\n".encode() + raw
+    )
+    return sock
+
+
+def _status(sock: socket.socket) -> int:
+    sock.settimeout(10)
+    head = sock.recv(65536)
+    return int(head.split(b" ", 2)[1])
+
+
+def _wait_for(condition, timeout_s: float = 5.0) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if condition():
+            return True
+        time.sleep(0.02)
+    return condition()
+
+
+@pytest.fixture
+def servers(make_settings):
+    engine = SlowStreamEngine()
+    with Server(engine, free_port()) as engine_server:
+        settings = make_settings(engine_urls=[f"http://127.0.0.1:{engine_server.port}"],
+                                 tenant_max_concurrency=1, tenant_rate_per_s=1000, port=free_port())
+        platform = Platform.open(settings)
+        with platform.store.write() as s:
+            create_tenant(s, "acme")
+            key = create_key(s, "acme").key
+        app = create_app(platform=platform, extensions=[serving_extension(settings)])
+        wrapper = Asgi24(app)
+        with Server(wrapper, settings.port) as gateway:
+            gateway.wrapper = wrapper
+            yield engine, gateway, key, app
+        platform.close()
+
+
+STREAM = {"model": "base", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+
+
+@pytest.mark.parametrize(("engine_headers_after_s", "asgi_24"), [(0.5, False), (0.0, False), (0.5, True)],
+                         ids=["before-headers", "before-first-token", "asgi-2.4-before-headers"])
+def test_early_disconnect_releases_the_slot_and_aborts_the_engine_request(
+    servers, engine_headers_after_s, asgi_24
+):
+    engine, gateway, key, app = servers
+    engine.headers_after_s = engine_headers_after_s
+    gateway.wrapper.enabled = asgi_24
+    sock = _request(gateway.port, key, STREAM)
+    assert _wait_for(lambda: engine.opened == 1), "the gateway never opened the engine stream"
+    time.sleep(0.1)  # the client hangs up while the gateway waits for the engine's headers or token
+    sock.close()
+    gateway.wrapper.gone = True
+    engine.headers_after_s = 0.0
+    assert _wait_for(lambda: engine.aborted == 1), "the engine request was not aborted"
+    gw = app.state.gateway
+    assert _wait_for(lambda: gw.limiter.in_flight("acme") == 0), "the tenant's slot was never released"
+    assert _wait_for(lambda: gw.dispatch.pool.slots[0].placement.in_flight == 0), "the engine lease leaked"
+    # The tenant's only slot is free again: the next requests are served, not refused with 429.
+    gateway.wrapper.gone = False
+    for _ in range(2):
+        with _request(gateway.port, key, STREAM) as sock:
+            assert _status(sock) == 200
+            sock.settimeout(10)
+            received = b""
+            while b"[DONE]" not in received:
+                chunk = sock.recv(65536)
+                assert chunk, "stream closed before [DONE]"
+                received += chunk
+        assert _wait_for(lambda: gw.limiter.in_flight("acme") == 0)
