@@ -2,8 +2,9 @@
 the same machine (the training machine, not the server), on the run's held-out split:
 
 - the adapter's current champion scored on that split (the recipe scored candidate and base);
-- the parity reference: PEFT's greedy replies to the first held-out prompts, which the server
-  later compares with the engine's (:mod:`training.jobs.parity`).
+- the parity reference: PEFT's greedy replies (chat) or label probabilities (classification)
+  for the first held-out prompts, which the server later compares with the engine's
+  (:mod:`training.jobs.parity`).
 
 ``python -m training.jobs.entrypoint --checks checks.json --config config.json`` (the config is
 the last argument, as for ``training.recipe``). ``checks.json`` holds ``{"champion": spec}``
@@ -21,9 +22,9 @@ from typing import Any
 
 from training import progress
 from training.config import TrainConfig
-from training.jobs.candidate import Candidate, prompt_of
+from training.jobs.candidate import Candidate
 from training.jobs.gate import evaluate_champion
-from training.jobs.parity import MAX_NEW_TOKENS, PROMPTS
+from training.jobs.parity import peft_reference
 
 CHECKS_FILE = "job_checks.json"
 
@@ -49,16 +50,9 @@ def run_checks(config: TrainConfig, adapter_dir: Path, champion: dict[str, Any]
         if out["champion_skipped"] is None and config.evaluate:
             out["champion"] = evaluate_champion(candidate, champion)
             progress.emit(config.progress_file, "champion_evaluated", **out["champion"])
-        examples = candidate.examples[:PROMPTS]
-        if examples:
-            from training.scoring import generate_replies
-
-            conversations = [prompt_of(e, config.prompt_template, list(config.labels or []))
-                             for e in examples]
-            model, tokenizer = candidate.model()
-            out["parity_reference"] = {
-                "conversations": conversations, "max_new_tokens": MAX_NEW_TOKENS,
-                "replies": generate_replies(model, tokenizer, conversations, MAX_NEW_TOKENS)}
+        out["parity_reference"] = peft_reference(
+            candidate, config.prompt_template if config.task == "classification" else None,
+            list(config.labels or []))
     except Exception as exc:  # noqa: BLE001 - recorded; publishing goes on without the check
         if out["champion"] is None and out["champion_skipped"] is None:
             out["champion_skipped"] = f"evaluating the champion failed: {exc}"

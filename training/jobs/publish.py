@@ -4,8 +4,8 @@
    held-out split (the recipe scored candidate and base; the job's entrypoint the champion);
 2. register the adapter as the next version, PENDING (not servable), with metrics, the gate
    decision and lineage;
-3. the parity check (:mod:`training.jobs.parity`): greedy replies through the engine must equal
-   PEFT's; then READY, or FAILED when they differ. Without an engine in this process the check
+3. the parity check (:mod:`training.jobs.parity`): greedy replies (chat) or label probabilities
+   (classification) through the engine must match PEFT's; then READY, or FAILED when they differ. Without an engine in this process the check
    is skipped (a ``parity_skipped`` event says why) and the version becomes READY;
 4. promote it when the job asked for ``auto_promote`` and the gate passed.
 
@@ -18,14 +18,13 @@ import json
 import logging
 import subprocess
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 from services import registry
 from services.adapter_intake import register_adapter_dir
-from services.errors import Unavailable
 from services.platform import Platform
 from services.store.models import (
     Adapter,
@@ -36,18 +35,11 @@ from services.store.models import (
     VersionState,
 )
 from training.config import TrainConfig
-from training.datasets import Message
-from training.jobs.candidate import Candidate, prompt_of
+from training.jobs.candidate import Candidate
 from training.jobs.entrypoint import CHECKS_FILE
 from training.jobs.gate import GateDecision, decide_gate
-from training.jobs.parity import (
-    MAX_NEW_TOKENS,
-    PROMPTS,
-    EngineUnavailable,
-    ParityEngine,
-    ParityResult,
-    compare_replies,
-)
+from training.jobs.parity import ParityEngine, ParityResult
+from training.jobs.parity import check_parity as run_parity_check
 from training.jobs.states import EventType
 
 log = logging.getLogger("tuneloop.jobs")
@@ -135,41 +127,15 @@ def _compare_with_champion(job: FineTuningJob, checks: dict[str, Any] | None,
     return gate, comparison
 
 
-def _reference(candidate: Candidate, checks: dict[str, Any] | None, template: str | None,
-               labels: list[str]) -> tuple[list[list[Message]], list[str] | None]:
-    """(parity prompts, PEFT replies computed by the run, or None: compute them here)."""
-    reference = (checks or {}).get("parity_reference")
-    if reference and reference.get("max_new_tokens") == MAX_NEW_TOKENS:
-        return reference["conversations"], reference["replies"]
-    examples = candidate.examples[:PROMPTS]
-    return [prompt_of(e, template or "", labels) for e in examples], None
-
-
 def check_parity(candidate: Candidate, checks: dict[str, Any] | None,
                  engine: ParityEngine | None, engine_name: str, adapter_path: str,
                  template: str | None, labels: list[str]) -> ParityResult | str:
-    """The parity result, or the reason it was skipped (a string). PEFT's replies come from the
-    training run; without them (an older run) they are computed here."""
+    """The parity result, or the reason it was skipped (a string); see
+    :func:`training.jobs.parity.check_parity` (PEFT's side comes from the training run)."""
     if engine is None:
         return NO_ENGINE
-    conversations, reference = _reference(candidate, checks, template, labels)
-    if not conversations:
-        return "no held-out or training examples to build prompts from"
-    try:
-        served = engine.greedy_replies(engine_name, adapter_path, conversations, MAX_NEW_TOKENS)
-    except (EngineUnavailable, Unavailable) as exc:
-        return str(exc)
-    except Exception as exc:  # noqa: BLE001 - the engine refused the adapter: not servable
-        return ParityResult(False, len(conversations), MAX_NEW_TOKENS, {
-            "index": None, "prompt": None, "engine": f"error: {exc}", "peft": None})
-    if reference is not None:
-        return compare_replies(conversations, served, reference, MAX_NEW_TOKENS)
-    from training.scoring import generate_replies
-
-    model, tokenizer = candidate.model()
-    reference = generate_replies(model, tokenizer, conversations, MAX_NEW_TOKENS)
-    return replace(compare_replies(conversations, served, reference, MAX_NEW_TOKENS),
-                   reference="job manager")
+    return run_parity_check(candidate, (checks or {}).get("parity_reference"), engine,
+                            engine_name, adapter_path, template, labels)
 
 
 def publish(platform: Platform, job: FineTuningJob, output_dir: Path, *, config: TrainConfig,

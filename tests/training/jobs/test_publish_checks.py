@@ -1,5 +1,6 @@
 """Publishing a finished run: the gate against the champion and the parity check before a
-version is servable (scripted runner, the real base model for PEFT, fake engines).
+version is servable (scripted runner, the real base model for PEFT, fake engines; the parity
+comparison itself also on real PEFT adapters: the same one passes, a different one is refused).
 
 The real engine path (a served app, vLLM) is in test_job_end_to_end.py.
 """
@@ -20,7 +21,14 @@ from training.jobs.files import store_file
 from training.jobs.gate import GateReason, decide_gate
 from training.jobs.intake import create_job
 from training.jobs.manager import JobManager
-from training.jobs.parity import EngineUnavailable, GatewayEngine, compare_replies
+from training.jobs.parity import (
+    LABEL_TOLERANCE,
+    EngineUnavailable,
+    GatewayEngine,
+    compare_label_probabilities,
+    compare_replies,
+    peft_label_probabilities,
+)
 from training.jobs.states import JobStatus
 
 # -- pure -----------------------------------------------------------------------------------
@@ -67,6 +75,73 @@ def test_compare_replies_names_the_first_difference():
         compare_replies(prompts, ["a"], ["a", "b", "c"])
 
 
+def test_label_parity_passes_a_near_tie_that_flips_the_top_label():
+    texts = ["clear", "a near tie"]
+    peft = [{"neg": 0.9, "pos": 0.1}, {"neg": 0.51, "pos": 0.49}]
+    engine = [{"neg": 0.89, "pos": 0.11}, {"neg": 0.48, "pos": 0.52}]  # greedy labels differ
+    result = compare_label_probabilities(texts, engine, peft)
+    assert result.passed and result.kind == "label_probabilities"
+    assert result.largest_difference == pytest.approx(0.03)
+    assert result.tolerance == LABEL_TOLERANCE
+    assert "within 0.1 of PEFT's (largest difference 0.030)" in result.message("x@v2")
+
+
+def test_label_parity_refuses_probabilities_that_differ_beyond_the_tolerance():
+    texts = ["same", "different adapter"]
+    peft = [{"neg": 0.9, "pos": 0.1}, {"neg": 0.8, "pos": 0.2}]
+    engine = [{"neg": 0.9, "pos": 0.1}, {"neg": 0.55, "pos": 0.45}]
+    result = compare_label_probabilities(texts, engine, peft)
+    assert not result.passed and result.mismatch["index"] == 1
+    assert result.mismatch["difference"] == pytest.approx(0.25)
+    message = result.message("x@v2")
+    assert "held-out text 1 ('different adapter')" in message
+    assert "{neg: 0.550, pos: 0.450}" in message and "more than 0.1" in message
+    other_labels = compare_label_probabilities(["t"], [{"a": 1.0, "b": 0.0}],
+                                               [{"neg": 1.0, "pos": 0.0}])
+    assert not other_labels.passed
+    with pytest.raises(ValueError):
+        compare_label_probabilities(texts, engine[:1], peft)
+
+
+VADER = [("This product broke after two days, total waste of money.", "negative"),
+         ("The committee will meet on Tuesday to review the budget.", "neutral"),
+         ("Absolutely love it, works perfectly and looks great!", "positive"),
+         ("The editorial board supports the new transit plan.", "neutral")]
+
+
+@pytest.fixture(scope="module")
+def scrambled_adapter(base_model_dir, tmp_path_factory):
+    """A genuinely different LoRA: random (non-zero) A and B on every linear layer."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(0)
+    out = tmp_path_factory.mktemp("scrambled")
+    model = AutoModelForCausalLM.from_pretrained(str(base_model_dir))
+    get_peft_model(model, LoraConfig(r=4, lora_alpha=64, target_modules="all-linear",
+                                     init_lora_weights=False)).save_pretrained(str(out))
+    return out
+
+
+def test_label_parity_on_real_adapters(base_model_dir, peft_adapter, scrambled_adapter):
+    from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
+    from training.scoring import load_model
+
+    texts, labels = [t for t, _ in VADER], ["negative", "neutral", "positive"]
+
+    def probabilities(adapter):
+        model, tokenizer = load_model(base_model_dir, adapter)
+        return peft_label_probabilities(model, tokenizer, DEFAULT_CLASSIFICATION_TEMPLATE,
+                                        texts, labels)
+
+    reference = probabilities(peft_adapter)
+    assert all(abs(sum(p.values()) - 1) < 1e-6 and set(p) == set(labels) for p in reference)
+    assert compare_label_probabilities(texts, probabilities(peft_adapter), reference).passed
+    refused = compare_label_probabilities(texts, probabilities(scrambled_adapter), reference)
+    assert not refused.passed, refused
+
+
 # -- the manager with fake engines ------------------------------------------------------------
 
 
@@ -105,8 +180,34 @@ def peft_greedy(base_model_dir, adapter_dir, conversations, max_tokens):
     return replies
 
 
+def peft_first_token_probabilities(base_model_dir, adapter_dir, template, texts, labels):
+    """An independent PEFT reference for labels with distinct first tokens: the next-token
+    distribution after the prompt, normalised over the labels' first tokens."""
+    import torch
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from training.prompts import classification_messages
+
+    tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
+    model = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(str(base_model_dir)), str(adapter_dir)).eval()
+    first = [tokenizer(label, add_special_tokens=False)["input_ids"][0] for label in labels]
+    assert len(set(first)) == len(labels)
+    out = []
+    for text in texts:
+        prompt = tokenizer.apply_chat_template(classification_messages(template, text, labels),
+                                               add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(prompt, add_special_tokens=False, return_tensors="pt")["input_ids"]
+        with torch.no_grad():
+            p = torch.softmax(model(ids).logits[0, -1], -1)[first]
+        out.append(dict(zip(labels, (p / p.sum()).tolist())))
+    return out
+
+
 class FakeEngine:
-    """A ParityEngine: faithful (PEFT), wrong (a fixed reply) or unavailable."""
+    """A ParityEngine: faithful (PEFT), wrong (a fixed reply; sure of the label PEFT finds less
+    likely) or unavailable."""
 
     def __init__(self, platform, tenant, base_model_dir, mode: str):
         self.platform, self.tenant, self.base = platform, tenant, base_model_dir
@@ -116,7 +217,14 @@ class FakeEngine:
         self.state_seen: str | None = None
 
     def greedy_replies(self, engine_name, adapter_path, conversations, max_tokens):
-        self.calls.append((engine_name, adapter_path, conversations))
+        self._called(engine_name, adapter_path, conversations)
+        if self.mode == "wrong":
+            return ["I am not the adapter you trained."] * len(conversations)
+        return peft_greedy(self.base, adapter_path, conversations, max_tokens)
+
+    def _called(self, engine_name, adapter_path, prompts):
+        """Record the call; the version must be pending (not servable) while it is checked."""
+        self.calls.append((engine_name, adapter_path, prompts))
         name, version = engine_name.split(".")[1], int(engine_name.rsplit(".v", 1)[1])
         with self.platform.store.read() as session:
             self.state_seen = registry.get_version(session, self.tenant, name, version).state
@@ -124,9 +232,15 @@ class FakeEngine:
                 registry.resolve(session, self.tenant, f"{name}@v{version}")
         if self.mode == "unavailable":
             raise EngineUnavailable("no engine was ready within 0 s")
+
+    def label_probabilities(self, engine_name, adapter_path, template, texts, labels):
+        self._called(engine_name, adapter_path, texts)
+        faithful = peft_first_token_probabilities(self.base, adapter_path, template, texts,
+                                                  labels)
         if self.mode == "wrong":
-            return ["I am not the adapter you trained."] * len(conversations)
-        return peft_greedy(self.base, adapter_path, conversations, max_tokens)
+            return [{label: float(label == min(p, key=p.get)) for label in labels}
+                    for p in faithful]
+        return faithful
 
     def forget(self, engine_name):
         self.forgotten.append(engine_name)
@@ -151,22 +265,22 @@ def test_parity_pass_makes_the_pending_version_ready(platform, tenant, training_
     # checks=True: PEFT's replies come from the run (the job entrypoint's parity reference)
     status, job = run(platform, tenant, training_file, peft_adapter, engine, checks=True,
                       suffix="cls")
-    assert status is JobStatus.SUCCEEDED and job.fine_tuned_model == "cls@v1"
+    assert status is JobStatus.SUCCEEDED and job.fine_tuned_model == "cls@v1", job.error
 
     assert engine.state_seen == "pending"
-    [(engine_name, _path, conversations)] = engine.calls
+    [(engine_name, _path, texts)] = engine.calls
     assert engine_name == "acme.cls.v1"
-    # up to 3 held-out prompts (this hash split of 20 has 2), as served: the classification
-    # template with the label set
-    assert len(conversations) == 2
-    assert all("sample text" in c[0]["content"] and "neg, pos" in c[0]["content"]
-               for c in conversations)
+    # a classifier is checked on what /v1/classify returns: label probabilities of up to 8
+    # held-out texts (this hash split of 20 has 2)
+    assert len(texts) == 2 and all(t.startswith("sample text") for t in texts)
     types = [e.type for e in events(platform, job.id)]
     assert types[-5:] == ["evaluated", "gate_decision", "parity_checked", "published",
                           "succeeded"]
     checked = next(e for e in events(platform, job.id) if e.type == "parity_checked")
     assert checked.data["passed"] and checked.data["prompts"] == 2
-    assert checked.data["max_new_tokens"] == 16 and "is servable" in checked.message
+    assert checked.data["kind"] == "label_probabilities" and checked.data["tolerance"] == 0.1
+    assert checked.data["largest_difference"] < 0.01  # float32 PEFT on both sides
+    assert "label probabilities" in checked.message and "is servable" in checked.message
     assert checked.data["reference"] == "training run"
     with platform.store.read() as session:
         version = registry.get_version(session, tenant, "cls", 1)
@@ -181,14 +295,14 @@ def test_parity_mismatch_fails_the_version_and_the_job(platform, tenant, trainin
     status, job = run(platform, tenant, training_file, peft_adapter, engine, suffix="cls")
     assert status is JobStatus.FAILED
     assert job.error["code"] == "parity_failed" and job.fine_tuned_model is None
-    assert "parity check failed for cls@v1: held-out prompt 0" in job.error["message"]
-    assert "I am not the adapter you trained." in job.error["message"]
+    assert "parity check failed for cls@v1: held-out text 0" in job.error["message"]
+    assert "more than 0.1" in job.error["message"]
     checked = next(e for e in events(platform, job.id) if e.type == "parity_checked")
     assert not checked.data["passed"] and checked.data["reference"] == "job manager"
     mismatch = checked.data["mismatch"]
-    assert mismatch["index"] == 0 and mismatch["engine"] == "I am not the adapter you trained."
-    assert mismatch["peft"] and mismatch["peft"] != mismatch["engine"]
-    assert "sample text" in mismatch["prompt"][0]["content"]
+    assert mismatch["index"] == 0 and mismatch["difference"] >= 0.5
+    assert set(mismatch["engine"]) == set(mismatch["peft"]) == {"neg", "pos"}
+    assert mismatch["prompt"].startswith("sample text")
     assert engine.forgotten == ["acme.cls.v1"]
     assert [e.type for e in events(platform, job.id)][-1] == "failed"
     with platform.store.read() as session:
@@ -314,3 +428,26 @@ def test_gateway_engine_is_unavailable_without_serving_or_a_ready_engine(loop):
                           ).greedy_replies("n", "/p", [], 16)
     finally:
         stopped.close()
+
+
+def test_chat_parity_stays_exact_greedy_text():
+    from types import SimpleNamespace
+
+    from training.jobs.parity import check_parity
+
+    class Replies:
+        def __init__(self, reply):
+            self.reply = reply
+
+        def greedy_replies(self, engine_name, adapter_path, conversations, max_tokens):
+            assert max_tokens == 16
+            return [self.reply] * len(conversations)
+
+    chat = SimpleNamespace(config=SimpleNamespace(task="chat"))
+    reference = {"kind": "greedy_text", "max_new_tokens": 16, "replies": ["Paris."],
+                 "conversations": [[{"role": "user", "content": "Capital of France?"}]]}
+    same = check_parity(chat, reference, Replies("Paris. "), "t.c.v1", "/p", None, [])
+    assert same.passed and same.kind == "greedy_text" and same.reference == "training run"
+    differs = check_parity(chat, reference, Replies("Paris!"), "t.c.v1", "/p", None, [])
+    assert not differs.passed and differs.mismatch["engine"] == "Paris!"
+    assert "the engine replied 'Paris!', PEFT replied 'Paris.'" in differs.message("c@v1")
