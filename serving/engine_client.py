@@ -3,7 +3,7 @@
 Request bodies are plain OpenAI dicts passed through unchanged; responses come back as parsed
 JSON (or raw SSE lines for streams). Transport failures become :class:`Unavailable` (503 with
 Retry-After), engine 4xx become :class:`InvalidInput` / :class:`NotFound` / :class:`TooLarge`
-with the engine's message, so the gateway maps every failure without knowing httpx or vLLM.
+with the engine's message, so the gateway maps every failure without knowing aiohttp or vLLM.
 Cancelling the awaiting task (a client disconnect) closes the HTTP request, which makes vLLM
 abort the generation.
 """
@@ -15,13 +15,16 @@ from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Self
 
-import httpx
+import aiohttp
 
 from services.errors import InvalidInput, NotFound, TooLarge, TuneloopError, Unavailable
 
 JSON = dict[str, Any]
-
-
+_TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError)
+_JSON_HEADERS = {"content-type": "application/json"}
+# Below uvicorn's (vLLM's server) 5 s keep-alive, so an idle pooled connection is dropped here
+# before the engine closes it under a request.
+KEEPALIVE_S = 4.0
 class EngineAdapterMissing(NotFound):
     """The engine does not know the requested model/adapter name (it may have restarted)."""
 
@@ -64,17 +67,26 @@ class EngineStream:
     consumer being cancelled) closes the connection, which aborts the generation in vLLM.
     """
 
-    def __init__(self, response: httpx.Response, *, url: str, retry_after_s: float) -> None:
+    def __init__(self, response: aiohttp.ClientResponse, *, url: str, retry_after_s: float) -> None:
         self._response = response
         self._url = url
         self._retry_after_s = retry_after_s
+        self._finished = False
 
     async def __aiter__(self) -> AsyncIterator[str]:
+        buffer = b""
         try:
-            async for line in self._response.aiter_lines():
-                if line:
-                    yield line
-        except httpx.HTTPError as exc:
+            # Chunks split into lines here: no line-length limit (logprobs events can be long).
+            async for chunk in self._response.content.iter_any():
+                buffer += chunk
+                *lines, buffer = buffer.split(b"\n")
+                for line in lines:
+                    if line := line.rstrip(b"\r"):
+                        yield line.decode()
+            if buffer.strip():
+                yield buffer.strip().decode()
+            self._finished = True
+        except _TRANSPORT_ERRORS as exc:
             raise Unavailable(
                 f"engine {self._url} dropped the stream: {exc!r}", retry_after_s=self._retry_after_s
             ) from exc
@@ -82,7 +94,11 @@ class EngineStream:
             await self.aclose()
 
     async def aclose(self) -> None:
-        await self._response.aclose()
+        """Give the connection back after a complete stream; otherwise close it (abort)."""
+        if self._finished:
+            self._response.release()
+        else:
+            self._response.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -96,8 +112,10 @@ class EngineStream:
 class EngineClient:
     """Client of one engine at ``base_url`` (``http://host:port``, without ``/v1``).
 
-    ``http`` lets tests inject an ``httpx.AsyncClient`` (event hooks, transports); by default
-    one is created with ``timeout_s`` per request. Call :meth:`aclose` when done.
+    One pooled keep-alive HTTP/1.1 session (aiohttp: far less per-request overhead than httpx
+    on the gateway's hot path), created on first use inside the running loop. ``session`` lets
+    tests inject one (trace hooks). ``timeout_s`` bounds the wait for each read from the engine.
+    Call :meth:`aclose` when done.
     """
 
     def __init__(
@@ -107,31 +125,43 @@ class EngineClient:
         timeout_s: float = 300.0,
         connect_timeout_s: float = 5.0,
         retry_after_s: float = 5.0,
-        http: httpx.AsyncClient | None = None,
+        session: aiohttp.ClientSession | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
         self.retry_after_s = retry_after_s
-        self._http = http or httpx.AsyncClient(
-            timeout=httpx.Timeout(timeout_s, connect=connect_timeout_s),
-            limits=httpx.Limits(max_connections=None, max_keepalive_connections=64),
-        )
+        self.timeout_s = timeout_s
+        self.connect_timeout_s = connect_timeout_s
+        self._session = session
         self.reachable = True
         """False after a transport failure, True again after the next answered request."""
 
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession(
+                connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S),
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=self.connect_timeout_s,
+                                              sock_read=self.timeout_s),
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
     async def aclose(self) -> None:
-        await self._http.aclose()
+        if self._session is not None:
+            await self._session.close()
 
     # -- OpenAI routes --------------------------------------------------------------------
 
     async def health(self) -> bool:
         """True when ``/health`` answers 200; never raises."""
         try:
-            ok = (await self._http.get(f"{self.base_url}/health", timeout=5.0)).status_code == 200
-        except httpx.HTTPError:
+            async with self.session.get(f"{self.base_url}/health",
+                                        timeout=aiohttp.ClientTimeout(total=5.0)) as response:
+                ok = response.status == 200
+        except _TRANSPORT_ERRORS:
             ok = False
         self.reachable = ok
         return ok
-
     async def list_models(self) -> list[JSON]:
         """``GET /v1/models``: the base model and every loaded adapter (``data`` entries)."""
         return (await self._request("GET", "/v1/models"))["data"]
@@ -140,9 +170,13 @@ class EngineClient:
         """``POST /v1/chat/completions`` without streaming; returns the parsed response."""
         return await self._request("POST", "/v1/chat/completions", {**body, "stream": False})
 
-    async def completions(self, body: JSON) -> JSON:
-        """``POST /v1/completions`` without streaming; returns the parsed response."""
-        return await self._request("POST", "/v1/completions", {**body, "stream": False})
+    async def completions(self, body: JSON, *, timeout_s: float | None = None) -> JSON:
+        """``POST /v1/completions`` without streaming; returns the parsed response.
+
+        ``timeout_s`` overrides the client's per-request timeout (probes use a short one).
+        """
+        return await self._request("POST", "/v1/completions", {**body, "stream": False},
+                                   timeout_s=timeout_s)
 
     async def open_chat_stream(self, body: JSON) -> EngineStream:
         """Start a streaming chat completion; errors raise here, before any byte is relayed."""
@@ -172,41 +206,52 @@ class EngineClient:
 
     # -- transport ------------------------------------------------------------------------
 
-    def _unavailable(self, exc: Exception) -> Unavailable:
+    def _unavailable(self, exc: BaseException) -> Unavailable:
         self.reachable = False
-        kind = "timed out" if isinstance(exc, httpx.TimeoutException) else "is unreachable"
+        kind = "timed out" if isinstance(exc, TimeoutError) else "is unreachable"
         return Unavailable(f"engine {self.base_url} {kind}: {exc!r}", retry_after_s=self.retry_after_s)
 
-    async def _request(self, method: str, path: str, body: JSON | None = None) -> Any:
+    def _timeout(self, timeout_s: float) -> aiohttp.ClientTimeout:
+        return aiohttp.ClientTimeout(total=timeout_s, sock_connect=self.connect_timeout_s)
+
+    async def _request(
+        self, method: str, path: str, body: JSON | None = None, *, timeout_s: float | None = None
+    ) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        extra = {} if timeout_s is None else {"timeout": self._timeout(timeout_s)}
         try:
-            response = await self._http.request(method, f"{self.base_url}{path}", json=body)
-        except httpx.HTTPError as exc:
+            async with self.session.request(
+                method, f"{self.base_url}{path}", data=data,
+                headers=_JSON_HEADERS if data is not None else None, **extra,
+            ) as response:
+                status, content = response.status, await response.read()
+        except _TRANSPORT_ERRORS as exc:
             raise self._unavailable(exc) from exc
         self.reachable = True
-        if response.status_code >= 400:
-            raise engine_error(response.status_code, response.content, url=self.base_url,
-                               retry_after_s=self.retry_after_s)
-        if not response.content:
+        if status >= 400:
+            raise engine_error(status, content, url=self.base_url, retry_after_s=self.retry_after_s)
+        if not content:
             return None
         try:
-            return response.json()
+            return json.loads(content)
         except ValueError:
-            return response.text  # load/unload answer plain text
+            return content.decode(errors="replace")  # load/unload answer plain text
 
     async def _open_stream(self, path: str, body: JSON) -> EngineStream:
-        request = self._http.build_request("POST", f"{self.base_url}{path}", json={**body, "stream": True})
+        data = json.dumps({**body, "stream": True}).encode()
         try:
-            response = await self._http.send(request, stream=True)
-        except httpx.HTTPError as exc:
+            response = await self.session.post(f"{self.base_url}{path}", data=data,
+                                               headers=_JSON_HEADERS)
+        except _TRANSPORT_ERRORS as exc:
             raise self._unavailable(exc) from exc
         self.reachable = True
-        if response.status_code >= 400:
+        if response.status >= 400:
             try:
-                content = await response.aread()
-            except httpx.HTTPError:
+                content = await response.read()
+            except _TRANSPORT_ERRORS:
                 content = b""
             finally:
-                await response.aclose()
-            raise engine_error(response.status_code, content, url=self.base_url,
+                response.release()
+            raise engine_error(response.status, content, url=self.base_url,
                                retry_after_s=self.retry_after_s)
         return EngineStream(response, url=self.base_url, retry_after_s=self.retry_after_s)

@@ -60,6 +60,7 @@ EventHook = Callable[[PlacementEvent], None]
 class _Entry:
     path: str
     idle: asyncio.Event = field(default_factory=asyncio.Event)
+    verified: bool = False  # a probe request succeeded since this load
 
 
 class AdapterPlacement:
@@ -104,6 +105,26 @@ class AdapterPlacement:
     def refs(self, name: str) -> int:
         """Requests currently holding ``name`` through :meth:`use`."""
         return self._refs.get(name, 0)
+
+    def is_verified(self, name: str) -> bool:
+        """True if ``name`` is loaded and a probe succeeded since it was (re-)loaded."""
+        entry = self._loaded.get(name)
+        return entry is not None and entry.verified
+
+    def mark_verified(self, name: str) -> None:
+        """Record a successful probe of ``name``; a later re-load (engine restart) clears it."""
+        entry = self._loaded.get(name)
+        if entry is not None:
+            entry.verified = True
+
+    def retire(self, name: str) -> None:
+        """Keep ``name`` loaded but make it the first idle adapter evicted when room is needed.
+
+        For a version that stopped being a champion: it stays ready as the rollback target at no
+        cost until the capacity is needed by adapters that serve traffic.
+        """
+        if name in self._loaded:
+            self._loaded.move_to_end(name, last=False)
 
     # -- loading ------------------------------------------------------------------------------
 
@@ -362,12 +383,29 @@ class EnginePool:
                     slot.placement.forget(adapter)
         raise AssertionError("unreachable")
 
-    async def load_everywhere(self, name: str, path: str) -> None:
-        """Load ``name`` on every ready engine (hot swap: before the alias switches)."""
+    async def prepare_everywhere(
+        self, name: str, path: str, probe: Callable[[EngineClient], Awaitable[object]]
+    ) -> None:
+        """Load ``name`` on every ready engine and probe it there, all engines at once (hot swap:
+        before the alias switches). Loads and probes already done on an engine are skipped: an
+        adapter stays verified until that engine loads it again (restart, eviction)."""
         slots = [s for s in self.slots if s.is_ready()]
         if not slots:
             raise Unavailable("no engine is ready to load the adapter", retry_after_s=self.retry_after_s)
-        await asyncio.gather(*(s.placement.ensure_loaded(name, path) for s in slots))
+
+        async def prepare(slot: EngineSlot) -> None:
+            if slot.placement.is_verified(name):
+                return
+            async with slot.placement.use(name, path):
+                await probe(slot.client)
+                slot.placement.mark_verified(name)
+
+        await asyncio.gather(*(prepare(s) for s in slots))
+
+    def retire_everywhere(self, name: str) -> None:
+        """:meth:`AdapterPlacement.retire` on every engine."""
+        for slot in self.slots:
+            slot.placement.retire(name)
 
     async def aclose(self) -> None:
         """Close every engine client."""

@@ -30,6 +30,9 @@ from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
 
 log = logging.getLogger("tuneloop.dispatch")
 
+PROBE_TIMEOUT_S = 30.0
+"""A hot-swap probe (1 token) that takes longer means the engine is in trouble: do not switch."""
+
 
 class OpenStream:
     """An engine stream held under an engine lease: iterate for SSE lines, then ``aclose()``.
@@ -71,6 +74,8 @@ class Dispatcher:
         self._health_task: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
         self._draining: dict[str, asyncio.Task] = {}
+        self._incoming: dict[tuple[str, str], str] = {}  # (tenant, adapter) -> prepared version
+        self._rollback_targets: dict[tuple[str, str], str] = {}  # (tenant, adapter) -> kept version
         self._paths: dict[str, str] = {}  # artifact key -> local adapter dir
         self._remote_ready: dict[str, bool] = {}
 
@@ -220,39 +225,57 @@ class Dispatcher:
             )
 
     # -- hot swap -------------------------------------------------------------------------
+    #
+    # A promote loads and probes the new version on every engine, then the alias switches. The
+    # version it replaced stays loaded as the rollback target (retired: first to be evicted when
+    # an engine needs room), so promoting back costs neither a load nor a probe. Only one
+    # previous version per adapter is kept; the one before it is drained and unloaded.
 
     async def prepare(self, adapter: ResolvedAdapter) -> None:
-        """Load ``adapter`` on every ready engine and probe it before the alias switches."""
+        """Load ``adapter`` on every ready engine and probe it before the alias switches.
+
+        Engines where this version was already probed since it was loaded skip both steps.
+        Raises :class:`Unavailable` / :class:`AdapterLoadError` / the probe's engine error; the
+        alias must then not switch.
+        """
         draining = self._draining.pop(adapter.engine_name, None)
         if draining is not None:  # promoted back before the old drain finished: keep it loaded
             draining.cancel()
         path = await self._adapter_path(adapter)
-        pool = self._pool()
-        await pool.load_everywhere(adapter.engine_name, path)
-        probe = {"model": adapter.engine_name, "max_tokens": 1, "temperature": 0.0,
-                 "messages": [{"role": "user", "content": "ping"}]}
-        for slot in pool.slots:
-            if slot.is_ready():
-                async with slot.placement.use(adapter.engine_name, path):
-                    await slot.client.chat_completions(probe)
+        probe = {"model": adapter.engine_name, "prompt": "ping", "max_tokens": 1, "temperature": 0.0}
+
+        async def run_probe(client: EngineClient) -> None:
+            await client.completions(probe, timeout_s=PROBE_TIMEOUT_S)
+
+        await self._pool().prepare_everywhere(adapter.engine_name, path, run_probe)
+        self._incoming[(adapter.tenant, adapter.name)] = adapter.engine_name
 
     def switched(self, tenant_id: int, previous: ResolvedAdapter | None) -> None:
-        """After the alias switched: forget cached champions; drain and unload the old version."""
+        """After the alias switched: forget cached champions; keep ``previous`` loaded as the
+        rollback target and retire the version kept before it (drained, then unloaded)."""
         if self.on_champion_change:
             self.on_champion_change(tenant_id)
         if previous is None or self.pool is None:
             return
-        task = asyncio.create_task(
-            self.pool.drain_and_unload_everywhere(previous.engine_name, timeout_s=120)
-        )
+        key = (previous.tenant, previous.name)
+        champion = self._incoming.pop(key, None)
+        older = self._rollback_targets.get(key)
+        self._rollback_targets[key] = previous.engine_name
+        self.pool.retire_everywhere(previous.engine_name)
+        if older is not None and older not in (previous.engine_name, champion):
+            self._drain_and_unload(older)
+
+    def _drain_and_unload(self, engine_name: str) -> None:
+        assert self.pool is not None
+        task = asyncio.create_task(self.pool.drain_and_unload_everywhere(engine_name, timeout_s=120))
         self._background.add(task)
-        self._draining[previous.engine_name] = task
+        self._draining[engine_name] = task
 
         def done(t: asyncio.Task) -> None:
             self._background.discard(t)
-            if self._draining.get(previous.engine_name) is t:
-                del self._draining[previous.engine_name]
+            if self._draining.get(engine_name) is t:
+                del self._draining[engine_name]
             if not t.cancelled() and t.exception() is not None:
-                log.warning("unloading %s failed: %s", previous.engine_name, t.exception())
+                log.warning("unloading %s failed: %s", engine_name, t.exception())
 
         task.add_done_callback(done)

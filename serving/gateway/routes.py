@@ -17,6 +17,7 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from monitoring.request_log import LogRecord
+from serving.gateway.disconnect import CLIENT_CLOSED_STATUS, ClientGone, cancel_on_disconnect
 from serving.gateway.schemas import ChatRequest, ClassifyRequest, CompletionRequest
 from serving.gateway.streaming import RelayResponse, StreamRecord, rewrite_events
 from services import registry
@@ -136,10 +137,11 @@ async def _serve_generation(request: Request, route: str, schema, id_prefix: str
             if route == "chat":
                 so = body.get("stream_options") or {}
                 body["stream_options"] = {**so, "include_usage": True}
-            engine_stream = await gw.dispatch.stream(route, target, body)
+            engine_stream = await cancel_on_disconnect(
+                request.receive, gw.dispatch.stream(route, target, body))
             status = 200
             return _relay(gw, engine_stream, response_id, target, tenant, route, body, started, release)
-        result = await gw.dispatch.generate(route, target, body)
+        result = await cancel_on_disconnect(request.receive, gw.dispatch.generate(route, target, body))
         result["id"] = response_id
         result["model"] = target.public_model
         status = 200
@@ -149,6 +151,9 @@ async def _serve_generation(request: Request, route: str, schema, id_prefix: str
     except TuneloopError as exc:
         status = exc.status
         raise
+    except ClientGone:
+        status = CLIENT_CLOSED_STATUS
+        return Response(status_code=status)  # nobody reads it
     finally:
         if not parsed.stream or status != 200:
             release()
@@ -210,7 +215,7 @@ async def completions(request: Request):  # noqa: ANN201
 
 
 @router.post("/v1/classify")
-async def classify(request: Request) -> JSONResponse:
+async def classify(request: Request) -> Response:
     gw = _gw(request)
     started = time.perf_counter()
     tenant = await _tenant(request)
@@ -229,7 +234,7 @@ async def classify(request: Request) -> JSONResponse:
                     "an adapter registered with task=classification and labels",
                     param="model",
                 )
-            results = await gw.dispatch.classify(target, texts)
+            results = await cancel_on_disconnect(request.receive, gw.dispatch.classify(target, texts))
         response_id = _new_id("clf")
         data = [{"index": i, "label": r.label, "probabilities": r.probabilities}
                 for i, r in enumerate(results)]
@@ -246,6 +251,9 @@ async def classify(request: Request) -> JSONResponse:
     except TuneloopError as exc:
         status = exc.status
         raise
+    except ClientGone:
+        status = CLIENT_CLOSED_STATUS
+        return Response(status_code=status)
     finally:
         gw.metrics.requests.labels(*gw.metrics.labels_for(tenant.name, adapter_label), "classify",
                                    str(status)).inc()

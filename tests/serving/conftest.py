@@ -17,7 +17,7 @@ from collections.abc import Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
-import httpx
+import aiohttp
 import pytest
 
 from services.settings import Settings
@@ -92,12 +92,15 @@ class CountingClient:
     def __init__(self, url: str, timeout_s: float) -> None:
         self.calls: Counter[tuple[str, str]] = Counter()
 
-        async def record(request: httpx.Request) -> None:
-            self.calls[(request.method, request.url.path)] += 1
+        async def record(session, context, params) -> None:  # noqa: ANN001
+            self.calls[(params.method, params.url.path)] += 1
 
-        http = httpx.AsyncClient(timeout=httpx.Timeout(timeout_s, connect=5.0),
-                                 event_hooks={"request": [record]})
-        self.client = EngineClient(url, http=http, retry_after_s=2.0)
+        trace = aiohttp.TraceConfig()
+        trace.on_request_start.append(record)
+        session = aiohttp.ClientSession(
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=timeout_s),
+            trace_configs=[trace])
+        self.client = EngineClient(url, session=session, retry_after_s=2.0)
 
 
 @pytest.fixture

@@ -1,25 +1,39 @@
-"""EngineClient error mapping and streaming against an in-process fake transport (no vLLM)."""
+"""EngineClient error mapping and streaming against an in-process stand-in server (no vLLM)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
 
-import httpx
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
 
-from services.errors import InvalidInput, TooLarge, Unavailable
 from serving.engine_client import EngineAdapterMissing, EngineClient, EngineError
+from services.errors import InvalidInput, TooLarge, Unavailable
 
 
-def client_for(handler) -> EngineClient:
-    http = httpx.AsyncClient(transport=httpx.MockTransport(handler))
-    return EngineClient("http://engine:8100/v1/", http=http, retry_after_s=3.0)
+def run_against(handler, test, **client_options):  # noqa: ANN001, ANN201
+    """Serve ``handler`` for every path on a local port; run ``test(client)`` against it."""
+
+    async def main():  # noqa: ANN202
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        server = TestServer(app)
+        await server.start_server()
+        client = EngineClient(f"http://127.0.0.1:{server.port}/v1/", retry_after_s=3.0, **client_options)
+        try:
+            return await test(client)
+        finally:
+            await client.aclose()
+            await server.close()
+
+    return asyncio.run(main())
 
 
-def error(status: int, message: str, param: str | None = None) -> httpx.Response:
-    return httpx.Response(status, json={"error": {"message": message, "type": "x", "param": param,
-                                                  "code": status}})
+def error(status: int, message: str, param: str | None = None) -> web.Response:
+    return web.json_response({"error": {"message": message, "type": "x", "param": param, "code": status}},
+                             status=status)
 
 
 @pytest.mark.parametrize(
@@ -27,57 +41,72 @@ def error(status: int, message: str, param: str | None = None) -> httpx.Response
     [(404, EngineAdapterMissing), (400, InvalidInput), (413, TooLarge), (500, EngineError)],
 )
 def test_engine_errors_map_to_tuneloop_errors_with_the_engine_message(status, kind):
-    client = client_for(lambda request: error(status, "the engine says no", param="model"))
-    with pytest.raises(kind, match="the engine says no") as info:
-        asyncio.run(client.chat_completions({"model": "m", "messages": []}))
+    async def handler(request):
+        return error(status, "the engine says no", param="model")
+
+    async def test(client):
+        with pytest.raises(kind, match="the engine says no") as info:
+            await client.chat_completions({"model": "m", "messages": []})
+        return info.value
+
+    raised = run_against(handler, test)
     if status == 400:
-        assert info.value.param == "model"
+        assert raised.param == "model"
     if status == 500:
-        assert info.value.status == 503 and info.value.retry_after_s == 3.0
+        assert raised.status == 503 and raised.retry_after_s == 3.0
 
 
 def test_transport_failures_are_unavailable_with_retry_after():
-    def refuse(request):
-        raise httpx.ConnectError("connection refused", request=request)
+    async def run():
+        client = EngineClient("http://127.0.0.1:9", retry_after_s=3.0)  # nothing listens on port 9
+        try:
+            with pytest.raises(Unavailable, match="unreachable") as info:
+                await client.completions({"model": "m", "prompt": "p"})
+        finally:
+            await client.aclose()
+        return client, info.value
 
-    client = client_for(refuse)
-    with pytest.raises(Unavailable, match="unreachable") as info:
-        asyncio.run(client.completions({"model": "m", "prompt": "p"}))
-    assert info.value.retry_after_s == 3.0
+    client, raised = asyncio.run(run())
+    assert raised.retry_after_s == 3.0
     assert client.reachable is False
 
 
 def test_timeouts_are_unavailable():
-    def slow(request):
-        raise httpx.ReadTimeout("timed out", request=request)
+    async def slow(request):
+        await asyncio.sleep(2)
+        return web.json_response({})
 
-    with pytest.raises(Unavailable, match="timed out"):
-        asyncio.run(client_for(slow).completions({"model": "m", "prompt": "p"}))
+    async def test(client):
+        with pytest.raises(Unavailable, match="timed out"):
+            await client.completions({"model": "m", "prompt": "p"})
+        with pytest.raises(Unavailable, match="timed out"):  # a per-call limit (probes)
+            await client.completions({"model": "m", "prompt": "p"}, timeout_s=0.1)
+
+    run_against(slow, test, timeout_s=0.2)
 
 
 def test_requests_go_to_the_right_routes_with_bodies():
     seen = []
 
-    def handler(request):
-        seen.append((request.method, request.url.path,
-                     json.loads(request.content) if request.content else None))
-        if request.url.path == "/v1/models":
-            return httpx.Response(200, json={"data": [{"id": "base"}]})
-        if request.url.path.endswith("lora_adapter"):
-            return httpx.Response(200, text="Success")
-        return httpx.Response(200, json={"ok": True})
+    async def handler(request):
+        raw = await request.read()
+        seen.append((request.method, request.path, json.loads(raw) if raw else None))
+        if request.path == "/v1/models":
+            return web.json_response({"data": [{"id": "base"}]})
+        if request.path.endswith("lora_adapter"):
+            return web.Response(text="Success")
+        return web.json_response({"ok": True})
 
-    client = client_for(handler)
-
-    async def run():
+    async def test(client):
         assert await client.list_models() == [{"id": "base"}]
         await client.load_lora_adapter("t1.a.v1", "/adapters/a")
         await client.unload_lora_adapter("t1.a.v1")
         await client.chat_completions({"model": "t1.a.v1", "messages": [], "stream": True})
         await client.tokenize({"model": "m", "prompt": "hi"})
+        return client.base_url
 
-    asyncio.run(run())
-    assert client.base_url == "http://engine:8100"
+    base_url = run_against(handler, test)
+    assert base_url.startswith("http://127.0.0.1:") and not base_url.endswith(("/", "/v1"))
     assert seen == [
         ("GET", "/v1/models", None),
         ("POST", "/v1/load_lora_adapter", {"lora_name": "t1.a.v1", "lora_path": "/adapters/a"}),
@@ -88,28 +117,39 @@ def test_requests_go_to_the_right_routes_with_bodies():
 
 
 def test_stream_yields_data_lines_and_errors_raise_before_streaming():
-    def handler(request):
-        body = json.loads(request.content)
+    long_event = "data: " + json.dumps({"text": "x" * 200_000})  # longer than a read buffer
+
+    async def handler(request):
+        body = await request.json()
         assert body["stream"] is True
         if body["model"] == "missing":
             return error(404, "The model `missing` does not exist.")
-        return httpx.Response(200, content=b'data: {"a": 1}\n\ndata: {"a": 2}\n\ndata: [DONE]\n\n',
-                              headers={"content-type": "text/event-stream"})
+        response = web.StreamResponse(headers={"content-type": "text/event-stream"})
+        await response.prepare(request)
+        for piece in (b'data: {"a": 1}\n\ndata: {"a"', b': 2}\r\n\r\n', long_event.encode() + b"\n\n",
+                      b"data: [DONE]\n\n"):
+            await response.write(piece)
+        return response
 
-    client = client_for(handler)
-
-    async def run():
+    async def test(client):
         lines = [line async for line in client.stream_chat_completions({"model": "m"})]
         with pytest.raises(EngineAdapterMissing):
             await client.open_chat_stream({"model": "missing"})
         return lines
 
-    assert asyncio.run(run()) == ['data: {"a": 1}', 'data: {"a": 2}', "data: [DONE]"]
+    assert run_against(handler, test) == ['data: {"a": 1}', 'data: {"a": 2}', long_event, "data: [DONE]"]
 
 
 def test_health_never_raises():
-    def refuse(request):
-        raise httpx.ConnectError("down", request=request)
+    async def down():
+        client = EngineClient("http://127.0.0.1:9")
+        try:
+            return await client.health()
+        finally:
+            await client.aclose()
 
-    assert asyncio.run(client_for(refuse).health()) is False
-    assert asyncio.run(client_for(lambda r: httpx.Response(200)).health()) is True
+    async def ok(request):
+        return web.Response()
+
+    assert asyncio.run(down()) is False
+    assert run_against(ok, lambda client: client.health()) is True

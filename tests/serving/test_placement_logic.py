@@ -193,7 +193,7 @@ def test_pool_prefers_engine_with_adapter_then_least_busy():
             assert second is s1
         async with s1.placement.use("a"):
             assert pool.pick("b") is s0  # s1 is busy
-        await pool.load_everywhere("v2", "/v2")
+        await pool.prepare_everywhere("v2", "/v2", probe=lambda client: asyncio.sleep(0))
         assert s0.placement.is_loaded("v2") and s1.placement.is_loaded("v2")
         assert await pool.drain_and_unload_everywhere("v2")
         assert not s0.placement.is_loaded("v2")
@@ -225,3 +225,82 @@ def test_pool_call_reloads_once_when_the_engine_forgot_the_adapter():
 
     assert asyncio.run(pool.call("a", "/a", request)) == "ok"
     assert loads(engine) == ["a", "a"]
+
+
+def test_retired_version_stays_loaded_and_is_evicted_first():
+    engine = FakeEngine()
+    placement = AdapterPlacement(engine, capacity=3)
+
+    async def run():
+        for name in ("other", "v1", "v2"):
+            await placement.ensure_loaded(name, f"/{name}")
+        placement.retire("v1")  # v2 replaced v1 as champion: v1 is the rollback target
+        assert placement.is_loaded("v1")
+        await placement.ensure_loaded("new", "/new")  # room is needed: v1 goes, not "other"
+
+    asyncio.run(run())
+    assert placement.loaded == ["other", "v2", "new"]
+    assert [n for kind, n in engine.calls if kind == "unload"] == ["v1"]
+
+
+class ProbeRecorder:
+    """A probe that records which engine it ran on and how many ran at once."""
+
+    def __init__(self, fail: bool = False, delay_s: float = 0.05) -> None:
+        self.fail = fail
+        self.delay_s = delay_s
+        self.calls: list[str] = []
+        self.running = 0
+        self.max_running = 0
+
+    async def __call__(self, client: str) -> None:
+        self.calls.append(client)
+        self.running += 1
+        self.max_running = max(self.max_running, self.running)
+        try:
+            await asyncio.sleep(self.delay_s)
+            if self.fail:
+                raise Unavailable("probe failed")
+        finally:
+            self.running -= 1
+
+
+def two_engine_pool(delay_s: float = 0.05):
+    engines = [FakeEngine(delay_s), FakeEngine(delay_s)]
+    slots = [EngineSlot(f"e{i}", client=f"c{i}", placement=AdapterPlacement(e, 4))  # type: ignore[arg-type]
+             for i, e in enumerate(engines)]
+    return engines, EnginePool(slots)
+
+
+def test_prepare_loads_and_probes_every_engine_at_once_then_skips_what_is_verified():
+    engines, pool = two_engine_pool()
+    probe = ProbeRecorder()
+
+    async def run():
+        await pool.prepare_everywhere("v2", "/v2", probe)
+        assert probe.max_running == 2  # both engines probed concurrently
+        await pool.prepare_everywhere("v2", "/v2", probe)  # promoted back: nothing to do
+
+    asyncio.run(run())
+    assert sorted(probe.calls) == ["c0", "c1"]
+    assert [loads(e) for e in engines] == [["v2"], ["v2"]]
+    assert all(s.placement.refs("v2") == 0 for s in pool.slots)
+
+
+def test_failed_probe_is_not_remembered_and_a_reload_needs_a_new_probe():
+    engines, pool = two_engine_pool()
+    failing = ProbeRecorder(fail=True)
+    probe = ProbeRecorder()
+
+    async def run():
+        with pytest.raises(Unavailable, match="probe failed"):
+            await pool.prepare_everywhere("v2", "/v2", failing)
+        assert not pool.slots[0].placement.is_verified("v2")
+        await pool.prepare_everywhere("v2", "/v2", probe)  # loaded already: probed again only
+        engines[0].loaded.clear()  # engine e0 restarted
+        await pool.slots[0].placement.reload_all()
+        await pool.prepare_everywhere("v2", "/v2", probe)
+
+    asyncio.run(run())
+    assert [loads(e) for e in engines] == [["v2", "v2"], ["v2"]]
+    assert probe.calls.count("c0") == 2 and probe.calls.count("c1") == 1

@@ -1,7 +1,7 @@
-"""A streaming client that hangs up early gives back its tenant slot and aborts the engine request.
+"""A client that hangs up early gives back its tenant slot and aborts its engine request.
 
 Real HTTP on both sides (the gateway under uvicorn, raw sockets as the client) against a stand-in
-engine that holds its first token back, so the client is gone before the gateway relays a byte.
+engine that holds its answer back, so the client is gone before the gateway relays a byte.
 The real-engine version of the abort check is in tests/serving/test_gateway.py.
 """
 
@@ -43,9 +43,15 @@ class SlowStreamEngine:
             await send({"type": "http.response.start", "status": 200, "headers": []})
             await send({"type": "http.response.body", "body": b""})
             return
-        while (await receive()).get("more_body"):
-            pass
+        raw = b""
+        while True:
+            message = await receive()
+            raw += message.get("body", b"")
+            if not message.get("more_body"):
+                break
         self.opened += 1
+        if not json.loads(raw).get("stream"):
+            return await self._reply_later(receive, send)
         await asyncio.sleep(self.headers_after_s)
         await send({"type": "http.response.start", "status": 200,
                     "headers": [(b"content-type", b"text/event-stream")]})
@@ -60,6 +66,20 @@ class SlowStreamEngine:
                     "body": b"data: " + json.dumps(chunk).encode() + b"\n\ndata: [DONE]\n\n"})
         await send({"type": "http.response.body", "body": b""})
         disconnected.cancel()
+
+
+    async def _reply_later(self, receive, send) -> None:
+        disconnected = asyncio.ensure_future(receive())
+        done, _ = await asyncio.wait({disconnected}, timeout=self.first_chunk_after_s)
+        if done:
+            self.aborted += 1
+            return
+        disconnected.cancel()
+        reply = {"id": "x", "object": "chat.completion", "model": "base", "usage": {},
+                 "choices": [{"index": 0, "message": {"role": "assistant", "content": "hi"}}]}
+        await send({"type": "http.response.start", "status": 200,
+                    "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": json.dumps(reply).encode()})
 
 
 class Asgi24:
@@ -149,6 +169,7 @@ def servers(make_settings):
 
 
 STREAM = {"model": "base", "stream": True, "messages": [{"role": "user", "content": "hi"}]}
+CHAT = {**STREAM, "stream": False}
 
 
 @pytest.mark.parametrize(("engine_headers_after_s", "asgi_24"), [(0.5, False), (0.0, False), (0.5, True)],
@@ -181,3 +202,17 @@ def test_early_disconnect_releases_the_slot_and_aborts_the_engine_request(
                 assert chunk, "stream closed before [DONE]"
                 received += chunk
         assert _wait_for(lambda: gw.limiter.in_flight("acme") == 0)
+
+
+def test_disconnect_during_a_non_streaming_request_aborts_it_and_frees_the_slot(servers):
+    engine, gateway, key, app = servers
+    sock = _request(gateway.port, key, CHAT)
+    assert _wait_for(lambda: engine.opened == 1)
+    time.sleep(0.1)
+    sock.close()
+    assert _wait_for(lambda: engine.aborted == 1), "the engine request was not aborted"
+    gw = app.state.gateway
+    assert _wait_for(lambda: gw.limiter.in_flight("acme") == 0), "the tenant's slot was never released"
+    with _request(gateway.port, key, CHAT) as sock:
+        assert _status(sock) == 200
+    assert 'status="499"' in gw.metrics.exposition().decode()  # counted as "client closed"
