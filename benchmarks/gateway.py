@@ -161,7 +161,8 @@ def hot_swap(url: str, key: str, swaps: int) -> dict:
     stop.set()
     for t in threads:
         t.join()
-    return {"swaps": len(latencies), "p50_s": statistics.median(latencies), "max_s": max(latencies),
+    return {"swaps": len(latencies), "p50_s": statistics.median(latencies),
+            "p90_s": percentile(latencies, 90), "max_s": max(latencies),
             "failed_requests": len(failures), "examples": failures[:3]}
 
 
@@ -198,7 +199,7 @@ def main() -> None:
             vllm_tps = asyncio.run(gateway_throughput(url, key, args.adapters, args.vllm_requests, 8))
             s = hot_swap(url, key, args.swaps)
             print(f"hot swap: {s['swaps']} promotes under 4 clients, promote -> first response from the "
-                  f"new version p50 {s['p50_s']:.2f} s, max {s['max_s']:.2f} s; failed requests "
+                  f"new version p50 {s['p50_s']:.2f} s, p90 {s['p90_s']:.2f} s, max {s['max_s']:.2f} s; failed requests "
                   f"{s['failed_requests']} {s['examples']}")
         finally:
             server.should_exit = True

@@ -238,6 +238,56 @@ def test_hot_swap_under_load_fails_no_request(gateway):
         assert text.startswith("Zebra") == (model == "support@v1"), (model, text)
 
 
+def _generated_tokens(engine_url: str) -> float:
+    text = httpx.get(f"{engine_url}/metrics").text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("vllm:generation_tokens_total"))
+
+
+def _generation_stops(engine_url: str, timeout_s: float = 20.0) -> bool:
+    """True once the engine generates nothing for 2 s (an abandoned 900-token request would
+    keep it busy for much longer)."""
+    deadline = time.monotonic() + timeout_s
+    last = _generated_tokens(engine_url)
+    while time.monotonic() < deadline:
+        time.sleep(2.0)
+        now = _generated_tokens(engine_url)
+        if now == last:
+            return True
+        last = now
+    return False
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streaming", "non-streaming"])
+def test_client_disconnect_aborts_the_engine_request_and_frees_the_slot(gateway, engine, stream):
+    import json
+    import socket
+
+    body = json.dumps({"model": "support@v1", "max_tokens": 900, "ignore_eos": True, "stream": stream,
+                       "temperature": 0, "messages": [{"role": "user", "content": "Tell a long story."}]})
+    port = int(gateway.url.rsplit(":", 1)[1])
+    with socket.create_connection(("127.0.0.1", port)) as sock:
+        sock.sendall(
+            b"POST /v1/chat/completions HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n"
+            + f"authorization: Bearer {gateway.keys['acme']}\r\ncontent-length: {len(body)}\r\n\r\n".encode()
+            + body.encode())
+        if stream:
+            sock.settimeout(60)
+            received = b""
+            while received.count(b"data: ") < 3:  # a few tokens arrived: generation is running
+                chunk = sock.recv(65536)
+                assert chunk, "stream ended early"
+                received += chunk
+        else:
+            start = _generated_tokens(engine.url)
+            deadline = time.monotonic() + 60
+            while _generated_tokens(engine.url) < start + 3:
+                assert time.monotonic() < deadline, "the engine never started generating"
+                time.sleep(0.2)
+    assert _generation_stops(engine.url), "the client left but the engine kept generating"
+    assert gateway.app.state.gateway.limiter.in_flight("acme") == 0
+
+
 def test_responses_are_persisted_for_feedback(gateway):
     from sqlalchemy import select
 
