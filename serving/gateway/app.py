@@ -35,19 +35,19 @@ class Gateway:
     request_log: RequestLog | None
 
 
-def _redactor():  # noqa: ANN202
-    from monitoring.request_log import redact_value
-
-    return redact_value
-
-
 def serving_extension(settings: Settings, *, spawn_engine: bool | None = None):  # noqa: ANN201
     """An app extension adding the serving routes and the engine lifecycle."""
 
     def extend(app: FastAPI) -> None:
         from serving.gateway import routes
 
+        first_new = len(app.router.routes)
         app.include_router(routes.router)
+        # The inference routes are matched first: every request otherwise tries each
+        # platform route's pattern before reaching them (none of their paths overlap).
+        added = app.router.routes[first_new:]
+        del app.router.routes[first_new:]
+        app.router.routes[0:0] = added
         app.state.startup_hooks.append(
             lambda app_: _gateway_lifespan(app_, settings, spawn_engine)
         )
@@ -61,7 +61,7 @@ async def _gateway_lifespan(
 ) -> AsyncIterator[None]:
     platform = app.state.platform
     metrics = Metrics()
-    request_log = RequestLog(platform.store, metrics, redact=_redactor())
+    request_log = RequestLog.from_settings(platform.store, metrics, settings)
     request_log.start()
     dispatch = Dispatcher(settings, platform, metrics)
     spawn = not settings.engine_urls if spawn_engine is None else spawn_engine

@@ -1,8 +1,8 @@
 """Dispatch: run a resolved request on an engine of the pool, with its adapter loaded.
 
 Owns the engines (spawned :class:`EngineProcess` or remote URLs), their placements, classifiers
-and the hot-swap steps (load + probe the new version everywhere before the alias switches;
-drain and unload the old one after).
+and the hot-swap steps (load + probe the new version everywhere before the alias switches; keep
+the replaced version loaded as the rollback target; drain and unload the one before it).
 """
 
 from __future__ import annotations
