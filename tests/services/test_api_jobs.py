@@ -190,25 +190,69 @@ def _force_running(platform, job_id, owner, heartbeat_age_s):
         row.heartbeat_at = datetime.now(UTC) - timedelta(seconds=heartbeat_age_s)
 
 
-def test_restart_fails_jobs_left_running_and_keeps_live_ones(platform):
+def _add_checkpoint(platform, job_id, step):
+    from training.jobs import store
+
+    with platform.store.write() as session:
+        store.add_checkpoint(session, job_id, step, {"step": step, "train_loss": 1.0})
+
+
+def test_restart_requeues_jobs_left_running_and_keeps_live_ones(platform):
     with make_client(platform) as client:
         a = tenant_key(client, "acme")
         file_id = upload(client, a, classification_lines()).json()["id"]
-        stale, live = (client.post(JOBS, headers=a, json={"model": "base",
-                                                          "training_file": file_id}).json()["id"]
-                       for _ in range(2))
+        stale, fresh, live = (client.post(JOBS, headers=a, json={
+            "model": "base", "training_file": file_id}).json()["id"] for _ in range(3))
         wait_status(client, a, live, {"queued"})
-    # A process that died on another host long ago; and one that is alive and heartbeating.
+    # Processes that died on another host long ago; and one that is alive and heartbeating.
     _force_running(platform, stale, "gone-host:4242:abcd", heartbeat_age_s=3600)
+    _add_checkpoint(platform, stale, 6)
+    _force_running(platform, fresh, "gone-host:4242:abcd", heartbeat_age_s=3600)
     _force_running(platform, live, "other-host:1:live", heartbeat_age_s=0)
     with make_client(platform) as client:  # "restart": a new app, a new job manager
         job = client.get(f"{JOBS}/{stale}", headers=a).json()
-        assert job["status"] == "failed"
-        assert job["error"]["code"] == "job_interrupted"
-        assert "create the job again" in job["error"]["message"]
+        assert job["status"] == "queued" and job["error"] is None
+        event = client.get(f"{JOBS}/{stale}/events", headers=a).json()["data"][0]
+        assert event["type"] == "queued"
+        assert "resumes from its latest checkpoint (step 6)" in event["message"]
+        assert event["data"] == {"restart": 1, "resume_step": 6}
+        assert client.get(f"{JOBS}/{fresh}", headers=a).json()["status"] == "queued"
+        event = client.get(f"{JOBS}/{fresh}/events", headers=a).json()["data"][0]
+        assert "no checkpoint yet, so it starts again from the beginning" in event["message"]
         assert client.get(f"{JOBS}/{live}", headers=a).json()["status"] == "running"
-        events = client.get(f"{JOBS}/{stale}/events", headers=a).json()["data"]
-        assert events[0]["type"] == "failed"
+
+
+def test_restart_gives_up_on_a_job_that_keeps_taking_tuneloop_down(platform):
+    from training.jobs.manager import MAX_AUTOMATIC_RESTARTS
+
+    with make_client(platform) as client:
+        a = tenant_key(client, "acme")
+        file_id = upload(client, a, classification_lines()).json()["id"]
+        job = client.post(JOBS, headers=a, json={"model": "base", "training_file": file_id}
+                          ).json()["id"]
+        wait_status(client, a, job, {"queued"})
+    for attempt in range(MAX_AUTOMATIC_RESTARTS + 1):
+        _force_running(platform, job, f"gone-host:{4000 + attempt}:x", heartbeat_age_s=3600)
+        with make_client(platform) as client:
+            body = client.get(f"{JOBS}/{job}", headers=a).json()
+    assert body["status"] == "failed" and body["error"]["code"] == "job_interrupted"
+    message = body["error"]["message"]
+    assert f"stopped {MAX_AUTOMATIC_RESTARTS + 1} times" in message
+    assert "lower batch_size" in message and "create the job again" in message
+
+
+def test_restart_cancels_a_job_whose_cancel_was_requested(platform):
+    with make_client(platform) as client:
+        a = tenant_key(client, "acme")
+        file_id = upload(client, a, classification_lines()).json()["id"]
+        job = client.post(JOBS, headers=a, json={"model": "base", "training_file": file_id}
+                          ).json()["id"]
+        wait_status(client, a, job, {"queued"})
+    _force_running(platform, job, "gone-host:4242:abcd", heartbeat_age_s=3600)
+    with platform.store.write() as session:
+        session.get(FineTuningJob, job).cancel_requested = True
+    with make_client(platform) as client:
+        assert client.get(f"{JOBS}/{job}", headers=a).json()["status"] == "cancelled"
 
 
 def test_restart_recovers_a_dead_local_owner_at_once(platform):
@@ -226,6 +270,10 @@ def test_restart_recovers_a_dead_local_owner_at_once(platform):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     assert int(dead) != os.getpid()
+    # a heartbeat 1 s old is not stale, but its owner's process is gone: recovered at once
     _force_running(platform, job, f"{socket.gethostname()}:{dead}:x", heartbeat_age_s=1)
     with make_client(platform) as client:
-        assert client.get(f"{JOBS}/{job}", headers=a).json()["status"] == "failed"
+        body = client.get(f"{JOBS}/{job}", headers=a).json()
+        assert body["status"] == "queued"
+        event = client.get(f"{JOBS}/{job}/events", headers=a).json()["data"][0]
+        assert event["data"]["restart"] == 1

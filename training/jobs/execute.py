@@ -146,8 +146,9 @@ class RunFollower:
                             "examples", _plain(event))
         elif kind == "resumed":
             store.add_event(session, self.job_id, EventType.MESSAGE,
-                            f"a worker restarted; resumed from the checkpoint at step "
-                            f"{event.get('step')}", _plain(event))
+                            f"resumed from the checkpoint at step {event.get('step')} (a "
+                            "worker or tuneloop restarted); earlier steps are not repeated",
+                            _plain(event))
         elif kind == "validated":
             store.add_event(session, self.job_id, EventType.MESSAGE,
                             f"data ready: {event.get('train_examples')} training examples, "

@@ -7,8 +7,11 @@ compare-and-set transitions). A running job's owner refreshes its heartbeat ever
 whose owner stopped heartbeating is recovered:
 
 - runners whose runs outlive tuneloop (``ray``, ``kuberay``): adopted, followed to its end;
-- the ``local`` runner (its runs die with, or are orphaned by, the process that started them):
-  failed with a reason that says to create the job again.
+- the ``local`` runner (its runs die with the process that started them): queued again under
+  the same run name, so it resumes from its latest checkpoint (Ray Train finds the run's
+  checkpoints in its storage path) or, without one, starts over; after
+  ``MAX_AUTOMATIC_RESTARTS`` such restarts (a job that keeps taking tuneloop down, e.g. out of
+  memory) it is failed with a reason instead. A job whose cancel was requested is cancelled.
 
 A graceful stop cancels running runs and queues their jobs again (same run name: Ray Train
 resumes from the latest checkpoint on the next start).
@@ -45,10 +48,12 @@ from training.runners.base import JobRunner
 
 log = logging.getLogger("tuneloop.jobs")
 
+MAX_AUTOMATIC_RESTARTS = 2
 RESTART_REASON = (
-    "tuneloop stopped while this job was running and the {runner} runner keeps no runs across "
-    "restarts, so the run was lost; create the job again (same training file and "
-    "hyperparameters)")
+    "tuneloop stopped {count} times while this job was running (the {runner} runner's runs do "
+    "not outlive it), so it is not restarted again: if the job itself takes the machine down "
+    "(memory), lower batch_size, max_length or TUNELOOP_TRAIN_WORKERS; then create the job "
+    "again (same training file and hyperparameters)")
 
 
 def new_owner() -> str:
@@ -163,12 +168,35 @@ class JobManager:
             if job.runner in ("ray", "kuberay") and survives_restart(self.platform.settings):
                 self._adopt(job)
                 continue
-            with self.platform.store.write() as session:
-                row = store.get_job(session, None, job.id)
-                if row.status == str(JobStatus.RUNNING) and row.owner == job.owner:
-                    store.fail(session, row, "job_interrupted",
-                               RESTART_REASON.format(runner=job.runner))
+            self._requeue_interrupted(job)
         return recovered
+
+    def _requeue_interrupted(self, job) -> None:
+        """A run lost with its process: queue the job again (resume from its latest checkpoint,
+        else from the start), cancel it if that was asked, or fail it after too many restarts."""
+        with self.platform.store.write() as session:
+            row = store.get_job(session, None, job.id)
+            if row.status != str(JobStatus.RUNNING) or row.owner != job.owner:
+                return
+            if row.cancel_requested:
+                store.transition(session, row, JobStatus.CANCELLED, event=(
+                    EventType.CANCELLED,
+                    "job cancelled (tuneloop stopped while it was running; its run is gone)",
+                    None))
+                return
+            restarts = store.count_restarts(session, row.id)
+            if restarts >= MAX_AUTOMATIC_RESTARTS:
+                store.fail(session, row, "job_interrupted", RESTART_REASON.format(
+                    count=restarts + 1, runner=row.runner))
+                return
+            checkpoints, _ = store.list_checkpoints(session, row.id, limit=1)
+            step = checkpoints[0].step if checkpoints else None
+            where = (f"resumes from its latest checkpoint (step {step})" if step is not None
+                     else "has no checkpoint yet, so it starts again from the beginning")
+            message = ("tuneloop stopped while this job was running; the job is queued again "
+                       f"and {where}")
+            store.transition(session, row, JobStatus.QUEUED, event=(
+                EventType.QUEUED, message, {"restart": restarts + 1, "resume_step": step}))
 
     def _adopt(self, job) -> None:
         with self.platform.store.write() as session:

@@ -101,6 +101,13 @@ def list_events(session: Session, job_id: str, *, after: int | None = None, limi
     return rows[:limit], len(rows) > limit
 
 
+def count_restarts(session: Session, job_id: str) -> int:
+    """How many times the job was queued again after the process running it died."""
+    rows = session.scalars(select(FineTuningEvent.data).where(
+        FineTuningEvent.job_id == job_id, FineTuningEvent.type == "queued"))
+    return sum(1 for data in rows if isinstance(data, dict) and data.get("restart"))
+
+
 def add_checkpoint(session: Session, job_id: str, step: int, metrics: dict[str, Any]) -> bool:
     """Record a checkpoint once per (job, step); False when it was known (a resumed run)."""
     exists = session.scalar(select(FineTuningCheckpoint.id).where(

@@ -1,9 +1,14 @@
 """LocalRayRunner: the embedded default. tuneloop starts (or joins) a Ray on this machine and
 runs each job's entrypoint as a subprocess that connects to it through ``RAY_ADDRESS``.
 
-Each run gets its own process group and log file. ``cancel`` terminates the group (SIGTERM,
-then SIGKILL after a grace period); the Ray Train controller and workers are actors owned by
-that driver process, so Ray reclaims them and their CPUs when it exits.
+The Ray it starts is a separate process tree (:class:`training.runners.ray_head.LocalRayHead`),
+started on the first submit from whatever thread submits, stopped by :meth:`close` and, should
+tuneloop die, by the head's own supervisor.
+
+Each run gets its own process group, log file and pid file. ``cancel`` terminates the group
+(SIGTERM, then SIGKILL after a grace period); the Ray Train controller and workers are actors
+owned by that driver process, so Ray reclaims them and their CPUs when it exits. A run left
+behind by a tuneloop that died is stopped before the same job is submitted again (pid file).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from training.runners.base import RunSpec, RunState, RunStatus
+from training.runners.ray_head import LocalRayHead
 
 LOG_TAIL_CHARS = 2000
 
@@ -47,19 +53,20 @@ class LocalRayRunner:
         self.cancel_grace_s = cancel_grace_s
         self._runs: dict[str, _Run] = {}
         self._lock = threading.Lock()
-        self._started_ray = False
+        self._head: LocalRayHead | None = None
 
     def address(self) -> str:
-        """The Ray GCS address runs connect to; starts the local Ray on first use."""
-        import ray
+        """The Ray GCS address runs connect to; starts the local Ray head on first use (and
+        again if it died)."""
+        return self._ray_env()["RAY_ADDRESS"]
 
+    def _ray_env(self) -> dict[str, str]:
         if self.ray_address is not None:
-            return self.ray_address
-        if not ray.is_initialized():
-            ray.init(num_cpus=self.num_cpus, include_dashboard=False, log_to_driver=False)
-            self._started_ray = True
-        self.ray_address = ray.get_runtime_context().gcs_address
-        return self.ray_address
+            return {"RAY_ADDRESS": self.ray_address}
+        if self._head is None:
+            self._head = LocalRayHead(num_cpus=self.num_cpus)
+        self._head.start()
+        return self._head.driver_env()
 
     def submit(self, spec: RunSpec) -> None:
         """Start ``spec.entrypoint`` unless a run for ``spec.job_id`` exists (idempotent)."""
@@ -68,12 +75,17 @@ class LocalRayRunner:
                 return
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log_path = self.log_dir / f"{_safe(spec.job_id)}.log"
-            env = {**os.environ, **spec.env, "RAY_ADDRESS": self.address()}
+            pid_path = self.log_dir / f"{_safe(spec.job_id)}.pid"
+            stop_orphan(pid_path, spec.job_id, self.cancel_grace_s)
+            env = {**os.environ, **spec.env, **self._ray_env()}
+            if self._head is not None:
+                env.pop("RAY_AUTH_TOKEN", None)  # the head's token file is the one to use
             with open(log_path, "ab") as log:
                 process = subprocess.Popen(
                     spec.entrypoint, stdout=log, stderr=subprocess.STDOUT, env=env,
                     start_new_session=True,  # own process group: cancel kills all of it
                 )
+            pid_path.write_text(str(process.pid), encoding="utf-8")
             self._runs[spec.job_id] = _Run(process, log_path)
 
     def status(self, job_id: str) -> RunStatus:
@@ -123,14 +135,44 @@ class LocalRayRunner:
             return f.read().decode("utf-8", errors="replace")
 
     def close(self) -> None:
-        """Cancel every running run and stop the Ray this runner started."""
+        """Cancel every running run and stop the Ray head this runner started."""
         for job_id in list(self._runs):
             self.cancel(job_id)
-        if self._started_ray:
-            import ray
+        if self._head is not None:
+            self._head.stop()
+            self._head = None
 
-            ray.shutdown()
-            self._started_ray = False
+
+def stop_orphan(pid_path: Path, job_id: str, grace_s: float) -> bool:
+    """Stop the process group a previous tuneloop started for ``job_id`` if it still runs (its
+    command line names the job); True when there was one."""
+    try:
+        pid = int(pid_path.read_text(encoding="utf-8").strip())
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except (OSError, ValueError):
+        return False
+    if job_id not in cmdline:
+        return False  # the pid was reused by something else
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    deadline = time.monotonic() + grace_s
+    while time.monotonic() < deadline and Path(f"/proc/{pid}").exists() and \
+            not _is_zombie(pid):
+        time.sleep(0.2)
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    return True
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split(")")[-1].split()[0] == "Z"
+    except OSError:
+        return True
 
 
 def _signal_group(process: subprocess.Popen, sig: int) -> None:
