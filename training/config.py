@@ -84,7 +84,8 @@ class TrainConfig:
     cpus_per_worker: float = 1.0
     """CPUs reserved per worker (also its torch thread count, rounded)."""
     qlora: bool = False
-    """Load the base in 4-bit (bitsandbytes NF4) and train LoRA on top; GPU only."""
+    """Load the base in 4-bit (bitsandbytes NF4) and train LoRA on top; GPU only, and untested:
+    tuneloop's CI has no GPU, so this path has never run (CPU requests are refused)."""
     checkpoint_every: int = 0
     """Save a resumable checkpoint every N optimizer steps (0: only at the end)."""
     max_failures: int = 2

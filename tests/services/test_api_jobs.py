@@ -116,6 +116,21 @@ def test_creation_errors_name_the_field(client):
     assert client.get(JOBS, headers=a).json()["data"] == []
 
 
+def test_qlora_on_a_cpu_only_tuneloop_is_refused_with_the_reason(client):
+    a = tenant_key(client, "acme")
+    file_id = upload(client, a, classification_lines()).json()["id"]
+    r = client.post(JOBS, headers=a, json={"model": "base", "training_file": file_id,
+                                           "hyperparameters": {"qlora": True}})
+    assert r.status_code == 400
+    error = r.json()["error"]
+    assert error["param"] == "hyperparameters.qlora" and error["code"] == "qlora_needs_gpu"
+    assert "needs a GPU" in error["message"] and "TUNELOOP_TRAIN_USE_GPU" in error["message"]
+    r = client.post(JOBS, headers=a, json={"model": "base", "training_file": file_id,
+                                           "hyperparameters": {"qlora": "yes"}})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "hyperparameters.qlora"
+    assert client.get(JOBS, headers=a).json()["data"] == []
+
+
 def test_chat_job_defaults(client):
     a = tenant_key(client, "acme")
     chat = b"".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},

@@ -21,6 +21,7 @@ EXTRA_KEYS: dict[str, type | tuple[type, ...]] = {
     "target_modules": (str, list), "max_length": int, "packing": bool,
     "grad_accum": int, "warmup_steps": int, "weight_decay": (int, float),
     "max_steps": int, "checkpoint_every": int, "eval_fraction": (int, float),
+    "qlora": bool,  # GPU only; untested (no GPU in tuneloop's CI)
 }
 
 

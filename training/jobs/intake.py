@@ -127,6 +127,13 @@ def create_job(
 
 def _check_train_config(task, labels, template, resolved, seed, settings) -> None:
     """Build the TrainConfig once with placeholder paths: cross-field errors surface now."""
+    if resolved.get("qlora") and not settings.train_use_gpu:
+        raise InvalidInput(
+            "hyperparameters.qlora=true needs a GPU: QLoRA's 4-bit bitsandbytes kernels run on "
+            "CUDA only, and this tuneloop trains on CPU (TUNELOOP_TRAIN_USE_GPU=false). Remove "
+            "qlora to train LoRA in full precision here, or train on GPU workers "
+            "(TUNELOOP_TRAIN_USE_GPU=true with a GPU Ray cluster or KubeRay)",
+            param="hyperparameters.qlora", code="qlora_needs_gpu")
     with tempfile.TemporaryDirectory() as tmp:
         try:
             TrainConfig(base_model=tmp, output_dir=tmp, task=task, train_file=f"{tmp}/x",
