@@ -1,40 +1,45 @@
 """Feedback ingestion and request-log overhead, measured side by side in one run.
 
-- Feedback ingestion: the real app under uvicorn on 127.0.0.1, 64 concurrent clients posting
-  single feedback events (and, separately, batches of 50), on SQLite and, if a URL is given,
-  PostgreSQL; every event is counted back from the store (lost = sent - stored).
+- Feedback ingestion: the real app (``create_app`` + the serving gateway, without an engine) under
+  uvicorn in its own process on 127.0.0.1; 64 concurrent clients (keep-alive connections spread
+  over ``--client-procs`` aiohttp processes, so the client does not share the server's GIL) post
+  single feedback events, then batches of 50, on SQLite and, if asked, PostgreSQL. Every event
+  is counted back from the store (lost = acknowledged - stored) and every response is checked.
 - Request-log overhead: the time ``RequestLog.record()`` adds to a request (the only request-log
   work on the request path), p50/p99, while the writer thread is busy writing to the store.
 
-Usage: python benchmarks/loop.py [--events 4000] [--postgres-url postgresql+psycopg://...]
+Usage: python benchmarks/loop.py [--events 20000] [--clients 64] [--client-procs 2]
+       [--postgres-url postgresql+psycopg://... | --start-postgres] [--profile DIR]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing as mp
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
-import threading
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
-import uvicorn  # noqa: E402
-from sqlalchemy import func, insert, select  # noqa: E402
+from sqlalchemy import func, insert, select
 
-from monitoring.metrics import Metrics  # noqa: E402
-from monitoring.request_log import LogRecord, RequestLog  # noqa: E402
-from services.app import create_app  # noqa: E402
-from services.platform import Platform  # noqa: E402
-from services.settings import Settings  # noqa: E402
-from services.store.models import FeedbackRecord, RequestRecord  # noqa: E402
-from services.tenants import create_key, create_tenant  # noqa: E402
+from monitoring.metrics import Metrics
+from monitoring.request_log import LogRecord, RequestLog
+from services.platform import Platform
+from services.settings import Settings
+from services.store.models import FeedbackRecord, RequestRecord
+from services.tenants import create_key, create_tenant
+
+MODEL = ROOT / ".tuneloop" / "models" / "SmolLM2-135M-Instruct"
 
 
 def _free_port() -> int:
@@ -45,77 +50,167 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _platform(database_url: str | None, data_dir: Path) -> Platform:
-    model = ROOT / ".tuneloop" / "models" / "SmolLM2-135M-Instruct"
-    return Platform.open(Settings(data_dir=data_dir, database_url=database_url, base_model=str(model),
-                                  admin_key="bench"))
+def _settings(database_url: str | None, data_dir: Path, port: int = 8000) -> Settings:
+    return Settings(data_dir=data_dir, database_url=database_url, base_model=str(MODEL),
+                    admin_key="bench", port=port, engine_port=_free_port())
 
 
-async def _ingest(url: str, key: str, response_ids: list[str], events: int, clients: int,
-                  batch: int) -> float:
-    queue: asyncio.Queue = asyncio.Queue()
+# --- server process -------------------------------------------------------------------------
+
+
+def serve(database_url: str | None, data_dir: Path, port: int, profile: str | None) -> None:
+    """Run the real app (gateway without an engine) until SIGTERM."""
+    import signal
+
+    import uvicorn
+
+    from services.app import create_app
+    from serving.gateway.app import serving_extension
+
+    # An engine URL nobody listens on: the gateway runs (request log, metrics) with its engine down;
+    # feedback does not need one.
+    settings = _settings(database_url, data_dir, port).model_copy(
+        update={"engine_urls": [f"http://127.0.0.1:{_free_port()}"]})
+    app = create_app(settings, extensions=[serving_extension(settings, spawn_engine=False)])
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
+    profiler = None
+    if profile:
+        import cProfile
+
+        profiler = cProfile.Profile()
+        profiler.enable()
+    signal.signal(signal.SIGTERM, lambda *_: setattr(server, "should_exit", True))
+    server.run()
+    if profiler is not None:
+        profiler.disable()
+        profiler.dump_stats(profile)
+
+
+@contextmanager
+def server_process(database_url: str | None, data_dir: Path, profile: str | None):
+    import urllib.request
+
+    port = _free_port()
+    cmd = [sys.executable, __file__, "--serve", "--port", str(port), "--data-dir", str(data_dir)]
+    if database_url:
+        cmd += ["--database-url", database_url]
+    if profile:
+        cmd += ["--profile", profile]
+    proc = subprocess.Popen(cmd)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(600):
+            try:
+                urllib.request.urlopen(url + "/healthz", timeout=1)
+                break
+            except OSError:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"server exited with {proc.returncode}") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(60)
+
+
+# --- client processes -----------------------------------------------------------------------
+
+
+def _client_proc(url: str, key: str, bodies: list[bytes], connections: int, start, out) -> None:
+    import aiohttp
+
+    async def run() -> None:
+        pending = list(reversed(bodies))
+        latencies: list[float] = []
+        bad: list[str] = []
+        headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
+        conn = aiohttp.TCPConnector(limit=connections)
+        async with aiohttp.ClientSession(url, connector=conn, headers=headers) as http:
+
+            async def worker() -> None:
+                while pending:
+                    body = pending.pop()
+                    t0 = time.perf_counter()
+                    async with http.post("/v1/feedback", data=body) as r:
+                        text = await r.read()
+                        if r.status not in (200, 201):
+                            bad.append(f"{r.status} {text[:200]!r}")
+                    latencies.append(time.perf_counter() - t0)
+
+            await http.get("/healthz")  # open the connections before the clock starts
+            start.wait()
+            t0 = time.perf_counter()
+            await asyncio.gather(*(worker() for _ in range(connections)))
+            out.put((time.time() - (time.perf_counter() - t0), time.time(), latencies, bad))
+
+    asyncio.run(run())
+
+
+def ingest(url: str, key: str, response_ids: list[str], events: int, clients: int, batch: int,
+           procs: int, tag: str) -> tuple[float, list[float], list[str]]:
+    """Send ``events`` feedback events in requests of ``batch``; (seconds, latencies, errors)."""
+    import json
+
+    bodies = []
     for i in range(0, events, batch):
-        queue.put_nowait([
-            {"response_id": response_ids[j % len(response_ids)], "rating": 1, "id": f"e{j}"}
-            for j in range(i, min(events, i + batch))
-        ])
-    errors = 0
-
-    async def worker(http: httpx.AsyncClient) -> None:
-        nonlocal errors
-        while not queue.empty():
-            items = queue.get_nowait()
-            body = items[0] if batch == 1 else {"data": items}
-            r = await http.post("/v1/feedback", json=body)
-            if r.status_code not in (200, 201):
-                errors += 1
-
-    limits = httpx.Limits(max_connections=clients)
-    async with httpx.AsyncClient(base_url=url, headers={"Authorization": f"Bearer {key}"},
-                                 limits=limits, timeout=60) as http:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(http) for _ in range(clients)))
-        elapsed = time.perf_counter() - started
-    if errors:
-        print(f"  {errors} requests failed")
-    return elapsed
+        items = [{"response_id": response_ids[j % len(response_ids)], "rating": 1 if j % 3 else -1,
+                  "id": f"{tag}-{j}"} for j in range(i, min(events, i + batch))]
+        bodies.append(json.dumps(items[0] if batch == 1 else {"data": items}).encode())
+    ctx = mp.get_context("spawn")
+    start, out = ctx.Event(), ctx.Queue()
+    share = [clients // procs + (1 if p < clients % procs else 0) for p in range(procs)]
+    workers = [ctx.Process(target=_client_proc,
+                           args=(url, key, bodies[p::procs], share[p], start, out))
+               for p in range(procs)]
+    for w in workers:
+        w.start()
+    time.sleep(3.0)  # let every process import and connect
+    start.set()
+    results = [out.get() for _ in workers]
+    for w in workers:
+        w.join()
+    began = min(r[0] for r in results)
+    ended = max(r[1] for r in results)
+    return ended - began, [x for r in results for x in r[2]], [x for r in results for x in r[3]]
 
 
-def feedback_ingestion(name: str, database_url: str | None, events: int, clients: int) -> None:
+def feedback_ingestion(name: str, database_url: str | None, events: int, clients: int,
+                       procs: int, profile_dir: str | None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        p = _platform(database_url, Path(tmp))
+        p = Platform.open(_settings(database_url, Path(tmp)))
         with p.store.write() as s:
             tenant = create_tenant(s, "bench-" + uuid.uuid4().hex[:6])
             key = create_key(s, tenant.name).key
             tenant_id = tenant.id
-        ids = [f"resp-{uuid.uuid4().hex}" for _ in range(200)]
+        ids = [f"resp-{uuid.uuid4().hex}" for _ in range(1000)]
         with p.store.write() as s:
             s.execute(insert(RequestRecord), [
                 {"id": i, "tenant_id": tenant_id, "route": "chat", "status": 200, "input": "x",
                  "output": "y", "latency_ms": 1.0, "prompt_tokens": 1, "completion_tokens": 1}
                 for i in ids])
-        port = _free_port()
-        server = uvicorn.Server(uvicorn.Config(create_app(platform=p), port=port, log_level="error"))
-        thread = threading.Thread(target=server.run, daemon=True)
-        thread.start()
-        while not server.started:
-            time.sleep(0.05)
-        for batch in (1, 50):
-            with p.store.write() as s:
-                s.query(FeedbackRecord).delete()
-            elapsed = asyncio.run(_ingest(f"http://127.0.0.1:{port}", key, ids, events, clients, batch))
-            with p.store.read() as s:
-                stored = s.scalar(select(func.count()).select_from(FeedbackRecord))
-            print(f"{name:10s} batch={batch:<3d} {events} events, {clients} clients: "
-                  f"{events / elapsed:8.0f} events/s, stored {stored}, lost {events - stored}")
-        server.should_exit = True
-        thread.join(10)
+        profile = str(Path(profile_dir) / f"server-{name}.prof") if profile_dir else None
+        with server_process(database_url, Path(tmp), profile) as url:
+            for batch in (1, 50):
+                tag = f"b{batch}"
+                elapsed, lat, bad = ingest(url, key, ids, events, clients, batch, procs, tag)
+                with p.store.read() as s:
+                    stored = s.scalar(select(func.count()).select_from(FeedbackRecord)
+                                      .where(FeedbackRecord.id.like(f"t{tenant_id}:{tag}-%")))
+                lat.sort()
+                acked = events if not bad else None
+                print(f"{name:10s} batch={batch:<3d} {events} events, {clients} clients: "
+                      f"{events / elapsed:8.0f} events/s ({len(lat) / elapsed:6.0f} requests/s), "
+                      f"request p50 {statistics.median(lat) * 1000:.1f} ms p99 "
+                      f"{lat[int(0.99 * len(lat))] * 1000:.1f} ms; stored {stored}, "
+                      f"lost {events - stored}, failed requests {len(bad)}", flush=True)
+                if bad or acked != stored:
+                    print("  errors:", bad[:3])
         p.close()
 
 
 def request_log_overhead(n: int) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        p = _platform(None, Path(tmp))
+        p = Platform.open(_settings(None, Path(tmp)))
         log = RequestLog(p.store, Metrics())
         log.start()
         durations = []
@@ -134,20 +229,75 @@ def request_log_overhead(n: int) -> None:
         p50 = statistics.median(durations) * 1e6
         p99 = durations[int(0.99 * len(durations))] * 1e6
         print(f"request log: record() p50 {p50:.1f} us, p99 {p99:.1f} us over {n} records; "
-              f"written {written}, dropped {log.dropped}")
+              f"written {written}, dropped {log.dropped}", flush=True)
         p.close()
+
+
+@contextmanager
+def started_postgres():
+    """A throwaway PostgreSQL cluster (fsync on: acknowledged means durable) under /tmp."""
+    import shutil
+
+    bindir = max(Path("/usr/lib/postgresql").glob("*/bin/initdb")).parent
+    root = Path(tempfile.mkdtemp(prefix="tuneloop-pg-bench-"))
+    data, sock = root / "data", root / "sock"
+    sock.mkdir()
+    as_user = []
+    if os.geteuid() == 0:
+        os.chmod(root, 0o777)
+        os.chmod(sock, 0o777)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-A", "trust", "-U", "tuneloop"],
+                   check=True, capture_output=True)
+    port = _free_port()
+    opts = f"-p {port} -k {sock} -c listen_addresses=127.0.0.1 -c max_connections=200"
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-o", opts, "-l",
+                    str(root / "log"), "-w", "start"], check=True, capture_output=True)
+    try:
+        from sqlalchemy import create_engine, text
+
+        admin = create_engine(f"postgresql+psycopg://tuneloop@127.0.0.1:{port}/postgres",
+                              isolation_level="AUTOCOMMIT")
+        with admin.connect() as conn:
+            conn.execute(text('CREATE DATABASE "bench"'))
+        admin.dispose()
+        yield f"postgresql+psycopg://tuneloop@127.0.0.1:{port}/bench"
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+                       capture_output=True, check=False)
+        shutil.rmtree(root, ignore_errors=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=4000)
+    parser.add_argument("--events", type=int, default=20_000)
     parser.add_argument("--clients", type=int, default=64)
+    parser.add_argument("--client-procs", type=int, default=2)
     parser.add_argument("--postgres-url", default=None, help="a database URL to test PostgreSQL")
+    parser.add_argument("--start-postgres", action="store_true",
+                        help="start a throwaway PostgreSQL (Debian packages) for the run")
+    parser.add_argument("--skip-sqlite", action="store_true")
+    parser.add_argument("--skip-log", action="store_true", help="skip the request-log measurement")
+    parser.add_argument("--profile", default=None, help="write cProfile stats of the server here")
+    parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
+    parser.add_argument("--database-url", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    feedback_ingestion("sqlite", None, args.events, args.clients)
-    if args.postgres_url:
-        feedback_ingestion("postgresql", args.postgres_url, args.events, args.clients)
-    request_log_overhead(20_000)
+    if args.serve:
+        serve(args.database_url, Path(args.data_dir), args.port, args.profile)
+        return
+    if not args.skip_sqlite:
+        feedback_ingestion("sqlite", None, args.events, args.clients, args.client_procs, args.profile)
+    if args.start_postgres:
+        with started_postgres() as url:
+            feedback_ingestion("postgresql", url, args.events, args.clients, args.client_procs,
+                               args.profile)
+    elif args.postgres_url:
+        feedback_ingestion("postgresql", args.postgres_url, args.events, args.clients,
+                           args.client_procs, args.profile)
+    if not args.skip_log:
+        request_log_overhead(20_000)
 
 
 if __name__ == "__main__":

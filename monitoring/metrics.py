@@ -89,6 +89,14 @@ class Metrics:
             "Request-log records dropped (buffer full or store failing), by reason.", ["reason"],
             registry=r,
         )
+        self.request_log_sampled_out = Counter(
+            "tuneloop_request_log_sampled_out",
+            "Request-log records not stored because of the tenant's sampling rate.", registry=r,
+        )
+        self.request_log_expired = Counter(
+            "tuneloop_request_log_expired",
+            "Request-log rows deleted after their tenant's retention period.", registry=r,
+        )
         self.request_log_pending = Gauge(
             "tuneloop_request_log_pending", "Request-log records waiting to be written.", registry=r,
         )

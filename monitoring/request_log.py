@@ -4,7 +4,12 @@
 inserts batches; when the store is slow or down the buffer fills and new records are dropped
 and counted (``tuneloop_request_log_dropped``), so requests keep succeeding. ``flush()`` waits
 until everything recorded so far is written (used on shutdown and by readers that must see a
-just-served response, such as feedback).
+just-served response, such as feedback; ``is_pending`` tells them whether they need to).
+
+Per tenant (:class:`LogPolicy`): a sampling rate (a response is kept when a hash of its id falls
+under the rate, so the decision is deterministic; a sampled-out response cannot get feedback)
+and a retention period (the writer thread deletes older rows periodically). Redaction of inputs
+and outputs runs in the writer thread, off the request path.
 """
 
 from __future__ import annotations
@@ -12,15 +17,17 @@ from __future__ import annotations
 import logging
 import threading
 import time
+import zlib
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
 
-from sqlalchemy import insert
+from sqlalchemy import delete, insert, select
 
 from monitoring.metrics import Metrics
 from services.store.db import Store
-from services.store.models import RequestRecord, utcnow
+from services.store.models import RequestRecord, Tenant, utcnow
 
 log = logging.getLogger("tuneloop.request_log")
 
@@ -54,6 +61,69 @@ class LogRecord:
     created_at: object = field(default_factory=utcnow)
 
 
+def sampled_in(response_id: str, rate: float) -> bool:
+    """Whether a response is kept at sampling ``rate`` (deterministic in its id)."""
+    if rate >= 1.0:
+        return True
+    if rate <= 0.0:
+        return False
+    return zlib.crc32(response_id.encode()) < rate * 2**32
+
+
+@dataclass(frozen=True)
+class LogPolicy:
+    """Sampling and retention, with per-tenant overrides keyed by tenant name."""
+
+    sample_rate: float = 1.0
+    tenant_sample_rates: Mapping[str, float] = field(default_factory=dict)
+    retention_days: float | None = None  # None: keep forever
+    tenant_retention_days: Mapping[str, float | None] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name, rate in [("*", self.sample_rate), *self.tenant_sample_rates.items()]:
+            if not 0.0 <= rate <= 1.0:
+                raise ValueError(f"request log sample rate for {name!r} is {rate}; use 0..1")
+        for name, days in [("*", self.retention_days), *self.tenant_retention_days.items()]:
+            if days is not None and days <= 0:
+                raise ValueError(f"request log retention for {name!r} is {days} days; use > 0 "
+                                 "or leave it unset to keep rows forever")
+
+    def rate_for(self, tenant: str | None) -> float:
+        return self.tenant_sample_rates.get(tenant, self.sample_rate) if tenant else self.sample_rate
+
+    def retention_for(self, tenant: str) -> float | None:
+        return self.tenant_retention_days.get(tenant, self.retention_days)
+
+    @property
+    def samples(self) -> bool:
+        return self.sample_rate < 1.0 or any(r < 1.0 for r in self.tenant_sample_rates.values())
+
+    @property
+    def expires(self) -> bool:
+        return self.retention_days is not None or any(
+            d is not None for d in self.tenant_retention_days.values())
+
+
+def purge_expired(store: Store, policy: LogPolicy, now: datetime | None = None) -> int:
+    """Delete request-log rows older than their tenant's retention; returns how many."""
+    if not policy.expires:
+        return 0
+    now = now or utcnow()
+    deleted = 0
+    with store.read() as session:
+        tenants = session.execute(select(Tenant.id, Tenant.name)).all()
+    for tenant_id, name in tenants:
+        days = policy.retention_for(name)
+        if days is None:
+            continue
+        with store.write() as session:
+            result = session.execute(delete(RequestRecord).where(
+                RequestRecord.tenant_id == tenant_id,
+                RequestRecord.created_at < now - timedelta(days=days)))
+            deleted += result.rowcount or 0
+    return deleted
+
+
 class RequestLog:
     """Bounded, batched, non-blocking writer of :class:`LogRecord` rows."""
 
@@ -66,6 +136,8 @@ class RequestLog:
         batch_size: int = 500,
         flush_interval_s: float = 0.1,
         redact: Callable[[object], object] | None = None,
+        policy: LogPolicy | None = None,
+        purge_every_s: float = 3600.0,
     ):
         self.store = store
         self.metrics = metrics
@@ -73,6 +145,12 @@ class RequestLog:
         self.batch_size = batch_size
         self.flush_interval_s = flush_interval_s
         self.redact = redact
+        self.policy = policy or LogPolicy()
+        self.purge_every_s = purge_every_s
+        self._next_purge = 0.0  # the first purge runs when the writer starts
+        self._tenant_names: dict[int, str] = {}
+        self._pending_ids: set[str] = set()
+        self.sampled_out = 0
         self._buffer: deque[LogRecord] = deque()
         self._cond = threading.Condition()
         self._written_seq = 0
@@ -80,6 +158,18 @@ class RequestLog:
         self._stop = False
         self._thread: threading.Thread | None = None
         self.dropped = 0
+
+    @classmethod
+    def from_settings(cls, store: Store, metrics: Metrics | None, settings) -> RequestLog:
+        """The request log configured by ``settings`` (sampling, retention, redaction)."""
+        policy = LogPolicy(
+            sample_rate=settings.request_log_sample_rate,
+            tenant_sample_rates=dict(settings.request_log_tenant_sample_rates),
+            retention_days=settings.request_log_retention_days,
+            tenant_retention_days=dict(settings.request_log_tenant_retention_days),
+        )
+        return cls(store, metrics, redact=redact_value if settings.request_log_redact else None,
+                   policy=policy)
 
     def start(self) -> None:
         if self._thread is None:
@@ -95,6 +185,7 @@ class RequestLog:
                     self.metrics.request_log_dropped.labels("buffer_full").inc()
                 return False
             self._buffer.append(rec)
+            self._pending_ids.add(rec.id)
             self._recorded_seq += 1
             self._cond.notify()
         return True
@@ -102,6 +193,11 @@ class RequestLog:
     @property
     def pending(self) -> int:
         return len(self._buffer)
+
+    def is_pending(self, response_ids: Iterable[str]) -> bool:
+        """Whether any of ``response_ids`` is recorded but not yet written (or dropped)."""
+        with self._cond:
+            return not self._pending_ids.isdisjoint(response_ids)
 
     def flush(self, timeout_s: float = 10.0) -> bool:
         """Wait until every record queued before this call is written (or dropped)."""
@@ -137,31 +233,63 @@ class RequestLog:
     def _run(self) -> None:
         failures = 0
         while True:
+            self._maybe_purge()
             batch = self._take_batch()
             if not batch:
                 if self._stop:
                     return
                 continue
-            rows = [self._row(rec) for rec in batch]
             try:
-                with self.store.write() as session:
-                    session.execute(insert(RequestRecord), rows)
+                rows = [self._row(rec) for rec in self._sample(batch)]
+                if rows:
+                    with self.store.write() as session:
+                        session.execute(insert(RequestRecord), rows)
                 failures = 0
-                if self.metrics:
+                if self.metrics and rows:
                     self.metrics.request_log_written.inc(len(rows))
             except Exception as exc:  # noqa: BLE001 - the store may be down; count, never raise
                 failures += 1
                 log.warning("request log: dropping %d records, store write failed: %s", len(rows), exc)
-                self.dropped += len(rows)
+                self.dropped += len(batch)
                 if self.metrics:
-                    self.metrics.request_log_dropped.labels("store_error").inc(len(rows))
+                    self.metrics.request_log_dropped.labels("store_error").inc(len(batch))
                 time.sleep(min(5.0, 0.1 * 2**failures))
             finally:
                 with self._cond:
                     self._written_seq += len(batch)
+                    self._pending_ids.difference_update(rec.id for rec in batch)
                     self._cond.notify_all()
                 if self.metrics:
                     self.metrics.request_log_pending.set(len(self._buffer))
+
+    def _sample(self, batch: list[LogRecord]) -> list[LogRecord]:
+        if not self.policy.samples:
+            return batch
+        unknown = {rec.tenant_id for rec in batch} - self._tenant_names.keys()
+        if unknown:  # tenants are never renamed: a name once seen stays valid
+            with self.store.read() as session:
+                self._tenant_names.update(
+                    session.execute(select(Tenant.id, Tenant.name).where(Tenant.id.in_(unknown))).all())
+        kept = [rec for rec in batch
+                if sampled_in(rec.id, self.policy.rate_for(self._tenant_names.get(rec.tenant_id)))]
+        self.sampled_out += len(batch) - len(kept)
+        if self.metrics and len(kept) < len(batch):
+            self.metrics.request_log_sampled_out.inc(len(batch) - len(kept))
+        return kept
+
+    def _maybe_purge(self) -> None:
+        if not self.policy.expires or time.monotonic() < self._next_purge:
+            return
+        self._next_purge = time.monotonic() + self.purge_every_s
+        try:
+            deleted = purge_expired(self.store, self.policy)
+        except Exception as exc:  # noqa: BLE001 - retried at the next period
+            log.warning("request log: retention purge failed: %s", exc)
+            return
+        if deleted:
+            log.info("request log: deleted %d rows past their retention", deleted)
+            if self.metrics:
+                self.metrics.request_log_expired.inc(deleted)
 
     def _row(self, rec: LogRecord) -> dict:
         row = asdict(rec)

@@ -94,6 +94,22 @@ class Settings(BaseSettings):
     tenant_rate_per_s: float = Field(default=200.0, gt=0)
     """Sustained requests per second per tenant (token bucket); more get 429."""
 
+    request_log_sample_rate: float = Field(default=1.0, ge=0, le=1)
+    """Share of served requests stored in the request log (decided by a hash of the response id).
+    A response that is not stored cannot receive feedback."""
+
+    request_log_tenant_sample_rates: dict[str, float] = Field(default_factory=dict)
+    """Per-tenant sampling rates overriding the default, as JSON: ``{"acme": 0.1}``."""
+
+    request_log_retention_days: float | None = Field(default=None, gt=0)
+    """Days a request-log row is kept before it is deleted. Unset: kept forever."""
+
+    request_log_tenant_retention_days: dict[str, float] = Field(default_factory=dict)
+    """Per-tenant retention in days overriding the default, as JSON: ``{"acme": 7}``."""
+
+    request_log_redact: bool = True
+    """Mask emails, phone numbers and card numbers in logged inputs and outputs."""
+
     ray_address: str | None = None
     """Ray cluster address (``ray://host:10001`` or ``http://host:8265`` for the Jobs API).
     Unset: a local Ray started by tuneloop."""
