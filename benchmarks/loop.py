@@ -58,20 +58,31 @@ def _settings(database_url: str | None, data_dir: Path, port: int = 8000) -> Set
 # --- server process -------------------------------------------------------------------------
 
 
-def serve(database_url: str | None, data_dir: Path, port: int, profile: str | None) -> None:
-    """Run the real app (gateway without an engine) until SIGTERM."""
+def serve(database_url: str | None, data_dir: Path, port: int, profile: str | None,
+          engine_url: str | None = None, request_log: bool = True) -> None:
+    """Run the real app (platform API + gateway) until SIGTERM. Without ``engine_url`` the engine
+    URL is one nobody listens on: the gateway runs with its engine down (feedback needs none)."""
     import signal
+    from contextlib import asynccontextmanager
 
     import uvicorn
 
     from services.app import create_app
     from serving.gateway.app import serving_extension
 
-    # An engine URL nobody listens on: the gateway runs (request log, metrics) with its engine down;
-    # feedback does not need one.
     settings = _settings(database_url, data_dir, port).model_copy(
-        update={"engine_urls": [f"http://127.0.0.1:{_free_port()}"]})
+        update={"engine_urls": [engine_url or f"http://127.0.0.1:{_free_port()}"],
+                "tenant_rate_per_s": 1e6, "tenant_max_concurrency": 1000})
     app = create_app(settings, extensions=[serving_extension(settings, spawn_engine=False)])
+    if not request_log:  # the A/B baseline: the same gateway with its request log switched off
+
+        @asynccontextmanager
+        async def without_log(app_):
+            app_.state.gateway.request_log.stop()
+            app_.state.gateway.request_log = None
+            yield
+
+        app.state.startup_hooks.append(without_log)
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     profiler = None
     if profile:
@@ -87,7 +98,8 @@ def serve(database_url: str | None, data_dir: Path, port: int, profile: str | No
 
 
 @contextmanager
-def server_process(database_url: str | None, data_dir: Path, profile: str | None):
+def server_process(database_url: str | None, data_dir: Path, profile: str | None = None,
+                   engine_url: str | None = None, request_log: bool = True):
     import urllib.request
 
     port = _free_port()
@@ -96,6 +108,10 @@ def server_process(database_url: str | None, data_dir: Path, profile: str | None
         cmd += ["--database-url", database_url]
     if profile:
         cmd += ["--profile", profile]
+    if engine_url:
+        cmd += ["--engine-url", engine_url]
+    if not request_log:
+        cmd += ["--no-request-log"]
     proc = subprocess.Popen(cmd)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -116,7 +132,8 @@ def server_process(database_url: str | None, data_dir: Path, profile: str | None
 # --- client processes -----------------------------------------------------------------------
 
 
-def _client_proc(url: str, key: str, bodies: list[bytes], connections: int, start, out) -> None:
+def _client_proc(url: str, key: str, bodies: list[bytes], connections: int, start, out,
+                 path: str = "/v1/feedback") -> None:
     import aiohttp
 
     async def run() -> None:
@@ -131,7 +148,7 @@ def _client_proc(url: str, key: str, bodies: list[bytes], connections: int, star
                 while pending:
                     body = pending.pop()
                     t0 = time.perf_counter()
-                    async with http.post("/v1/feedback", data=body) as r:
+                    async with http.post(path, data=body) as r:
                         text = await r.read()
                         if r.status not in (200, 201):
                             bad.append(f"{r.status} {text[:200]!r}")
@@ -206,6 +223,96 @@ def feedback_ingestion(name: str, database_url: str | None, events: int, clients
                 if bad or acked != stored:
                     print("  errors:", bad[:3])
         p.close()
+
+
+class _FakeEngine:
+    """A stand-in for vLLM answering instantly, so the gateway's own cost is what is measured."""
+
+    def __init__(self, model: str):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        reply = json.dumps({
+            "id": "x", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "finish_reason": "length",
+                         "message": {"role": "assistant", "content": "Sure, here is a reply."}}],
+            "usage": {"prompt_tokens": 30, "completion_tokens": 6, "total_tokens": 36},
+        }).encode()
+        models = json.dumps({"object": "list", "data": [{"id": model, "object": "model"}]}).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def _send(self, body: bytes) -> None:
+                self.send_response(200)
+                self.send_header("content-type", "application/json")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def do_GET(self) -> None:
+                self._send(models if self.path.startswith("/v1/models") else b"{}")
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                self._send(reply if self.path.endswith("/chat/completions") else b"{}")
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def request_log_http_overhead(requests: int, concurrency: int, rounds: int) -> None:
+    """Chat request latency through the real gateway, request log on vs off (interleaved rounds)."""
+    import json
+
+    with tempfile.TemporaryDirectory() as tmp:
+        p = Platform.open(_settings(None, Path(tmp)))
+        with p.store.write() as s:
+            create_tenant(s, "bench")
+            key = create_key(s, "bench").key
+        model = p.base_model_name
+        p.close()
+        engine = _FakeEngine(model)
+        text = "My email is jane.doe@example.com, call me at +1 415 555 0100. " * 4
+        body = json.dumps({"model": model, "max_tokens": 6,
+                           "messages": [{"role": "user", "content": text}]}).encode()
+        latencies: dict[bool, list[float]] = {True: [], False: []}
+        ctx = mp.get_context("spawn")
+        with server_process(None, Path(tmp), engine_url=engine.url) as on_url, \
+                server_process(None, Path(tmp), engine_url=engine.url, request_log=False) as off_url:
+            for r in range(rounds + 1):
+                for logged, url in ((True, on_url), (False, off_url)):
+                    start, out = ctx.Event(), ctx.Queue()
+                    proc = ctx.Process(target=_client_proc, args=(
+                        url, key, [body] * requests, concurrency, start, out, "/v1/chat/completions"))
+                    proc.start()
+                    start.set()
+                    _, _, lat, bad = out.get()
+                    proc.join()
+                    if bad:
+                        raise RuntimeError(f"chat requests failed: {bad[:3]}")
+                    if r > 0:  # round 0 warms both servers up
+                        latencies[logged] += lat
+        p = Platform.open(_settings(None, Path(tmp)))
+        with p.store.read() as s:
+            logged_rows = s.scalar(select(func.count()).select_from(RequestRecord))
+        p.close()
+        engine.close()
+    on, off = sorted(latencies[True]), sorted(latencies[False])
+    p50_on, p50_off = statistics.median(on) * 1000, statistics.median(off) * 1000
+    print(f"request log, chat through the gateway ({concurrency} concurrent, instant fake engine, "
+          f"{len(on)} requests each): p50 {p50_on:.2f} ms with the log vs {p50_off:.2f} ms without "
+          f"(overhead {p50_on - p50_off:+.2f} ms); p99 {on[int(0.99 * len(on))] * 1000:.2f} vs "
+          f"{off[int(0.99 * len(off))] * 1000:.2f} ms; rows logged {logged_rows} "
+          f"(= {(rounds + 1) * requests} sent to the logging gateway)", flush=True)
 
 
 def request_log_overhead(n: int) -> None:
@@ -283,9 +390,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, help=argparse.SUPPRESS)
     parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     parser.add_argument("--database-url", help=argparse.SUPPRESS)
+    parser.add_argument("--engine-url", help=argparse.SUPPRESS)
+    parser.add_argument("--no-request-log", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--log-requests", type=int, default=1000,
+                        help="chat requests per round of the request-log A/B")
     args = parser.parse_args()
     if args.serve:
-        serve(args.database_url, Path(args.data_dir), args.port, args.profile)
+        serve(args.database_url, Path(args.data_dir), args.port, args.profile, args.engine_url,
+              not args.no_request_log)
         return
     if not args.skip_sqlite:
         feedback_ingestion("sqlite", None, args.events, args.clients, args.client_procs, args.profile)
@@ -298,6 +410,7 @@ def main() -> None:
                            args.client_procs, args.profile)
     if not args.skip_log:
         request_log_overhead(20_000)
+        request_log_http_overhead(args.log_requests, 16, 3)
 
 
 if __name__ == "__main__":
