@@ -132,11 +132,15 @@ class EngineClient:
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
         self._session = session
+        self._closed = False
         self.reachable = True
         """False after a transport failure, True again after the next answered request."""
 
     @property
     def session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise Unavailable(f"the client of engine {self.base_url} is closed (shutting down)",
+                              retry_after_s=self.retry_after_s)
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
                 connector=aiohttp.TCPConnector(limit=0, keepalive_timeout=KEEPALIVE_S),
@@ -147,6 +151,8 @@ class EngineClient:
         return self._session
 
     async def aclose(self) -> None:
+        """Close the session; later calls answer :class:`Unavailable` instead of reopening it."""
+        self._closed = True
         if self._session is not None:
             await self._session.close()
 
@@ -154,6 +160,8 @@ class EngineClient:
 
     async def health(self) -> bool:
         """True when ``/health`` answers 200; never raises."""
+        if self._closed:
+            return False
         try:
             async with self.session.get(f"{self.base_url}/health",
                                         timeout=aiohttp.ClientTimeout(total=5.0)) as response:
