@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import statistics
+import subprocess
 import sys
 import tempfile
 import threading
@@ -34,12 +36,11 @@ from services.settings import Settings  # noqa: E402
 MAX_TOKENS = 16
 
 
-def start_gateway(settings: Settings, adapters: list[Path]):  # noqa: ANN201
-    import uvicorn
-
-    from serving.gateway.app import serving_extension
+def start_gateway(settings: Settings, adapters: list[Path]) -> tuple[subprocess.Popen, str]:
+    """Register the tenant and adapters, then run ``tuneloop serve --no-monitor`` in its own
+    process, as deployed (a gateway thread inside this process would share the GIL with the
+    measuring client and add GIL hand-off delays to every request)."""
     from services.adapter_intake import register_adapter_dir
-    from services.app import create_app
     from services.platform import Platform
     from services.tenants import create_key, create_tenant
 
@@ -50,13 +51,27 @@ def start_gateway(settings: Settings, adapters: list[Path]):  # noqa: ANN201
     for i, path in enumerate(adapters):
         register_adapter_dir(platform, "bench", f"a{i}", path)
     register_adapter_dir(platform, "bench", "a0", adapters[1])  # a0@v2 for the swap test
-    app = create_app(platform=platform, extensions=[serving_extension(settings)])
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=settings.port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    return server, thread, key
+    platform.close()
+    env = {**os.environ, **{f"TUNELOOP_{name.upper()}": _env_value(getattr(settings, name))
+                            for name in settings.model_fields_set}}
+    proc = subprocess.Popen([sys.executable, "-c", "from services.cli.main import main; main()",
+                             "serve", "--no-monitor"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{settings.port}"
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(f"{url}/readyz", timeout=5).status_code == 200:
+                return proc, key
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise SystemExit(f"the gateway did not become ready (exit code {proc.poll()})")
+        time.sleep(0.2)
+
+
+def _env_value(value: object) -> str:
+    return ",".join(value) if isinstance(value, list) else str(value)
 
 
 def overhead(engine_url: str, gateway_url: str, key: str, model: str, n: int) -> dict:
@@ -186,8 +201,9 @@ def main() -> None:
         engine = EngineProcess(settings)
         loop = asyncio.new_event_loop()
         loop.run_until_complete(engine.start())
-        settings = settings.model_copy(update={"engine_urls": [engine.url]})
-        server, thread, key = start_gateway(settings, adapters)
+        settings = Settings(**{name: getattr(settings, name) for name in settings.model_fields_set},
+                            engine_urls=[engine.url], log_level="warning")
+        gateway, key = start_gateway(settings, adapters)
         url = f"http://127.0.0.1:{settings.port}"
         try:
             base = settings.resolved_base_model_name
@@ -202,8 +218,8 @@ def main() -> None:
                   f"new version p50 {s['p50_s']:.2f} s, p90 {s['p90_s']:.2f} s, max {s['max_s']:.2f} s; failed requests "
                   f"{s['failed_requests']} {s['examples']}")
         finally:
-            server.should_exit = True
-            thread.join(30)
+            gateway.terminate()
+            gateway.wait(30)
             loop.run_until_complete(engine.stop())
         # The baseline runs after the engine stopped: its CPU threads would otherwise compete.
         peft_tps = peft_baseline(args.model_dir, adapters, args.baseline_requests)
