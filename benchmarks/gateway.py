@@ -1,7 +1,8 @@
 """Serving benchmark, gateway level, side by side in one run on one engine:
 
 - overhead: the same request straight to the engine vs through the gateway (sequential,
-  1 generated token, base model), p50/p99 and the difference; goal <= 2 ms p50, <= 10 ms p99;
+  interleaved, 1 generated token, base model), p50/p99 and the difference; goal <= 2 ms p50,
+  <= 10 ms p99. The gateway runs as ``tuneloop serve`` in its own process, as deployed;
 - naive baseline: transformers + PEFT in one process serving a mixed-adapter load (batch 1,
   switching adapters per request) vs the gateway + vLLM with the same adapters at concurrency 8:
   generated tokens/s and the ratio (goal >= 10x);
