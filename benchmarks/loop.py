@@ -2,7 +2,7 @@
 
 - Feedback ingestion: the real app (``create_app`` + the serving gateway, without an engine) under
   uvicorn in its own process on 127.0.0.1; 64 concurrent clients (keep-alive connections spread
-  over ``--client-procs`` aiohttp processes, so the client does not share the server's GIL) post
+  over ``--client-procs`` processes of a minimal HTTP/1.1 client, so the client does not share the server's GIL) post
   single feedback events, then batches of 50, on SQLite and, if asked, PostgreSQL. Every event
   is counted back from the store (lost = acknowledged - stored) and every response is checked.
 - Request-log overhead: the time ``RequestLog.record()`` adds to a request (the only request-log
@@ -123,7 +123,7 @@ def server_process(database_url: str | None, data_dir: Path, profile: str | None
                 if proc.poll() is not None:
                     raise RuntimeError(f"server exited with {proc.returncode}") from None
                 time.sleep(0.1)
-        yield url
+        yield url, proc.pid
     finally:
         proc.terminate()
         proc.wait(60)
@@ -134,33 +134,48 @@ def server_process(database_url: str | None, data_dir: Path, profile: str | None
 
 def _client_proc(url: str, key: str, bodies: list[bytes], connections: int, start, out,
                  path: str = "/v1/feedback") -> None:
-    import aiohttp
+    """``connections`` keep-alive HTTP/1.1 connections posting ``bodies``; a minimal client on
+    uvloop, so that the client's CPU (same 2 cores) takes as little as possible from the server."""
+    import uvloop
+
+    host, port = url.removeprefix("http://").split(":")
+    head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {key}\r\n"
+            "Content-Type: application/json\r\nContent-Length: ").encode()
+
+    async def exchange(reader, writer, request: bytes) -> tuple[int, bytes]:
+        writer.write(request)
+        header = await reader.readuntil(b"\r\n\r\n")
+        status = int(header[9:12])
+        at = header.lower().index(b"content-length:") + 15
+        body = await reader.readexactly(int(header[at:header.index(b"\r\n", at)]))
+        return status, body
 
     async def run() -> None:
         pending = list(reversed(bodies))
         latencies: list[float] = []
         bad: list[str] = []
-        headers = {"Authorization": f"Bearer {key}", "content-type": "application/json"}
-        conn = aiohttp.TCPConnector(limit=connections)
-        async with aiohttp.ClientSession(url, connector=conn, headers=headers) as http:
+        conns = [await asyncio.open_connection(host, int(port)) for _ in range(connections)]
+        for reader, writer in conns:  # each connection is open and answered before the clock starts
+            await exchange(reader, writer, f"GET /healthz HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
 
-            async def worker() -> None:
-                while pending:
-                    body = pending.pop()
-                    t0 = time.perf_counter()
-                    async with http.post(path, data=body) as r:
-                        text = await r.read()
-                        if r.status not in (200, 201):
-                            bad.append(f"{r.status} {text[:200]!r}")
-                    latencies.append(time.perf_counter() - t0)
+        async def worker(reader, writer) -> None:
+            while pending:
+                body = pending.pop()
+                t0 = time.perf_counter()
+                status, text = await exchange(reader, writer, head + str(len(body)).encode() + b"\r\n\r\n" + body)
+                if status not in (200, 201):
+                    bad.append(f"{status} {text[:200]!r}")
+                latencies.append(time.perf_counter() - t0)
 
-            await http.get("/healthz")  # open the connections before the clock starts
-            start.wait()
-            t0 = time.perf_counter()
-            await asyncio.gather(*(worker() for _ in range(connections)))
-            out.put((time.time() - (time.perf_counter() - t0), time.time(), latencies, bad))
+        start.wait()
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        await asyncio.gather(*(worker(r, w) for r, w in conns))
+        out.put((time.time() - (time.perf_counter() - t0), time.time(), latencies, bad,
+                 time.process_time() - cpu0))
+        for _, writer in conns:
+            writer.close()
 
-    asyncio.run(run())
+    uvloop.run(run())
 
 
 def ingest(url: str, key: str, response_ids: list[str], events: int, clients: int, batch: int,
@@ -184,6 +199,7 @@ def ingest(url: str, key: str, response_ids: list[str], events: int, clients: in
     time.sleep(3.0)  # let every process import and connect
     start.set()
     results = [out.get() for _ in workers]
+    ingest.client_cpu_s = sum(r[4] for r in results)
     for w in workers:
         w.join()
     began = min(r[0] for r in results)
@@ -206,10 +222,15 @@ def feedback_ingestion(name: str, database_url: str | None, events: int, clients
                  "output": "y", "latency_ms": 1.0, "prompt_tokens": 1, "completion_tokens": 1}
                 for i in ids])
         profile = str(Path(profile_dir) / f"server-{name}.prof") if profile_dir else None
-        with server_process(database_url, Path(tmp), profile) as url:
+        with server_process(database_url, Path(tmp), profile) as (url, pid):
+            import psutil
+
+            server = psutil.Process(pid)
             for batch in (1, 50):
                 tag = f"b{batch}"
+                cpu0 = sum(server.cpu_times()[:2])
                 elapsed, lat, bad = ingest(url, key, ids, events, clients, batch, procs, tag)
+                server_cpu = sum(server.cpu_times()[:2]) - cpu0
                 with p.store.read() as s:
                     stored = s.scalar(select(func.count()).select_from(FeedbackRecord)
                                       .where(FeedbackRecord.id.like(f"t{tenant_id}:{tag}-%")))
@@ -219,7 +240,10 @@ def feedback_ingestion(name: str, database_url: str | None, events: int, clients
                       f"{events / elapsed:8.0f} events/s ({len(lat) / elapsed:6.0f} requests/s), "
                       f"request p50 {statistics.median(lat) * 1000:.1f} ms p99 "
                       f"{lat[int(0.99 * len(lat))] * 1000:.1f} ms; stored {stored}, "
-                      f"lost {events - stored}, failed requests {len(bad)}", flush=True)
+                      f"lost {events - stored}, failed requests {len(bad)}; CPU per request: "
+                      f"server {server_cpu / len(lat) * 1e3:.2f} ms, clients "
+                      f"{ingest.client_cpu_s / len(lat) * 1e3:.2f} ms; load average "
+                      f"{os.getloadavg()[0]:.1f}", flush=True)
                 if bad or acked != stored:
                     print("  errors:", bad[:3])
         p.close()
@@ -286,8 +310,8 @@ def request_log_http_overhead(requests: int, concurrency: int, rounds: int) -> N
                            "messages": [{"role": "user", "content": text}]}).encode()
         latencies: dict[bool, list[float]] = {True: [], False: []}
         ctx = mp.get_context("spawn")
-        with server_process(None, Path(tmp), engine_url=engine.url) as on_url, \
-                server_process(None, Path(tmp), engine_url=engine.url, request_log=False) as off_url:
+        with server_process(None, Path(tmp), engine_url=engine.url) as (on_url, _), \
+                server_process(None, Path(tmp), engine_url=engine.url, request_log=False) as (off_url, _):
             for r in range(rounds + 1):
                 for logged, url in ((True, on_url), (False, off_url)):
                     start, out = ctx.Event(), ctx.Queue()
@@ -295,7 +319,7 @@ def request_log_http_overhead(requests: int, concurrency: int, rounds: int) -> N
                         url, key, [body] * requests, concurrency, start, out, "/v1/chat/completions"))
                     proc.start()
                     start.set()
-                    _, _, lat, bad = out.get()
+                    _, _, lat, bad, _ = out.get()
                     proc.join()
                     if bad:
                         raise RuntimeError(f"chat requests failed: {bad[:3]}")
