@@ -440,7 +440,8 @@ def main() -> None:
                            args.client_procs, args.profile)
     if not args.skip_log:
         request_log_overhead(20_000)
-        request_log_http_overhead(args.log_requests, 16, 3)
+        for concurrency in (1, 16):
+            request_log_http_overhead(args.log_requests, concurrency, 3)
 
 
 if __name__ == "__main__":
