@@ -179,10 +179,8 @@ class RequestLog:
     def record(self, rec: LogRecord) -> bool:
         """Queue ``rec``; False (and counted) when the buffer is full."""
         with self._cond:
-            if len(self._buffer) >= self.max_pending:
-                self.dropped += 1
-                if self.metrics:
-                    self.metrics.request_log_dropped.labels("buffer_full").inc()
+            if self._stop or len(self._buffer) >= self.max_pending:
+                self._count_drop("shutdown" if self._stop else "buffer_full")
                 return False
             self._buffer.append(rec)
             self._pending_ids.add(rec.id)
@@ -213,6 +211,8 @@ class RequestLog:
         return True
 
     def stop(self, timeout_s: float = 10.0) -> None:
+        """Write what is buffered (waiting up to ``timeout_s``), then stop the writer. Records
+        still buffered after that, or recorded after the stop, are dropped and counted."""
         self.flush(timeout_s)
         with self._cond:
             self._stop = True
@@ -220,6 +220,19 @@ class RequestLog:
         if self._thread:
             self._thread.join(timeout_s)
             self._thread = None
+        with self._cond:
+            left = list(self._buffer)
+            self._buffer.clear()
+            self._written_seq += len(left)
+            self._pending_ids.difference_update(rec.id for rec in left)
+        if left:
+            log.warning("request log: %d records were not written before shutdown", len(left))
+            self._count_drop("shutdown", len(left))
+
+    def _count_drop(self, reason: str, n: int = 1) -> None:
+        self.dropped += n
+        if self.metrics:
+            self.metrics.request_log_dropped.labels(reason).inc(n)
 
     def _take_batch(self) -> list[LogRecord]:
         with self._cond:
@@ -250,9 +263,7 @@ class RequestLog:
             except Exception as exc:  # noqa: BLE001 - the store may be down; count, never raise
                 failures += 1
                 log.warning("request log: dropping %d records, store write failed: %s", len(rows), exc)
-                self.dropped += len(batch)
-                if self.metrics:
-                    self.metrics.request_log_dropped.labels("store_error").inc(len(batch))
+                self._count_drop("store_error", len(batch))
                 time.sleep(min(5.0, 0.1 * 2**failures))
             finally:
                 with self._cond:

@@ -188,3 +188,21 @@ def test_bad_policy_values_say_what_to_do():
         LogPolicy(tenant_sample_rates={"acme": 1.5})
     with pytest.raises(ValueError, match="keep rows forever"):
         LogPolicy(retention_days=0)
+
+
+def test_entries_that_cannot_be_written_by_shutdown_are_counted(store):
+    flaky, metrics = FlakyStore(store), Metrics()
+    log = RequestLog(flaky, metrics, flush_interval_s=0.01)
+    log.start()
+    flaky.gate.clear()  # the store hangs through the whole shutdown
+    for i in range(5):
+        log.record(_rec(i))
+    time.sleep(0.1)  # the writer has taken the first batch and hangs in the store
+    log.record(_rec("late"))
+    log.stop(timeout_s=0.5)
+    assert not log.record(_rec("after-stop"))
+    shutdown = _metric(metrics, "tuneloop_request_log_dropped_total", reason="shutdown")
+    assert shutdown >= 2, "the late record and the one after the stop"
+    flaky.gate.set()  # the hung write completes after all
+    time.sleep(0.5)
+    assert len(_ids(store)) + shutdown == 7, "every record is either stored or counted"
