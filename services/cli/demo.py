@@ -40,13 +40,20 @@ class Story:
     labeled_share: float = 0.9
     chunk: int = 50
     probe: int = 60
-    """Fresh held-out texts per distribution, classified by v1 and v2 at the end."""
+    """Fresh held-out new-distribution texts, classified by v1 and v2 at the end."""
+    probe_old: int | None = None
+    """Fresh held-out old-distribution texts for the same (None: as many as ``probe``)."""
     min_new_labels: int = 150
     gate_tolerance: float = 0.05
     """Held-out sets of a few dozen texts move by 0.02-0.03 per text: allow a little noise."""
     gate_min_improvement: float = 0.0
     hyperparameters: dict[str, Any] = field(default_factory=lambda: {
         "n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 5, "max_length": 96})
+    """v1's fine-tuning hyperparameters."""
+    retrain_hyperparameters: dict[str, Any] | None = None
+    """The retrain's (v2's) hyperparameters; None: the same as v1's."""
+    eval_fraction: float = 0.2
+    """Share of the feedback examples held out as the gate's new split."""
     monitor_interval_s: float = 3.0
     window_size: int = 100
     timeout_s: float = 1800.0
@@ -162,9 +169,12 @@ def _drift_line(body: dict) -> str:
     return f"    window of {w['n_window']} inputs: {verdict} ({', '.join(parts)})"
 
 
-def run_story(settings: Any, story: Story = Story(), say: Callable[[str], None] = typer.echo
-              ) -> dict[str, Any]:
-    """Play the story against an app built on ``settings``; returns what happened (for tests)."""
+def run_story(settings: Any, story: Story = Story(), say: Callable[[str], None] = typer.echo,
+              then: Callable[[Any, dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """Play the story against an app built on ``settings``; returns what happened (for tests).
+
+    ``then(api, result)``, if given, runs after the story while the app (engine, monitor) still
+    runs; ``api.call(method, path, json=...)`` calls it as the demo tenant."""
     from fastapi.testclient import TestClient
 
     from monitoring.loop import MonitorConfig
@@ -178,7 +188,8 @@ def run_story(settings: Any, story: Story = Story(), say: Callable[[str], None] 
     new_traffic = new[:story.new_traffic]
     config = MonitorConfig(window_size=story.window_size, window_step=story.chunk,
                            min_window=min(50, story.chunk), min_reference=50,
-                           hyperparameters=story.hyperparameters)
+                           eval_fraction=story.eval_fraction,
+                           hyperparameters=story.retrain_hyperparameters or story.hyperparameters)
     app = create_app(settings, extensions=[
         serving_extension(settings),
         monitor_extension(settings, interval_s=story.monitor_interval_s, config=config)])
@@ -281,28 +292,36 @@ def run_story(settings: Any, story: Story = Story(), say: Callable[[str], None] 
         else:
             say(f"    v2 was not promoted ({run['status']}); {adapter['champion']} keeps serving")
         if story.probe:
-            result["served"] = _probe(api, story, old, new, say)
+            result["served"], result["probe_rows"] = _probe(api, story, old, new, say)
+        if then is not None:
+            then(api, result)
         say(f"Done in {time.monotonic() - began:.0f} s. Events: GET /v1/adapters/sentiment/events")
     return result
 
 
 def _probe(api: _Api, story: Story, old: list[dict], new: list[dict],
-           say: Callable[[str], None]) -> dict[str, dict[str, float]]:
-    """Accuracy of v1 and v2 as served by the engine on fresh texts of both distributions."""
+           say: Callable[[str], None]) -> tuple[dict[str, dict[str, float]], dict[str, list]]:
+    """Accuracy of v1 and v2 as served by the engine on fresh texts of both distributions, and
+    those texts ({"new": rows, "old": rows})."""
     start = story.v1_train + story.v1_valid + story.old_traffic
-    sets = {"new": new[story.new_traffic + 1:][:story.probe], "old": old[start:][:story.probe]}
+    n_old = story.probe if story.probe_old is None else story.probe_old
+    sets = {"new": new[story.new_traffic + 1:][:story.probe], "old": old[start:][:n_old]}
     served: dict[str, dict[str, float]] = {}
     for version in ("v1", "v2"):
         served[version] = {}
         for name, rows in sets.items():
+            if not rows:
+                continue
             out = api.call("POST", "/v1/classify", json={
                 "model": f"sentiment@{version}", "input": [r["text"] for r in rows]})
             predicted = [d["label"] for d in out["data"]]
             served[version][name] = sum(p == r["label"] for p, r in zip(predicted, rows)) / len(rows)
-    say(f"    served by the engine on {story.probe} fresh texts each:")
+    say(f"    served by the engine on fresh texts ({len(sets['new'])} new, {len(sets['old'])} "
+        "old):")
     for version, acc in served.items():
-        say(f"    {version:<19} {acc['new']:>10.2f}{acc['old']:>30.2f}")
-    return served
+        say(f"    {version:<19} {acc.get('new', float('nan')):>10.2f}"
+            f"{acc.get('old', float('nan')):>30.2f}")
+    return served, sets
 
 
 def demo_settings(data_dir: Path | None = None) -> Any:
