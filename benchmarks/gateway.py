@@ -143,34 +143,43 @@ def peft_baseline(base_dir: Path, adapters: list[Path], requests: int) -> float:
 
 
 def hot_swap(url: str, key: str, swaps: int) -> dict:
+    """Promote a0 back and forth under 4 clients; per swap: the promote call, then requests
+    until one answers from the new version. Also the clients' own request latency, to tell
+    the swap's cost from a request's under the same load."""
     stop = threading.Event()
     failures: list[str] = []
+    load_latencies: list[float] = []
     headers = {"Authorization": f"Bearer {key}"}
     body = {"model": "a0", "max_tokens": 2, "temperature": 0, "messages": [{"role": "user", "content": "Hi"}]}
 
     def load() -> None:
         with httpx.Client(base_url=url, timeout=120, headers=headers) as http:
             while not stop.is_set():
+                t = time.perf_counter()
                 r = http.post("/v1/chat/completions", json=body)
+                load_latencies.append(time.perf_counter() - t)
                 if r.status_code != 200:
                     failures.append(f"{r.status_code}: {r.text[:120]}")
 
     threads = [threading.Thread(target=load) for _ in range(4)]
     for t in threads:
         t.start()
-    latencies = []
+    latencies, promote_calls, first_requests = [], [], []
     with httpx.Client(base_url=url, timeout=120, headers=headers) as http:
         for i in range(swaps):
             version = 2 if i % 2 == 0 else 1
             started = time.perf_counter()
             r = http.post("/v1/adapters/a0/promote", json={"version": version})
+            promote_calls.append(time.perf_counter() - started)
             if r.status_code != 200:
                 failures.append(f"promote {r.status_code}")
                 continue
             while True:
+                sent = time.perf_counter()
                 r = http.post("/v1/chat/completions", json=body)
                 if r.status_code == 200 and r.json()["model"] == f"a0@v{version}":
                     latencies.append(time.perf_counter() - started)
+                    first_requests.append(time.perf_counter() - sent)
                     break
                 if r.status_code != 200:
                     failures.append(f"{r.status_code}: {r.text[:120]}")
@@ -179,6 +188,10 @@ def hot_swap(url: str, key: str, swaps: int) -> dict:
         t.join()
     return {"swaps": len(latencies), "p50_s": statistics.median(latencies),
             "p90_s": percentile(latencies, 90), "max_s": max(latencies),
+            "promote_call_p50_s": statistics.median(promote_calls),
+            "promote_call_max_s": max(promote_calls),
+            "first_request_p50_s": statistics.median(first_requests),
+            "load_request_p50_s": statistics.median(load_latencies),
             "failed_requests": len(failures), "examples": failures[:3]}
 
 
@@ -190,6 +203,7 @@ def main() -> None:
     parser.add_argument("--baseline-requests", type=int, default=16)
     parser.add_argument("--vllm-requests", type=int, default=64)
     parser.add_argument("--swaps", type=int, default=50)
+    parser.add_argument("--skip-baseline", action="store_true", help="skip transformers + PEFT")
     args = parser.parse_args()
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -216,12 +230,17 @@ def main() -> None:
             vllm_tps = asyncio.run(gateway_throughput(url, key, args.adapters, args.vllm_requests, 8))
             s = hot_swap(url, key, args.swaps)
             print(f"hot swap: {s['swaps']} promotes under 4 clients, promote -> first response from the "
-                  f"new version p50 {s['p50_s']:.2f} s, p90 {s['p90_s']:.2f} s, max {s['max_s']:.2f} s; failed requests "
+                  f"new version p50 {s['p50_s']:.2f} s, p90 {s['p90_s']:.2f} s, max {s['max_s']:.2f} s "
+                  f"(the promote call p50 {s['promote_call_p50_s']:.2f} s, max {s['promote_call_max_s']:.2f} s; "
+                  f"the first request from the new version p50 {s['first_request_p50_s']:.2f} s; any request "
+                  f"under this load p50 {s['load_request_p50_s']:.2f} s); failed requests "
                   f"{s['failed_requests']} {s['examples']}")
         finally:
             gateway.terminate()
             gateway.wait(30)
             loop.run_until_complete(engine.stop())
+        if args.skip_baseline:
+            return
         # The baseline runs after the engine stopped: its CPU threads would otherwise compete.
         peft_tps = peft_baseline(args.model_dir, adapters, args.baseline_requests)
         print(f"mixed load over {args.adapters} adapters, {MAX_TOKENS} tokens/request: gateway+vLLM "
