@@ -254,6 +254,7 @@ class _FakeEngine:
 
     def __init__(self, model: str):
         import json
+        import socket
         import threading
         from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -267,6 +268,12 @@ class _FakeEngine:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+
+            def setup(self) -> None:
+                super().setup()
+                # Headers and body go out in two writes: without this, Nagle's algorithm and
+                # delayed ACKs add ~40 ms to every engine reply.
+                self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
             def _send(self, body: bytes) -> None:
                 self.send_response(200)
