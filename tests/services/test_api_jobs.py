@@ -229,7 +229,7 @@ def test_restart_requeues_jobs_left_running_and_keeps_live_ones(platform):
         assert job["status"] == "queued" and job["error"] is None
         event = client.get(f"{JOBS}/{stale}/events", headers=a).json()["data"][0]
         assert event["type"] == "queued"
-        assert "resumes from its latest checkpoint (step 6)" in event["message"]
+        assert "resumes from its latest checkpoint (step 6 or later)" in event["message"]
         assert event["data"] == {"restart": 1, "resume_step": 6}
         assert client.get(f"{JOBS}/{fresh}", headers=a).json()["status"] == "queued"
         event = client.get(f"{JOBS}/{fresh}/events", headers=a).json()["data"][0]

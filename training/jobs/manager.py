@@ -191,7 +191,10 @@ class JobManager:
                 return
             checkpoints, _ = store.list_checkpoints(session, row.id, limit=1)
             step = checkpoints[0].step if checkpoints else None
-            where = (f"resumes from its latest checkpoint (step {step})" if step is not None
+            # the run may have saved later checkpoints than this process recorded before it
+            # died; Ray Train resumes from the latest one in the run's storage
+            where = (f"resumes from its latest checkpoint (step {step} or later)"
+                     if step is not None
                      else "has no checkpoint yet, so it starts again from the beginning")
             message = ("tuneloop stopped while this job was running; the job is queued again "
                        f"and {where}")

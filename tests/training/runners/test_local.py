@@ -78,3 +78,46 @@ def test_cancel_stops_the_run_and_frees_its_workers(runner):
 def test_recipe_entrypoint_command(tmp_path):
     command = recipe_entrypoint(tmp_path / "c.json")
     assert command[1:4] == ["-m", "training.recipe", "--config"]
+
+
+def test_a_runner_without_an_address_starts_its_own_ray_from_any_thread(tmp_path):
+    """The path of a plain ``tuneloop serve``: the job manager's worker thread submits the first
+    run, which starts the local Ray head; the driver joins it with token auth; ``close`` stops
+    the whole head process tree."""
+    import os
+    import threading
+    from pathlib import Path
+
+    runner = LocalRayRunner(tmp_path / "logs", num_cpus=2, cancel_grace_s=5)
+    spec = RunSpec(job_id="threaded", entrypoint=[sys.executable, "-c", (
+        "import os, ray; ray.init(); "
+        "print('auth', os.environ['RAY_AUTH_MODE'], 'cpus', ray.cluster_resources()['CPU'])")])
+    env = {k: os.environ.pop(k) for k in ("RAY_ADDRESS", "RAY_AUTH_MODE") if k in os.environ}
+    try:
+        thread = threading.Thread(target=runner.submit, args=(spec,))
+        thread.start()
+        thread.join()
+        status = runner.wait("threaded", timeout_s=120)
+        assert status.state is RunState.SUCCEEDED, runner.log_tail("threaded")
+        assert "auth token cpus 2.0" in runner.log_tail("threaded")
+        head = runner._head
+        temp_dir, pid = head.temp_dir, head._process.pid
+        assert temp_dir.exists() and head.address.startswith("127.0.0.1:")
+    finally:
+        runner.close()
+        os.environ.update(env)
+    assert not temp_dir.exists()
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text()
+    # nothing of that head is left: no process names its temp dir
+    def left() -> list[str]:
+        return [p.name for p in Path("/proc").iterdir() if p.name.isdigit()
+                and str(temp_dir) in _cmdline(p)]
+
+    assert wait_for(lambda: not left(), 15), left()
+
+
+def _cmdline(proc) -> str:
+    try:
+        return (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
