@@ -1,0 +1,71 @@
+"""plan_feedback, the pure decision part of feedback storage: outcomes per request, rows to insert."""
+
+from __future__ import annotations
+
+from monitoring.feedback import FeedbackIn, ResponseInfo, Submission, plan_feedback, storage_key
+from services.errors import InvalidInput, NotFound
+
+RESPONSES = {
+    "chat-1": ResponseInfo(tenant_id=1, adapter=None, adapter_version=None),
+    "clf-1": ResponseInfo(tenant_id=1, adapter="intent", adapter_version=2),
+    "other-tenant": ResponseInfo(tenant_id=2, adapter=None, adapter_version=None),
+}
+LABELS = {(1, "intent", 2): ["billing", "tech"]}
+
+
+def _fb(response_id: str, fid: str, **kw: object) -> FeedbackIn:
+    return FeedbackIn(response_id=response_id, id=fid, **({"rating": 1} | kw))
+
+
+def _plan(subs: list[Submission], existing: dict[str, str] | None = None):
+    ids = [[item.id for item in sub.items] for sub in subs]
+    return plan_feedback(subs, ids, existing or {}, RESPONSES, LABELS)
+
+
+def test_each_id_is_created_once_within_and_across_requests():
+    a = Submission(1, [_fb("chat-1", "x"), _fb("chat-1", "x"), _fb("chat-1", "y")], bulk=True)
+    b = Submission(1, [_fb("chat-1", "y")])
+    outcomes, rows = _plan([a, b])
+    assert [s.created for s in outcomes[0]] == [True, False, True]
+    assert [s.created for s in outcomes[1]] == [False]
+    assert [r["id"] for r in rows] == [storage_key(1, "x"), storage_key(1, "y")]
+
+
+def test_ids_are_scoped_per_tenant():
+    outcomes, rows = _plan([Submission(1, [_fb("chat-1", "x")]), Submission(2, [_fb("other-tenant", "x")])])
+    assert [o[0].created for o in outcomes] == [True, True]
+    assert {r["id"] for r in rows} == {"t1:x", "t2:x"}
+
+
+def test_a_rejected_request_stores_nothing_and_takes_no_ids():
+    bad = Submission(1, [_fb("chat-1", "x"), _fb("nope", "z"), _fb("clf-1", "w", label="weather")], bulk=True)
+    later = Submission(1, [_fb("chat-1", "x")])
+    outcomes, rows = _plan([bad, later])
+    err = outcomes[0]
+    assert isinstance(err, InvalidInput)
+    assert "data[1]" in err.message and "'nope'" in err.message
+    assert "data[2]" in err.message and "'weather'" in err.message and "data[0]" not in err.message
+    assert outcomes[1][0].created is True, "the rejected request did not claim id x"
+    assert [r["id"] for r in rows] == ["t1:x"]
+
+
+def test_unknown_and_foreign_responses_are_not_found():
+    outcomes, rows = _plan([Submission(1, [_fb("nope", "a")]), Submission(1, [_fb("other-tenant", "b")])])
+    assert all(isinstance(o, NotFound) for o in outcomes) and rows == []
+    assert outcomes[0].param == "response_id"
+
+
+def test_labels_are_checked_against_the_adapter_version():
+    outcomes, rows = _plan([
+        Submission(1, [_fb("clf-1", "a", label="tech")]),
+        Submission(1, [_fb("chat-1", "b", label="tech")]),
+    ])
+    assert outcomes[0][0].created and rows[0]["adapter"] == "intent" and rows[0]["adapter_version"] == 2
+    assert isinstance(outcomes[1], InvalidInput) and "classification" in outcomes[1].message
+
+
+def test_a_resend_of_a_stored_id_is_answered_without_revalidation():
+    existing = {"t1:a": "clf-1"}
+    outcomes, rows = _plan([Submission(1, [_fb("clf-1", "a", label="no-longer-valid")])], existing)
+    assert outcomes[0][0].created is False and outcomes[0][0].response_id == "clf-1"
+    assert rows == []
