@@ -26,8 +26,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.engine, pyte
               pytest.mark.timeout(1800)]
 
 SMALL = {"v1_train": 120, "v1_valid": 100, "old_traffic": 50, "new_traffic": 250, "chunk": 50,
-         "min_new_labels": 200, "probe": 150, "probe_old": 0, "window_size": 100,
-         "monitor_interval_s": 2.0, "eval_fraction": 0.25, "gate_tolerance": 0.05, "gate_min_improvement": 0.0,
+         "min_new_labels": 240, "probe": 150, "probe_old": 0, "window_size": 100,
+         "monitor_interval_s": 2.0, "eval_fraction": 0.4, "gate_tolerance": 0.05, "gate_min_improvement": 0.0,
          "hyperparameters": {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 5,
                              "max_length": 96},
          "retrain_hyperparameters": {"n_epochs": 2, "batch_size": 8,
