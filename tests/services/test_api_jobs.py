@@ -197,6 +197,17 @@ def test_list_pagination(client):
     assert [j["id"] for j in rest["data"]] == [ids[0]] and rest["has_more"] is False
 
 
+def _queued_job(platform) -> tuple[dict, str]:
+    """A tenant's classification job, created through the API and waiting in the queue."""
+    with make_client(platform) as client:
+        a = tenant_key(client, "acme")
+        file_id = upload(client, a, classification_lines()).json()["id"]
+        job = client.post(JOBS, headers=a, json={"model": "base", "training_file": file_id}
+                          ).json()["id"]
+        wait_status(client, a, job, {"queued"})
+    return a, job
+
+
 def _force_running(platform, job_id, owner, heartbeat_age_s):
     with platform.store.write() as session:
         row = session.get(FineTuningJob, job_id)
@@ -240,12 +251,7 @@ def test_restart_requeues_jobs_left_running_and_keeps_live_ones(platform):
 def test_restart_gives_up_on_a_job_that_keeps_taking_tuneloop_down(platform):
     from training.jobs.manager import MAX_AUTOMATIC_RESTARTS
 
-    with make_client(platform) as client:
-        a = tenant_key(client, "acme")
-        file_id = upload(client, a, classification_lines()).json()["id"]
-        job = client.post(JOBS, headers=a, json={"model": "base", "training_file": file_id}
-                          ).json()["id"]
-        wait_status(client, a, job, {"queued"})
+    a, job = _queued_job(platform)
     for attempt in range(MAX_AUTOMATIC_RESTARTS + 1):
         _force_running(platform, job, f"gone-host:{4000 + attempt}:x", heartbeat_age_s=3600)
         with make_client(platform) as client:
@@ -257,12 +263,7 @@ def test_restart_gives_up_on_a_job_that_keeps_taking_tuneloop_down(platform):
 
 
 def test_restart_cancels_a_job_whose_cancel_was_requested(platform):
-    with make_client(platform) as client:
-        a = tenant_key(client, "acme")
-        file_id = upload(client, a, classification_lines()).json()["id"]
-        job = client.post(JOBS, headers=a, json={"model": "base", "training_file": file_id}
-                          ).json()["id"]
-        wait_status(client, a, job, {"queued"})
+    a, job = _queued_job(platform)
     _force_running(platform, job, "gone-host:4242:abcd", heartbeat_age_s=3600)
     with platform.store.write() as session:
         session.get(FineTuningJob, job).cancel_requested = True
@@ -276,12 +277,7 @@ def test_restart_recovers_a_dead_local_owner_at_once(platform):
     import subprocess
     import sys
 
-    with make_client(platform) as client:
-        a = tenant_key(client, "acme")
-        file_id = upload(client, a, classification_lines()).json()["id"]
-        job = client.post(JOBS, headers=a, json={"model": "base", "training_file": file_id}
-                          ).json()["id"]
-        wait_status(client, a, job, {"queued"})
+    a, job = _queued_job(platform)
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True, check=True).stdout.strip()
     assert int(dead) != os.getpid()
