@@ -31,8 +31,8 @@ sys.path.insert(0, str(ROOT))
 import httpx  # noqa: E402
 
 from benchmarks.serve import DEFAULT_MODEL_DIR, PROMPT, make_adapters, percentile  # noqa: E402
-from serving.engine_process import EngineProcess, free_port  # noqa: E402
 from services.settings import Settings  # noqa: E402
+from serving.engine_process import EngineProcess, free_port  # noqa: E402
 
 MAX_TOKENS = 16
 
@@ -55,7 +55,7 @@ def start_gateway(settings: Settings, adapters: list[Path]) -> tuple[subprocess.
     platform.close()
     env = {**os.environ, **{f"TUNELOOP_{name.upper()}": _env_value(getattr(settings, name))
                             for name in settings.model_fields_set}}
-    proc = subprocess.Popen([sys.executable, "-c", "from services.cli.main import main; main()",
+    proc = subprocess.Popen([sys.executable, "-c", "from tuneloop.cli.main import main; main()",
                              "serve", "--no-monitor"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{settings.port}"
     deadline = time.monotonic() + 120

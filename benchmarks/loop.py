@@ -63,26 +63,17 @@ def serve(database_url: str | None, data_dir: Path, port: int, profile: str | No
     """Run the real app (platform API + gateway) until SIGTERM. Without ``engine_url`` the engine
     URL is one nobody listens on: the gateway runs with its engine down (feedback needs none)."""
     import signal
-    from contextlib import asynccontextmanager
 
     import uvicorn
 
-    from services.app import create_app
-    from serving.gateway.app import serving_extension
+    from tuneloop.app import create_app
+    from tuneloop.state import ServeOptions
 
     settings = _settings(database_url, data_dir, port).model_copy(
         update={"engine_urls": [engine_url or f"http://127.0.0.1:{_free_port()}"],
                 "tenant_rate_per_s": 1e6, "tenant_max_concurrency": 1000})
-    app = create_app(settings, extensions=[serving_extension(settings, spawn_engine=False)])
-    if not request_log:  # the A/B baseline: the same gateway with its request log switched off
-
-        @asynccontextmanager
-        async def without_log(app_):
-            app_.state.gateway.request_log.stop()
-            app_.state.gateway.request_log = None
-            yield
-
-        app.state.startup_hooks.append(without_log)
+    # request_log=False: the A/B baseline, the same gateway with its request log switched off
+    app = create_app(settings, serve=ServeOptions(spawn_engine=False, request_log=request_log))
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
     profiler = None
     if profile:

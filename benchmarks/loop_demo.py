@@ -27,7 +27,7 @@ def main() -> None:
 
     import ray
 
-    from services.cli.demo import Story, demo_settings, run_story
+    from tuneloop.cli.demo import Story, demo_settings, run_story
 
     story = Story()
     if args.small:

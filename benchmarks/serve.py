@@ -29,12 +29,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
 from services.settings import Settings
 from serving.classify import Classifier
 from serving.engine_client import EngineClient
 from serving.engine_process import EngineProcess, free_port
 from serving.placement import AdapterPlacement
-from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
 
 DEFAULT_MODEL_DIR = Path(__file__).resolve().parent.parent / ".tuneloop/models/SmolLM2-135M-Instruct"
 PROMPT = "Write a few sentences about the history of sailing ships."

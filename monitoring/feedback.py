@@ -269,7 +269,8 @@ class FeedbackBatcher:
     """Group commit: the feedback of concurrent requests is written in one transaction.
 
     ``submit`` returns after the commit (an acknowledged event is durable). One request's bad
-    item fails that request only; a store error fails every request of the group.
+    item fails that request only; a store error fails every request of the group. The writer
+    task lives on the loop of the latest ``submit`` (an app may be served from several loops).
     """
 
     def __init__(self, store, max_items: int = 5000, offload: Callable | None = None):
@@ -281,12 +282,16 @@ class FeedbackBatcher:
         self._offload = offload or run_in_threadpool
         self._queue: asyncio.Queue = asyncio.Queue()
         self._task: asyncio.Task | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def submit(self, submission: Submission) -> list[StoredFeedback]:
         """Store one request's items; raises its NotFound / InvalidInput, or the store's error."""
+        loop = asyncio.get_running_loop()
+        if loop is not self._loop:
+            self._loop, self._queue, self._task = loop, asyncio.Queue(), None
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="feedback-writer")
-        future = asyncio.get_running_loop().create_future()
+        future = loop.create_future()
         self._queue.put_nowait((submission, future))
         return await future
 

@@ -36,8 +36,9 @@ from monitoring.policy import (
     should_rollback,
 )
 from monitoring.quality import Baseline, QualityReport, quality_report
-from monitoring.retrain import ChampionSwitcher, RegistrySwitcher, Retrainer
+from monitoring.retrain import Retrainer
 from services import registry
+from services.hot_swap import ChampionSwitcher, HotSwap
 from services.platform import Platform
 from services.store.models import (
     Adapter,
@@ -50,8 +51,8 @@ from services.store.models import (
 )
 from training.jobs.store import as_utc
 
-__all__ = ["ChampionSwitcher", "Cycle", "Monitor", "MonitorConfig", "MonitorThread",
-           "RegistrySwitcher", "Target"]
+__all__ = ["Cycle", "Monitor", "MonitorConfig", "MonitorThread",
+           "Target"]
 
 log = logging.getLogger("tuneloop.monitor")
 
@@ -123,7 +124,7 @@ class Monitor:
         self.platform = platform
         self.metrics = metrics or Metrics()
         self.evaluator = evaluator or ScoringEvaluator(platform)
-        self.switcher = switcher or RegistrySwitcher(platform)
+        self.switcher = switcher or HotSwap(platform)
         self.config = config or MonitorConfig()
         self.retrainer = Retrainer(platform, metrics=self.metrics, evaluator=self.evaluator,
                                    switcher=self.switcher, config=self.config,

@@ -10,7 +10,7 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 
@@ -22,6 +22,7 @@ from monitoring.metrics import Metrics
 from monitoring.monitor_store import EventType
 from monitoring.policy import PromotionAction, RetrainPolicy, gate_candidate, promotion_action
 from services import registry
+from services.hot_swap import ChampionSwitcher
 from services.platform import Platform
 from services.store.models import (
     Adapter,
@@ -36,29 +37,6 @@ from training.jobs.states import JobStatus
 
 if TYPE_CHECKING:
     from monitoring.loop import Cycle, MonitorConfig, Target
-
-
-class ChampionSwitcher(Protocol):
-    """Changes an adapter's champion (the registry alone, or with the gateway's hot swap)."""
-
-    def promote(self, tenant: Tenant, name: str, version: int, reason: str) -> None: ...
-
-    def rollback(self, tenant: Tenant, name: str, reason: str) -> int: ...
-
-
-class RegistrySwitcher:
-    """Switches champions in the store; gateways pick the change up within their cache TTL."""
-
-    def __init__(self, platform: Platform):
-        self.platform = platform
-
-    def promote(self, tenant: Tenant, name: str, version: int, reason: str) -> None:
-        with self.platform.store.write() as session:
-            registry.promote(session, tenant, name, version, reason)
-
-    def rollback(self, tenant: Tenant, name: str, reason: str) -> int:
-        with self.platform.store.write() as session:
-            return registry.rollback(session, tenant, name, reason).version
 
 
 def _spec(name: str, row: AdapterVersion) -> VersionSpec:

@@ -24,7 +24,7 @@ from services.store.models import (
     Tenant,
     VersionState,
 )
-from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, validate_template
+from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, validate_template
 
 _ADAPTER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$")
 _REF_RE = re.compile(r"^(?P<name>[^@]+?)(?:@v?(?P<version>\d+))?$")

@@ -1,7 +1,7 @@
 """Classification on the chat engine: a probability for every label of an adapter's label set.
 
 A classification adapter is a LoRA trained to answer the prompt from
-:func:`training.prompts.classification_messages` with its label alone. Serving scores the
+:func:`services.prompts.classification_messages` with its label alone. Serving scores the
 labels from the engine's next-token log probabilities instead of generating text.
 
 How a label's probability is computed (cost does not grow with the number of labels):
@@ -29,48 +29,19 @@ How a label's probability is computed (cost does not grow with the number of lab
 from __future__ import annotations
 
 import asyncio
-import math
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 from services.errors import InvalidInput
+from services.label_scoring import Prefix, ScoringPlan, label_probabilities, plan_scoring
+from services.prompts import classification_messages
 from serving.engine_client import EngineClient
-from training.prompts import classification_messages
 
-MIN_FLOOR = 1e-12
 MAX_LOGPROB_TOKEN_IDS = 128  # vLLM's limit on logprob_token_ids; beyond it top-K + floor is used
 _PROBE_TEXT = "x"  # label tokens in context do not depend on the text; any text will do
 
-Prefix = tuple[int, ...]
-
-
 # -- pure core ------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class BranchPoint:
-    """A token prefix of the reply where labels diverge; ``children`` maps next token -> labels."""
-
-    prefix: Prefix
-    children: Mapping[int, tuple[str, ...]]
-
-
-@dataclass(frozen=True)
-class ScoringPlan:
-    """Branch points to query; ``paths[label]`` lists (prefix, token) choices along the label."""
-
-    branch_points: tuple[BranchPoint, ...]
-    paths: Mapping[str, tuple[tuple[Prefix, int], ...]]
-
-    @property
-    def root(self) -> BranchPoint:
-        return self.branch_points[0]
-
-    @property
-    def deeper(self) -> tuple[BranchPoint, ...]:
-        """Branch points below the root: labels that share a first token."""
-        return self.branch_points[1:]
 
 
 def validate_labels(labels: Sequence[str]) -> list[str]:
@@ -83,79 +54,6 @@ def validate_labels(labels: Sequence[str]) -> list[str]:
     if len(set(labels)) != len(labels):
         raise InvalidInput(f"labels must be distinct, got {labels!r}", param="labels")
     return labels
-
-
-def plan_scoring(label_tokens: Mapping[str, Sequence[int]]) -> ScoringPlan:
-    """Build the branch points for labels given as token sequences (end-of-turn included)."""
-    branch_points: list[BranchPoint] = []
-    paths: dict[str, list[tuple[Prefix, int]]] = {label: [] for label in label_tokens}
-    seqs = {label: tuple(tokens) for label, tokens in label_tokens.items()}
-
-    def visit(prefix: Prefix, labels: list[str]) -> None:
-        depth = len(prefix)
-        groups: dict[int, list[str]] = {}
-        for label in labels:
-            if len(seqs[label]) <= depth:
-                raise InvalidInput(
-                    f"labels {labels!r} are indistinguishable after tokenization", param="labels"
-                )
-            groups.setdefault(seqs[label][depth], []).append(label)
-        if len(groups) > 1 or depth == 0:
-            branch_points.append(
-                BranchPoint(prefix, {tok: tuple(group) for tok, group in groups.items()})
-            )
-            for tok, group in groups.items():
-                for label in group:
-                    paths[label].append((prefix, tok))
-        for tok, group in groups.items():
-            if len(group) > 1:
-                visit(prefix + (tok,), group)
-
-    visit((), list(seqs))
-    return ScoringPlan(tuple(branch_points), {k: tuple(v) for k, v in paths.items()})
-
-
-def branch_distribution(
-    tokens: Sequence[int], observed: Mapping[int, float], *, floor: float | None = None
-) -> dict[int, float]:
-    """Probabilities of ``tokens`` (normalised to sum 1) from observed token -> logprob.
-
-    Tokens missing from ``observed`` get the floor described in the module docstring.
-    """
-    probs = {tok: math.exp(lp) for tok, lp in observed.items()}
-    missing = [tok for tok in tokens if tok not in probs]
-    if missing:
-        if floor is None:
-            residual = max(0.0, 1.0 - sum(probs.values()))
-            lowest = min(probs.values(), default=1.0)
-            floor = min(lowest, residual / len(missing))
-        floor = max(floor, MIN_FLOOR)
-    raw = {tok: probs.get(tok, floor or MIN_FLOOR) for tok in tokens}
-    total = sum(raw.values())
-    return {tok: p / total for tok, p in raw.items()}
-
-
-def label_probabilities(
-    plan: ScoringPlan, observations: Mapping[Prefix, Mapping[int, float]]
-) -> dict[str, float]:
-    """Probability of every label (sums to 1) from logprobs observed at each branch point.
-
-    ``observations[prefix]`` maps token id -> logprob at that branch point; a branch point with
-    no observation counts as uniform over its tokens.
-    """
-    dists = {
-        bp.prefix: branch_distribution(list(bp.children), observations.get(bp.prefix, {}),
-                                       floor=1.0 if bp.prefix not in observations else None)
-        for bp in plan.branch_points
-    }
-    result = {}
-    for label, path in plan.paths.items():
-        p = 1.0
-        for prefix, tok in path:
-            p *= dists[prefix][tok]
-        result[label] = p
-    total = sum(result.values())  # 1 up to rounding
-    return {label: p / total for label, p in result.items()}
 
 
 def parse_chat_logprobs(response: Mapping) -> dict[int, float]:

@@ -140,7 +140,7 @@ def api_client(api_platform):
     """A TestClient of the platform API (no serving) on ``api_platform``."""
     from fastapi.testclient import TestClient
 
-    from services.app import create_app
+    from tuneloop.app import create_app
 
     with TestClient(create_app(platform=api_platform)) as c:
         yield c

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from training.errors import TrainConfigError
-from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, validate_template
+from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, validate_template
 
 
 def new_run_name(prefix: str = "tuneloop") -> str:

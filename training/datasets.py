@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from training.errors import DatasetError
-from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, classification_messages
+from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, classification_messages
 
 Task = Literal["chat", "classification"]
 Message = dict[str, Any]

@@ -3,7 +3,7 @@ eval loss. This is the model-touching half of evaluation; metrics are in
 :mod:`training.evaluation`.
 
 Classification scores every label as the assistant reply to the shared prompt
-(:func:`training.prompts.classification_messages`): the log-probability of the label's tokens
+(:func:`services.prompts.classification_messages`): the log-probability of the label's tokens
 followed by the end-of-turn token, so "the label alone" is what gets scored; probabilities are
 a softmax over the labels.
 """
@@ -21,7 +21,7 @@ from training.datasets import ChatExample, ClassificationExample, Message
 from training.evaluation import chat_metrics, classification_metrics, loss_metrics
 from training.loss import token_loss_sum
 from training.packing import batches, collate_padded, truncate
-from training.prompts import classification_messages
+from services.prompts import classification_messages
 from training.tokenize import TokenizedExample, prompt_ids, tokenize_conversation
 
 

@@ -6,7 +6,7 @@ rendering growing prefixes of the conversation: the tokens a message adds after 
 ``add_generation_prompt`` header are its content and the end-of-turn token. Those tokens get
 their ids as labels; everything else (system, user, headers, the newline after end-of-turn) gets
 -100. Classification examples become a conversation with
-:func:`training.prompts.classification_messages` and the label as the assistant reply.
+:func:`services.prompts.classification_messages` and the label as the assistant reply.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from training.datasets import ChatExample, ClassificationExample, Message, TokenCounter
-from training.prompts import classification_messages
+from services.prompts import classification_messages
 
 IGNORE_INDEX = -100
 

@@ -17,16 +17,16 @@ import anyio
 from starlette.concurrency import run_in_threadpool
 
 from monitoring.metrics import Metrics
+from services.errors import Unavailable
+from services.platform import Platform
+from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
+from services.registry import ResolvedAdapter
+from services.settings import Settings
 from serving.classify import Classification, Classifier
 from serving.engine_client import EngineClient, EngineStream
 from serving.engine_process import EngineProcess, EngineState
 from serving.gateway.resolution import Target
 from serving.placement import AdapterPlacement, EnginePool, EngineSlot, PlacementEvent
-from services.errors import Unavailable
-from services.platform import Platform
-from services.registry import ResolvedAdapter
-from services.settings import Settings
-from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
 
 log = logging.getLogger("tuneloop.dispatch")
 

@@ -369,9 +369,10 @@ def test_adapters_without_a_policy_are_not_monitored(world):
 def test_standalone_monitor_process_serves_metrics(make_settings, database_url):
     from fastapi.testclient import TestClient
 
-    from monitoring.service import standalone_app
+    from tuneloop.monitor import standalone_app
+    from tuneloop.state import MonitorOptions
 
-    app = standalone_app(make_settings(database_url=database_url), interval_s=3600)
+    app = standalone_app(make_settings(database_url=database_url), MonitorOptions(interval_s=3600))
     with TestClient(app) as client:
         assert client.get("/healthz").json() == {"status": "ok"}
         deadline = time.monotonic() + 30
@@ -385,7 +386,7 @@ def test_standalone_monitor_process_serves_metrics(make_settings, database_url):
 def test_monitor_once_from_the_cli(monkeypatch, tmp_path, base_model_dir):
     from typer.testing import CliRunner
 
-    from services.cli.main import app
+    from tuneloop.cli.main import app
 
     monkeypatch.setenv("TUNELOOP_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("TUNELOOP_BASE_MODEL", str(base_model_dir))
@@ -399,9 +400,9 @@ class FlakySwitcher:
     """Fails the first promotion (engines not ready), then switches in the registry."""
 
     def __init__(self, platform):
-        from monitoring.loop import RegistrySwitcher
+        from services.hot_swap import HotSwap
 
-        self.inner = RegistrySwitcher(platform)
+        self.inner = HotSwap(platform)
         self.calls = 0
 
     def promote(self, tenant, name, version, reason):

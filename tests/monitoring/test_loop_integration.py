@@ -86,7 +86,7 @@ def report_wrong_answers(api, result: dict) -> None:
 
 def test_shift_is_detected_retrained_promoted_and_rolled_back_on_bad_feedback(
         tmp_path, base_model_dir, ray_address):
-    from services.cli.demo import Story, run_story
+    from tuneloop.cli.demo import Story, run_story
     from services.settings import Settings
     from serving.engine_process import free_port
 

@@ -7,10 +7,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from services.adapter_intake import register_adapter_dir
-from services.app import create_app
 from services.platform import Platform
 from services.store.models import FeedbackRecord, RequestRecord
 from services.tenants import create_key, create_tenant, get_tenant
+from tuneloop.app import create_app
 
 
 @pytest.fixture
@@ -118,7 +118,8 @@ def test_two_gateways_on_one_store_store_a_duplicate_once(setup, make_settings, 
                 _post_concurrently(other_app, keys["acme"], chunks[::-1]),
             )
 
-        a, b = asyncio.run(race())
+        with TestClient(other_app):  # the second gateway is running
+            a, b = asyncio.run(race())
     finally:
         other.close()
     assert all(r.status_code == 200 for r in a + b)

@@ -7,8 +7,8 @@ import json
 import pytest
 from fastapi.testclient import TestClient
 
-from services.app import create_app
 from services.platform import Platform
+from tuneloop.app import create_app
 
 ADMIN = {"Authorization": "Bearer admin-test-key"}
 
@@ -28,8 +28,7 @@ def platform(make_settings, database_url):
 
 @pytest.fixture
 def client(platform):
-    app = create_app(platform=platform)
-    app.state.job_manager_options = {"concurrency": 0}
+    app = create_app(platform=platform, jobs={"concurrency": 0})
     with TestClient(app) as c:
         yield c
 

@@ -10,10 +10,10 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from services.app import create_app
 from services.platform import Platform
 from services.store.models import FineTuningJob
 from tests.services.test_api_files import classification_lines, tenant_key, upload
+from tuneloop.app import create_app
 
 JOBS = "/v1/fine_tuning/jobs"
 
@@ -26,9 +26,8 @@ def platform(make_settings, database_url):
 
 
 def make_client(platform, **options):
-    app = create_app(platform=platform)
+    app = create_app(platform=platform, jobs={"concurrency": 0, "poll_s": 0.05, **options})
     # A manager that validates jobs but runs none: nothing here starts Ray.
-    app.state.job_manager_options = {"concurrency": 0, "poll_s": 0.05, **options}
     return TestClient(app)
 
 

@@ -8,10 +8,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from services.app import create_app
 from services.platform import Platform
 from tests.conftest import ADMIN_HEADERS, tenant_key
 from tests.services.conftest import tar_dir, tar_gz
+from tuneloop.app import create_app
 
 ADMIN = ADMIN_HEADERS
 

@@ -7,7 +7,7 @@ import re
 import pytest
 from typer.testing import CliRunner
 
-from services.cli.main import app
+from tuneloop.cli.main import app
 
 COMMANDS = [
     [], ["models"], ["models", "import-default"], ["tenants"], ["tenants", "create"],

@@ -100,7 +100,7 @@ def recipe_fingerprint() -> str:
 def train_test_adapter(base_dir: Path, out_dir: Path, *, steps: int = TRAIN_STEPS) -> Path:
     """One adapter for every serving test: chat prompts get :data:`FIXED_REPLY`, prompts from
     ``classification_messages`` get their label (so one training run serves both)."""
-    from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, classification_messages
+    from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, classification_messages
 
     chat = [([{"role": "user", "content": p}], FIXED_REPLY) for p in CHAT_PROMPTS]
     classify = [

@@ -8,14 +8,11 @@ import math
 import pytest
 
 from services.errors import InvalidInput
+from services.label_scoring import MIN_FLOOR, branch_distribution, label_probabilities, plan_scoring
 from serving.classify import (
-    MIN_FLOOR,
     Classifier,
-    branch_distribution,
-    label_probabilities,
     parse_chat_logprobs,
     parse_completion_logprobs,
-    plan_scoring,
     validate_labels,
 )
 

@@ -9,8 +9,8 @@ import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
 
-from serving.engine_client import EngineAdapterMissing, EngineClient, EngineError
 from services.errors import InvalidInput, TooLarge, Unavailable
+from serving.engine_client import EngineAdapterMissing, EngineClient, EngineError
 
 
 def run_against(handler, test, **client_options):  # noqa: ANN001, ANN201

@@ -14,12 +14,12 @@ import httpx
 import pytest
 
 from services.errors import InvalidInput, Unavailable
+from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
 from serving.classify import Classifier
 from serving.engine_client import EngineAdapterMissing, EngineClient
 from serving.engine_process import EngineProcess, EngineState
 from serving.placement import AdapterLoadError, AdapterPlacement, EnginePool, EngineSlot
 from tests.serving import lora_training
-from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 

@@ -57,11 +57,11 @@ def _untrained_lora(base_model_dir: Path, out: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def gateway(engine, engine_settings, base_model_dir, trained_adapter, tmp_path_factory):
-    from serving.engine_process import free_port
-    from serving.gateway.app import serving_extension
     from services.adapter_intake import register_adapter_dir
-    from services.app import create_app
     from services.tenants import create_key, create_tenant
+    from serving.engine_process import free_port
+    from tuneloop.app import create_app
+    from tuneloop.state import ServeOptions
 
     data = tmp_path_factory.mktemp("gateway-data")
     settings = Settings(
@@ -80,7 +80,7 @@ def gateway(engine, engine_settings, base_model_dir, trained_adapter, tmp_path_f
                          _untrained_lora(base_model_dir, tmp_path_factory.mktemp("untrained")))
     register_adapter_dir(platform, "acme", "topics", trained_adapter, task="classification",
                          labels=lora_training.CLASSIFY_LABELS)
-    app = create_app(platform=platform, extensions=[serving_extension(settings)])
+    app = create_app(platform=platform, serve=ServeOptions())
     with _Server(app, settings.port) as server:
         server.keys = keys
         server.app = app
@@ -285,7 +285,7 @@ def test_client_disconnect_aborts_the_engine_request_and_frees_the_slot(gateway,
                 assert time.monotonic() < deadline, "the engine never started generating"
                 time.sleep(0.2)
     assert _generation_stops(engine.url), "the client left but the engine kept generating"
-    assert gateway.app.state.gateway.limiter.in_flight("acme") == 0
+    assert gateway.app.state.tuneloop.gateway.limiter.in_flight("acme") == 0
 
 
 def test_responses_are_persisted_for_feedback(gateway):

@@ -32,11 +32,11 @@ class Gateway:
     def __init__(self, settings: Settings):
         import uvicorn
 
-        from services.app import create_app
-        from serving.gateway.app import serving_extension
+        from tuneloop.app import create_app
+        from tuneloop.state import ServeOptions
 
         self.platform = Platform.open(settings)
-        self.app = create_app(platform=self.platform, extensions=[serving_extension(settings)])
+        self.app = create_app(platform=self.platform, serve=ServeOptions())
         self.server = uvicorn.Server(uvicorn.Config(self.app, host="127.0.0.1", port=settings.port,
                                                     log_level="warning"))
         self.thread = threading.Thread(target=self.server.run, daemon=True)
@@ -63,7 +63,7 @@ class Gateway:
 
     @property
     def request_log(self):
-        return self.app.state.gateway.request_log
+        return self.app.state.tuneloop.gateway.request_log
 
 
 @pytest.fixture(scope="module")

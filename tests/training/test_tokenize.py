@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from training.datasets import ClassificationExample
-from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
+from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
 from training.tokenize import (
     IGNORE_INDEX,
     conversation_token_counter,
@@ -55,7 +55,7 @@ def test_classification_example_trains_on_the_label_alone(tokenizer):
                                template=DEFAULT_CLASSIFICATION_TEMPLATE, labels=labels)
     assert trained_text(tokenizer, example) == "positive<|im_end|>"
     # The prompt part is exactly what the engine sends for /v1/classify.
-    from training.prompts import classification_messages
+    from services.prompts import classification_messages
 
     prompt = prompt_ids(tokenizer, classification_messages(
         DEFAULT_CLASSIFICATION_TEMPLATE, "great film", labels))

@@ -16,7 +16,7 @@ from typing import Any
 
 from training.config import TrainConfig
 from training.datasets import ChatExample, ClassificationExample, Message
-from training.prompts import classification_messages
+from services.prompts import classification_messages
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 

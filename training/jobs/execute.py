@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.hot_swap import ChampionSwitcher
 from services.platform import Platform
 from services.store.models import AdapterVersion, DatasetFile, FineTuningJob
 from training import progress
@@ -23,7 +24,7 @@ from training.jobs.files import file_bytes, validate_file
 from training.jobs.gate import champion_spec
 from training.jobs.hyperparameters import train_config_fields
 from training.jobs.parity import ParityEngine
-from training.jobs.publish import PromoteHook, publish
+from training.jobs.publish import publish
 from training.jobs.states import EventType, JobStatus
 from training.runners.base import JobRunner, RunSpec, RunState
 
@@ -203,7 +204,7 @@ class JobContext:
     owner: str
     stopping: threading.Event
     poll_s: float = 1.0
-    promote_hook: PromoteHook | None = None
+    switcher: ChampionSwitcher | None = None
     parity_engine: ParityEngine | None = None
 
 
@@ -311,7 +312,7 @@ def _publish(ctx: JobContext, job: FineTuningJob, follower: RunFollower, output_
         with _heartbeating(ctx, job):
             result = publish(platform, job, output_dir, config=config, files=files,
                              parent_ref=parent_ref, record=record,
-                             promote_hook=ctx.promote_hook, parity_engine=ctx.parity_engine)
+                             switcher=ctx.switcher, parity_engine=ctx.parity_engine)
     except Exception as exc:
         log.exception("publishing job %s failed", job.id)
         return _finish_failed(ctx, job, "publish_failed",

@@ -22,7 +22,7 @@ from training.jobs import store
 from training.jobs.files import get_file
 from training.jobs.hyperparameters import resolve_hyperparameters, train_config_fields
 from training.jobs.states import EventType, JobStatus
-from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
+from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
 
 DEFAULT_MAX_ACTIVE_JOBS = 16
 """Jobs validating, queued or running at once (all tenants) before creation answers 429."""

@@ -19,6 +19,7 @@ resumes from the latest checkpoint on the next start).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import socket
@@ -30,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from services.errors import Conflict
+from services.hot_swap import ChampionSwitcher, HotSwap
 from services.platform import Platform
 from training.jobs import store
 from training.jobs.execute import (
@@ -41,7 +43,6 @@ from training.jobs.execute import (
     validate_job_files,
 )
 from training.jobs.parity import ParityEngine
-from training.jobs.publish import PromoteHook
 from training.jobs.runners import make_runner, survives_restart
 from training.jobs.states import EventType, JobStatus
 from training.runners.base import JobRunner
@@ -82,20 +83,21 @@ class JobManager:
 
     def __init__(self, platform: Platform, *, runner: JobRunner | None = None,
                  concurrency: int = 1, poll_s: float = 1.0, stale_after_s: float = 30.0,
-                 promote_hook: PromoteHook | None = None,
+                 switcher: ChampionSwitcher | None = None,
                  runner_factory: Callable[[], JobRunner] | None = None,
                  parity_engine: ParityEngine | None = None):
         """``runner``: default the one ``settings.training_runner`` names (built on first job);
         ``concurrency``: jobs running at once; ``stale_after_s``: heartbeat age after which a
-        running job of another process is recovered; ``parity_engine``: the serving engine a
-        new version's parity check runs on (None: the check is skipped, with an event)."""
+        running job of another process is recovered; ``switcher``: how ``auto_promote`` changes
+        the champion (default: the store alone); ``parity_engine``: the serving engine a new
+        version's parity check runs on (None: the check is skipped, with an event)."""
         self.platform = platform
         self._runner = runner
         self._runner_factory = runner_factory or (lambda: make_runner(platform.settings))
         self.concurrency = concurrency
         self.poll_s = poll_s
         self.stale_after_s = stale_after_s
-        self.promote_hook = promote_hook
+        self.switcher = switcher or HotSwap(platform)
         self.parity_engine = parity_engine
         self.owner = new_owner()
         self._stopping = threading.Event()
@@ -113,7 +115,7 @@ class JobManager:
 
     def context(self) -> JobContext:
         return JobContext(self.platform, self.runner, self.owner, self._stopping, self.poll_s,
-                          self.promote_hook, self.parity_engine)
+                          self.switcher, self.parity_engine)
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -140,17 +142,13 @@ class JobManager:
         self._wake.set()
 
     @asynccontextmanager
-    async def lifespan(self, app: Any = None) -> AsyncIterator[JobManager]:
-        """For ``app.state.startup_hooks``: runs while the app runs."""
-        from starlette.concurrency import run_in_threadpool
-
-        if app is not None:
-            app.state.jobs = self
-        await run_in_threadpool(self.start)
+    async def running(self) -> AsyncIterator[JobManager]:
+        """Started while the context is open (an app's lifespan)."""
+        await asyncio.to_thread(self.start)
         try:
             yield self
         finally:
-            await run_in_threadpool(self.stop)
+            await asyncio.to_thread(self.stop)
 
     # -- work --------------------------------------------------------------------------------
 

@@ -18,9 +18,6 @@ uses: load the adapter under its versioned engine name, then chat completions).
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
@@ -152,82 +149,6 @@ def compare_label_probabilities(texts: list[str], engine: list[dict[str, float]]
                         largest_difference=largest)
 
 
-class GatewayEngine:
-    """:class:`ParityEngine` over the gateway's engine pool, from a job thread.
-
-    ``dispatcher`` returns the gateway's dispatcher (None when this app serves nothing); it is
-    looked up at check time because the gateway starts after the job manager. Requests run on
-    the app's event ``loop``; a pool with no ready engine is waited for up to ``wait_s``.
-    """
-
-    def __init__(self, dispatcher: Callable[[], Any], loop: asyncio.AbstractEventLoop, *,
-                 wait_s: float = 180.0, timeout_s: float = 300.0):
-        self._dispatcher = dispatcher
-        self._loop = loop
-        self.wait_s = wait_s
-        self.timeout_s = timeout_s
-
-    def _pool(self) -> Any:
-        deadline = time.monotonic() + self.wait_s
-        while True:
-            if self._loop.is_closed() or not self._loop.is_running():
-                raise EngineUnavailable("the app is shutting down")
-            dispatcher = self._dispatcher()
-            if dispatcher is None:
-                raise EngineUnavailable("serving is not enabled in this process (no gateway)")
-            pool = dispatcher.pool
-            if pool is not None and any(slot.is_ready() for slot in pool.slots):
-                return pool
-            if time.monotonic() > deadline:
-                raise EngineUnavailable(f"no engine was ready within {self.wait_s:.0f} s")
-            time.sleep(1.0)
-
-    def greedy_replies(self, engine_name: str, adapter_path: str,
-                       conversations: list[list[Message]], max_tokens: int) -> list[str]:
-        pool = self._pool()
-
-        async def run() -> list[str]:
-            replies = []
-            for messages in conversations:
-                body = {"model": engine_name, "messages": messages, "max_tokens": max_tokens,
-                        "temperature": 0.0}
-                response = await pool.call(engine_name, adapter_path,
-                                           lambda client, b=body: client.chat_completions(b))
-                replies.append(response["choices"][0]["message"].get("content") or "")
-            return replies
-
-        try:
-            future = asyncio.run_coroutine_threadsafe(run(), self._loop)
-        except RuntimeError as exc:  # the loop closed meanwhile
-            raise EngineUnavailable(f"the app is shutting down ({exc})") from exc
-        return future.result(self.timeout_s)
-
-    def label_probabilities(self, engine_name: str, adapter_path: str, template: str,
-                            texts: list[str], labels: list[str]) -> list[dict[str, float]]:
-        from serving.classify import Classifier
-
-        pool = self._pool()
-
-        async def run() -> list[dict[str, float]]:
-            results = await pool.call(engine_name, adapter_path, lambda client: Classifier(
-                client).classify_many(engine_name, template, texts, labels))
-            return [dict(r.probabilities) for r in results]
-
-        try:
-            future = asyncio.run_coroutine_threadsafe(run(), self._loop)
-        except RuntimeError as exc:  # the loop closed meanwhile
-            raise EngineUnavailable(f"the app is shutting down ({exc})") from exc
-        return future.result(self.timeout_s)
-
-    def forget(self, engine_name: str) -> None:
-        dispatcher = self._dispatcher()
-        if dispatcher is None or dispatcher.pool is None:
-            return
-        asyncio.run_coroutine_threadsafe(
-            dispatcher.pool.drain_and_unload_everywhere(engine_name, timeout_s=30),
-            self._loop).result(self.timeout_s)
-
-
 # -- PEFT's side and the check (the training run computes the reference; see entrypoint) -------
 
 
@@ -242,8 +163,8 @@ def peft_label_probabilities(model: Any, tokenizer: Any, template: str, texts: l
     scoring over the labels' token trie, :mod:`serving.classify`), from PEFT's logits."""
     import torch
 
-    from serving.classify import label_probabilities, plan_scoring
-    from training.prompts import classification_messages
+    from services.label_scoring import label_probabilities, plan_scoring
+    from services.prompts import classification_messages
 
     probe = classification_messages(template, "x", labels)
     prompt = _render(tokenizer, probe, add_generation_prompt=True)
@@ -276,8 +197,8 @@ def peft_reference(candidate: Any, template: str | None, labels: list[str]
                    ) -> dict[str, Any] | None:
     """PEFT's side of the check on the candidate's first held-out examples (None: there are
     none): label probabilities for classification, greedy replies for chat."""
+    from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
     from training.jobs.candidate import prompt_of
-    from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
 
     if candidate.config.task == "classification":
         examples = candidate.examples[:LABEL_PROMPTS]
@@ -323,7 +244,7 @@ def check_parity(candidate: Any, reference: dict[str, Any] | None, engine: Parit
     (a string). ``reference`` is the training run's :func:`peft_reference`; when it is missing
     or was made for another check, PEFT runs here (``reference="job manager"``)."""
     from services.errors import Unavailable
-    from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
+    from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
 
     classification = candidate.config.task == "classification"
     if classification:

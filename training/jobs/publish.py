@@ -25,6 +25,7 @@ from typing import Any
 
 from services import registry
 from services.adapter_intake import register_adapter_dir
+from services.hot_swap import ChampionSwitcher, HotSwap
 from services.platform import Platform
 from services.store.models import (
     Adapter,
@@ -44,8 +45,6 @@ from training.jobs.states import EventType
 
 log = logging.getLogger("tuneloop.jobs")
 
-# (tenant, adapter name, new version) -> None: e.g. load and probe it on the engines first.
-PromoteHook = Callable[[Tenant, str, int], None]
 # (event type, message, data) -> None: writes one job event.
 Record = Callable[[EventType, str, dict | None], None]
 NO_ENGINE = ("no serving engine in this process (the job ran outside `tuneloop serve`, e.g. "
@@ -140,12 +139,12 @@ def check_parity(candidate: Candidate, checks: dict[str, Any] | None,
 
 def publish(platform: Platform, job: FineTuningJob, output_dir: Path, *, config: TrainConfig,
             files: dict[str, DatasetFile | None], parent_ref: str | None, record: Record,
-            promote_hook: PromoteHook | None = None, parity_engine: ParityEngine | None = None
+            switcher: ChampionSwitcher | None = None, parity_engine: ParityEngine | None = None
             ) -> Published:
     """Compare, register PENDING, check parity, mark READY/FAILED, maybe promote (see above).
 
     The registry makes the first ready version of a new adapter its champion; later versions
-    become champion only with ``auto_promote`` and a passed gate (through ``promote_hook`` when
+    become champion only with ``auto_promote`` and a passed gate (through ``switcher`` when
     serving runs here).
     """
     summary = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
@@ -203,12 +202,8 @@ def publish(platform: Platform, job: FineTuningJob, output_dir: Path, *, config:
         return Published(row, ref, False, False, gate, failure)
     promoted = False
     if job.auto_promote and (gate.passed or first):  # a first version is champion already
-        if promote_hook is not None:
-            promote_hook(tenant, job.adapter_name, version.version)
-        else:
-            with platform.store.write() as session:
-                registry.promote(session, tenant, job.adapter_name, version.version,
-                                 f"auto_promote by fine-tuning job {job.id}")
+        (switcher or HotSwap(platform)).promote(tenant, job.adapter_name, version.version,
+                                                f"auto_promote by fine-tuning job {job.id}")
         promoted = True
     elif job.auto_promote:
         record(EventType.MESSAGE, f"auto_promote: {ref} was not promoted because the gate "

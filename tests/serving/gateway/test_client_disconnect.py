@@ -15,11 +15,11 @@ import time
 
 import pytest
 
-from serving.engine_process import free_port
-from serving.gateway.app import serving_extension
-from services.app import create_app
 from services.platform import Platform
 from services.tenants import create_key, create_tenant
+from serving.engine_process import free_port
+from tuneloop.app import create_app
+from tuneloop.state import ServeOptions
 
 
 class SlowStreamEngine:
@@ -160,7 +160,7 @@ def servers(make_settings):
         with platform.store.write() as s:
             create_tenant(s, "acme")
             key = create_key(s, "acme").key
-        app = create_app(platform=platform, extensions=[serving_extension(settings)])
+        app = create_app(platform=platform, serve=ServeOptions())
         wrapper = Asgi24(app)
         with Server(wrapper, settings.port) as gateway:
             gateway.wrapper = wrapper
@@ -187,7 +187,7 @@ def test_early_disconnect_releases_the_slot_and_aborts_the_engine_request(
     gateway.wrapper.gone = True
     engine.headers_after_s = 0.0
     assert _wait_for(lambda: engine.aborted == 1), "the engine request was not aborted"
-    gw = app.state.gateway
+    gw = app.state.tuneloop.gateway
     assert _wait_for(lambda: gw.limiter.in_flight("acme") == 0), "the tenant's slot was never released"
     assert _wait_for(lambda: gw.dispatch.pool.slots[0].placement.in_flight == 0), "the engine lease leaked"
     # The tenant's only slot is free again: the next requests are served, not refused with 429.
@@ -211,7 +211,7 @@ def test_disconnect_during_a_non_streaming_request_aborts_it_and_frees_the_slot(
     time.sleep(0.1)
     sock.close()
     assert _wait_for(lambda: engine.aborted == 1), "the engine request was not aborted"
-    gw = app.state.gateway
+    gw = app.state.tuneloop.gateway
     assert _wait_for(lambda: gw.limiter.in_flight("acme") == 0), "the tenant's slot was never released"
     with _request(gateway.port, key, CHAT) as sock:
         assert _status(sock) == 200

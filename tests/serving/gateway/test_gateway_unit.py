@@ -6,10 +6,10 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from serving.gateway.app import serving_extension
-from services.app import create_app
 from services.platform import Platform
 from services.tenants import create_key, create_tenant
+from tuneloop.app import create_app
+from tuneloop.state import ServeOptions
 
 
 @pytest.fixture
@@ -19,7 +19,7 @@ def client(make_settings):
     with platform.store.write() as s:
         create_tenant(s, "acme")
         key = create_key(s, "acme").key
-    app = create_app(platform=platform, extensions=[serving_extension(settings)])
+    app = create_app(platform=platform, serve=ServeOptions())
     with TestClient(app) as c:
         c.headers["Authorization"] = f"Bearer {key}"
         yield c

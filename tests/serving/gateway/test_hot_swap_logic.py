@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import asyncio
 
+from services.registry import ResolvedAdapter
 from serving.gateway.dispatch import Dispatcher
 from serving.placement import AdapterPlacement, EnginePool, EngineSlot
-from services.registry import ResolvedAdapter
 from tests.serving.test_placement_logic import FakeEngine
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from serving.gateway.limits import TenantLimiter
 from services.errors import RateLimited
+from serving.gateway.limits import TenantLimiter
 
 
 class Clock:

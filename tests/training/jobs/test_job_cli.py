@@ -8,7 +8,7 @@ import pytest
 from scripted_runner import ScriptedRunner
 from typer.testing import CliRunner
 
-from services.cli.main import app
+from tuneloop.cli.main import app
 
 COMMANDS = [["files"], ["files", "upload"], ["files", "list"], ["files", "show"], ["jobs"],
             ["jobs", "create"], ["jobs", "list"], ["jobs", "show"], ["jobs", "events"],

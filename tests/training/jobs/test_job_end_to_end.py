@@ -75,7 +75,7 @@ def wait_for_job(client, job, began: float, limit_s: float = 600):
 
 
 def test_openai_client_fine_tunes_a_classifier(ray_cluster, base_model_dir, tmp_path):
-    from services.app import create_app
+    from tuneloop.app import create_app
     from services.settings import Settings
 
     settings = Settings(data_dir=tmp_path / "data", base_model=str(base_model_dir),
@@ -163,10 +163,10 @@ def chat_rows(pairs) -> list[dict]:
 
 def test_chat_job_learns_a_format_and_passes_parity_through_the_engine(
         ray_cluster, base_model_dir, tmp_path):
-    from services.app import create_app
+    from tuneloop.app import create_app
     from services.settings import Settings
     from serving.engine_process import free_port
-    from serving.gateway.app import serving_extension
+    from tuneloop.state import ServeOptions
 
     settings = Settings(
         data_dir=tmp_path / "data", base_model=str(base_model_dir), admin_key="admin-test-key",
@@ -179,7 +179,7 @@ def test_chat_job_learns_a_format_and_passes_parity_through_the_engine(
     began = time.monotonic()
     # serving enabled: the app spawns its own engine (in the background, while the job trains)
     # and stops it when the app stops
-    app = create_app(settings, extensions=[serving_extension(settings)])
+    app = create_app(settings, serve=ServeOptions())
     with TestClient(app) as http:
         key, client = tenant_client(http)
         with open(train_path, "rb") as fh:

@@ -147,7 +147,7 @@ def test_serve_trains_with_its_own_ray_and_a_killed_tuneloop_resumes_the_job(
 
     from fastapi.testclient import TestClient
 
-    from services.app import create_app
+    from tuneloop.app import create_app
     from services.settings import Settings
 
     settings = Settings(data_dir=data_dir, base_model=str(base_model_dir),

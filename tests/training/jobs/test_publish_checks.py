@@ -24,7 +24,6 @@ from training.jobs.manager import JobManager
 from training.jobs.parity import (
     LABEL_TOLERANCE,
     EngineUnavailable,
-    GatewayEngine,
     compare_label_probabilities,
     compare_replies,
     peft_label_probabilities,
@@ -125,7 +124,7 @@ def scrambled_adapter(base_model_dir, tmp_path_factory):
 
 
 def test_label_parity_on_real_adapters(base_model_dir, peft_adapter, scrambled_adapter):
-    from training.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
+    from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
     from training.scoring import load_model
 
     texts, labels = [t for t, _ in VADER], ["negative", "neutral", "positive"]
@@ -187,7 +186,7 @@ def peft_first_token_probabilities(base_model_dir, adapter_dir, template, texts,
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from training.prompts import classification_messages
+    from services.prompts import classification_messages
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
     model = PeftModel.from_pretrained(
@@ -349,85 +348,6 @@ def test_auto_promote_only_past_the_gate(platform, tenant, training_file, peft_a
         assert v2.metrics["eval"]["champion"]["accuracy"] == champion_accuracy
     else:  # the untrained champion got nothing right either: a tie passes
         assert gate.data["passed"] and gate.data["reason"] == "ties_champion"
-
-
-# -- GatewayEngine over a fake pool -----------------------------------------------------------
-
-
-class FakeClient:
-    def __init__(self):
-        self.bodies = []
-
-    async def chat_completions(self, body):
-        self.bodies.append(body)
-        return {"choices": [{"message": {"content": "reply to " + body["messages"][0]["content"]}}]}
-
-
-class FakeSlot:
-    def __init__(self, ready):
-        self.ready = ready
-
-    def is_ready(self):
-        return self.ready
-
-
-class FakePool:
-    def __init__(self, ready=True):
-        self.slots = [FakeSlot(ready)]
-        self.client = FakeClient()
-        self.loaded: list[tuple[str, str]] = []
-        self.unloaded: list[str] = []
-
-    async def call(self, adapter, path, request):
-        self.loaded.append((adapter, path))
-        return await request(self.client)
-
-    async def drain_and_unload_everywhere(self, name, timeout_s=None):
-        self.unloaded.append(name)
-        return True
-
-
-class FakeDispatcher:
-    def __init__(self, pool):
-        self.pool = pool
-
-
-@pytest.fixture
-def loop():
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
-
-
-def test_gateway_engine_runs_greedy_requests_on_the_pool(loop):
-    pool = FakePool()
-    engine = GatewayEngine(lambda: FakeDispatcher(pool), loop, wait_s=0)
-    prompts = [[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]]
-    assert engine.greedy_replies("t.x.v1", "/p", prompts, 16) == ["reply to a", "reply to b"]
-    assert pool.loaded == [("t.x.v1", "/p")] * 2
-    assert all(b["temperature"] == 0.0 and b["max_tokens"] == 16 and b["model"] == "t.x.v1"
-               for b in pool.client.bodies)
-    engine.forget("t.x.v1")
-    assert pool.unloaded == ["t.x.v1"]
-
-
-def test_gateway_engine_is_unavailable_without_serving_or_a_ready_engine(loop):
-    with pytest.raises(EngineUnavailable, match="serving is not enabled"):
-        GatewayEngine(lambda: None, loop, wait_s=0).greedy_replies("n", "/p", [], 16)
-    with pytest.raises(EngineUnavailable, match="no engine was ready within 0 s"):
-        GatewayEngine(lambda: FakeDispatcher(FakePool(ready=False)), loop, wait_s=0
-                      ).greedy_replies("n", "/p", [], 16)
-    stopped = asyncio.new_event_loop()  # the app stopped: skip the check, never fail it
-    try:
-        with pytest.raises(EngineUnavailable, match="shutting down"):
-            GatewayEngine(lambda: FakeDispatcher(FakePool()), stopped, wait_s=0
-                          ).greedy_replies("n", "/p", [], 16)
-    finally:
-        stopped.close()
 
 
 def test_chat_parity_stays_exact_greedy_text():

@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from services.base_model import import_default_model, model_fingerprint
-from services.cli.common import load
 from services.errors import TuneloopError
+from tuneloop.cli.common import load
 
 app = typer.Typer(help="Manage the base model.", no_args_is_help=True)
 

@@ -3,23 +3,22 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.errors import RateLimited, TuneloopError, Unavailable
 from services.platform import Platform
 from services.settings import Settings
+from tuneloop.state import MonitorOptions, ServeOptions, open_state
 
 log = logging.getLogger("tuneloop")
-
-# Hooks that extend the app (serving gateway, monitoring) without services importing them.
-AppExtension = Callable[[FastAPI], None]
-
 
 def error_body(message: str, type_: str, code: str | None, param: str | None = None) -> dict:
     return {"error": {"message": message, "type": type_, "code": code, "param": param}}
@@ -72,50 +71,44 @@ def create_app(
     settings: Settings | None = None,
     *,
     platform: Platform | None = None,
-    extensions: list[AppExtension] | None = None,
+    serve: ServeOptions | None = None,
+    monitor: MonitorOptions | None = None,
+    jobs: dict[str, Any] | None = None,
 ) -> FastAPI:
-    """Build the app. Pass ``platform`` to share one; otherwise it is opened on startup."""
-    from services.api import adapters, admin, feedback, health, jobs, policy
+    """Build the app: the platform API always; the gateway with ``serve``; the monitor thread
+    with ``monitor``; ``jobs`` are options for the job manager. Pass ``platform`` to share one;
+    otherwise it is opened on startup (and closed on shutdown)."""
+    from tuneloop.api import adapters, admin, feedback, files, health, inference, policy
+    from tuneloop.api import jobs as jobs_api
 
     if settings is None:
         settings = platform.settings if platform else Settings()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = app.state.platform is None
-        if owned:
-            app.state.platform = Platform.open(settings)
-            if app.state.platform.generated_admin_key:
-                print(
-                    "tuneloop: generated admin key (shown once, stored hashed): "
-                    f"{app.state.platform.generated_admin_key}",
-                    flush=True,
-                )
-        async with _run_hooks(app):
-            yield
-        if owned:
-            app.state.platform.close()
+        opened = platform or await run_in_threadpool(Platform.open, settings)
+        if platform is None and opened.generated_admin_key:
+            print("tuneloop: generated admin key (shown once, stored hashed): "
+                  f"{opened.generated_admin_key}", flush=True)
+        try:
+            async with open_state(opened, serve=serve, monitor=monitor, jobs=jobs) as state:
+                app.state.tuneloop = state
+                try:
+                    yield
+                finally:
+                    app.state.tuneloop = None
+        finally:
+            if platform is None:
+                opened.close()
 
     app = FastAPI(title="tuneloop", version="0.1.0", lifespan=lifespan)
-    app.state.platform = platform
-    app.state.startup_hooks = []  # async context managers entered in lifespan
+    app.state.tuneloop = None
     install_error_handlers(app)
-    app.include_router(health.router)
-    app.include_router(admin.router)
-    app.include_router(adapters.router)
-    app.include_router(feedback.router)
-    app.include_router(policy.router)  # retrain policy, drift reports, monitor events
-    jobs.install(app)  # /v1/files, /v1/fine_tuning/jobs and the background job manager
-    for extend in extensions or []:
-        extend(app)
+    if serve is not None:
+        # First: every inference request would otherwise try each platform route's pattern
+        # before reaching its own (no paths overlap).
+        app.include_router(inference.router)
+    for router in (health.router, admin.router, adapters.router, feedback.router, policy.router,
+                   files.router, jobs_api.router):
+        app.include_router(router)
     return app
-
-
-@asynccontextmanager
-async def _run_hooks(app: FastAPI) -> AsyncIterator[None]:
-    from contextlib import AsyncExitStack
-
-    async with AsyncExitStack() as stack:
-        for hook in app.state.startup_hooks:
-            await stack.enter_async_context(hook(app))
-        yield

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import typer
 
-from services.cli.common import opened_platform
 from services.platform import Platform
 from services.store.models import Tenant
 from services.tenants import get_tenant
 from training.jobs import store
 from training.jobs.states import EventType, JobStatus
+from tuneloop.cli.common import opened_platform
 
 app = typer.Typer(help="Create and follow fine-tuning jobs.", no_args_is_help=True)
 
@@ -35,7 +35,7 @@ def _tenant(p: Platform, name: str) -> Tenant:
 
 
 def _job_json(p: Platform, tenant: Tenant, job_id: str) -> dict:
-    from services.api.jobs import job_out
+    from tuneloop.api.jobs import job_out
 
     with p.store.read() as session:
         return job_out(store.get_job(session, tenant, job_id), tenant.name).model_dump(mode="json")
@@ -182,7 +182,7 @@ def wait(job_id: str, tenant: str = TENANT,
 def list_(tenant: str = TENANT, limit: int = typer.Option(20),
           as_json: bool = typer.Option(False, "--json")) -> None:
     """List the tenant's jobs, newest first."""
-    from services.api.jobs import job_out
+    from tuneloop.api.jobs import job_out
 
     with opened_platform() as p, p.store.read() as session:
         t = get_tenant(session, tenant)

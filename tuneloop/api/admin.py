@@ -5,9 +5,9 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 
 from services import tenants
-from services.api.deps import key_cache, platform, require_admin
-from services.api.schemas import KeyOut, ListOut, TenantCreate, TenantOut
 from services.store.models import TenantState
+from tuneloop.api.deps import app_state, platform, require_admin
+from tuneloop.api.schemas import KeyOut, ListOut, TenantCreate, TenantOut
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)], tags=["admin"])
 
@@ -32,7 +32,7 @@ def list_tenants(request: Request) -> ListOut:
 def disable_tenant(tenant: str, request: Request) -> TenantOut:
     with platform(request).store.write() as session:
         out = _tenant_out(tenants.set_tenant_state(session, tenant, TenantState.DISABLED))
-    key_cache(request).clear()
+    app_state(request).keys.clear()
     return out
 
 
@@ -68,5 +68,5 @@ def revoke_key(tenant: str, key_id: int, request: Request) -> KeyOut:
         row = tenants.revoke_key(session, key_id, tenant)
         out = KeyOut(id=row.id, tenant=tenant, prefix=row.prefix, created_at=row.created_at,
                      revoked_at=row.revoked_at)
-    key_cache(request).clear()
+    app_state(request).keys.clear()
     return out

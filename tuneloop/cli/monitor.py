@@ -11,7 +11,7 @@ import json
 
 import typer
 
-from services.cli.common import load, opened_platform
+from tuneloop.cli.common import load, opened_platform
 
 
 def register(app: typer.Typer) -> None:
@@ -37,11 +37,12 @@ def register(app: typer.Typer) -> None:
             return
         import uvicorn
 
-        from monitoring.service import monitor_interval, standalone_app
+        from tuneloop.monitor import standalone_app
+        from tuneloop.state import MonitorOptions
 
         settings = load()
-        every = interval or monitor_interval(settings)
+        every = interval or settings.monitor_interval_s
         typer.echo(f"tuneloop monitor: a pass every {every:g} s; metrics on "
                    f"http://{settings.host}:{settings.monitor_metrics_port}/metrics")
-        uvicorn.run(standalone_app(settings, interval_s=every), host=settings.host,
+        uvicorn.run(standalone_app(settings, MonitorOptions(interval_s=every)), host=settings.host,
                     port=settings.monitor_metrics_port, log_level=settings.log_level)

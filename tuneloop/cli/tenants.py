@@ -5,8 +5,8 @@ from __future__ import annotations
 import typer
 
 from services import tenants as tenant_ops
-from services.cli.common import emit, opened_platform
 from services.store.models import TenantState
+from tuneloop.cli.common import emit, opened_platform
 
 app = typer.Typer(help="Manage tenants.", no_args_is_help=True)
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli.common import load
+from tuneloop.cli.common import load
 
 
 def register(app: typer.Typer) -> None:
@@ -18,20 +18,13 @@ def register(app: typer.Typer) -> None:
         """Start the platform on the configured settings (embedded defaults: everything local)."""
         import uvicorn
 
-        from monitoring.service import monitor_extension, monitor_in_serve
-        from services.app import create_app
+        from tuneloop.app import create_app
+        from tuneloop.state import MonitorOptions, ServeOptions
 
         settings = load()
-        extensions = []
-        try:
-            from serving.gateway.app import serving_extension
-        except ImportError:
-            serving_extension = None
-        if serving_extension is not None:
-            extensions.append(serving_extension(settings))
-        if monitor if monitor is not None else monitor_in_serve(settings):
-            extensions.append(monitor_extension(settings))  # after serving: promotions hot-swap
-        app_ = create_app(settings, extensions=extensions)
+        in_process = monitor if monitor is not None else settings.monitor_in_serve
+        app_ = create_app(settings, serve=ServeOptions(),
+                          monitor=MonitorOptions() if in_process else None)
         url = f"http://{settings.host}:{settings.port}"
         typer.echo(
             f"tuneloop listening on {url}\n"

@@ -1,29 +1,21 @@
 """Fine-tuning jobs API (OpenAI shape): create, list, show, events, checkpoints, cancel.
 
-Jobs run in the background: :func:`install` adds these routes and a startup hook that runs a
-:class:`training.jobs.manager.JobManager` (one job at a time) for as long as the app runs.
+Jobs run in the background, in the app's :class:`training.jobs.manager.JobManager`
+(:mod:`tuneloop.state`); creating one wakes it.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-
-from fastapi import APIRouter, Depends, FastAPI, Query, Request
+from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from services import registry
-from services.api import files as files_api
-from services.api.deps import current_tenant, platform
-from services.api.schemas_jobs import CheckpointOut, EventOut, JobCreate, JobOut, Page
-from services.errors import InvalidInput, NotFound
+from services.errors import InvalidInput
 from services.store.models import FineTuningCheckpoint, FineTuningEvent, FineTuningJob, Tenant
 from training.jobs import store
 from training.jobs.intake import create_job
-from training.jobs.manager import JobManager
-from training.jobs.parity import GatewayEngine
 from training.jobs.store import unix
+from tuneloop.api.deps import app_state, current_tenant, platform
+from tuneloop.api.schemas_jobs import CheckpointOut, EventOut, JobCreate, JobOut, Page
 
 router = APIRouter(prefix="/v1/fine_tuning/jobs", tags=["fine-tuning"])
 
@@ -79,9 +71,7 @@ async def create(body: JobCreate, request: Request,
         validation_file=body.validation_file, suffix=body.suffix,
         hyperparameters=_hyperparameters(body), task=body.task, labels=body.labels,
         prompt_template=body.prompt_template, auto_promote=body.auto_promote, seed=body.seed)
-    manager = getattr(request.app.state, "jobs", None)
-    if manager is not None:
-        manager.wake()
+    app_state(request).jobs.wake()
     return job_out(job, tenant.name)
 
 
@@ -145,61 +135,3 @@ async def cancel(job_id: str, request: Request, tenant: Tenant = Depends(current
 
     job = await run_in_threadpool(_do)
     return job_out(job, tenant.name)
-
-
-def _promote_hook(app: FastAPI, loop: asyncio.AbstractEventLoop):
-    """auto_promote through the serving gateway's hot swap when it runs in this app."""
-
-    def promote(tenant: Tenant, name: str, version: int) -> None:
-        p = app.state.platform
-        swapper = getattr(app.state, "swapper", None)
-        ref = registry.version_ref(name, version)
-        previous = None
-        if swapper is not None:
-            with p.store.read() as session:
-                new = registry.resolve(session, tenant, ref)
-                try:
-                    old = registry.resolve(session, tenant, name)
-                except NotFound:
-                    old = None
-            asyncio.run_coroutine_threadsafe(swapper.prepare(new), loop).result(timeout=600)
-            previous = old if old is not None and old.version_id != new.version_id else None
-        with p.store.write() as session:
-            registry.promote(session, tenant, name, version, "auto_promote by a fine-tuning job")
-        if swapper is not None:
-            loop.call_soon_threadsafe(swapper.switched, tenant.id, previous)
-
-    return promote
-
-
-def _dispatcher(app: FastAPI):
-    def find():  # serving's Dispatcher, or None when this app serves nothing
-        gateway = getattr(app.state, "gateway", None)
-        return getattr(gateway, "dispatch", None)
-
-    return find
-
-
-@asynccontextmanager
-async def _jobs_lifespan(app: FastAPI) -> AsyncIterator[None]:
-    # Tests (and embedders) may set app.state.job_manager_options, e.g. {"runner": ...} or
-    # {"concurrency": 0} for a manager that validates jobs but runs none.
-    settings = app.state.platform.settings
-    loop = asyncio.get_running_loop()
-    options = {"promote_hook": _promote_hook(app, loop),
-               # parity checks run on the gateway's engines when this app serves (looked up
-               # at check time: the gateway starts after the job manager)
-               "parity_engine": GatewayEngine(_dispatcher(app), loop),
-               "concurrency": settings.train_concurrency,
-               "stale_after_s": settings.train_job_stale_after_s,
-               **getattr(app.state, "job_manager_options", {})}
-    manager = JobManager(app.state.platform, **options)
-    async with manager.lifespan(app):
-        yield
-
-
-def install(app: FastAPI) -> None:
-    """Add the files and jobs routes and run a job manager while the app runs."""
-    app.include_router(files_api.router)
-    app.include_router(router)
-    app.state.startup_hooks.append(_jobs_lifespan)

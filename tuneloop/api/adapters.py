@@ -12,8 +12,11 @@ from starlette.concurrency import run_in_threadpool
 
 from services import registry
 from services.adapter_intake import register_adapter_archive
-from services.api.deps import current_tenant, platform
-from services.api.schemas import (
+from services.errors import InvalidInput, TooLarge
+from services.platform import Platform
+from services.store.models import AdapterVersion, Tenant
+from tuneloop.api.deps import app_state, current_tenant, platform
+from tuneloop.api.schemas import (
     AdapterOut,
     ChampionChangeOut,
     ListOut,
@@ -21,8 +24,6 @@ from services.api.schemas import (
     RollbackIn,
     VersionOut,
 )
-from services.errors import InvalidInput, NotFound, TooLarge
-from services.store.models import AdapterVersion, Tenant
 
 router = APIRouter(prefix="/v1/adapters", tags=["adapters"])
 
@@ -141,52 +142,19 @@ async def register_version(
     return version_out(name, row)
 
 
-async def _prepare_swap(request: Request, tenant: Tenant, name: str, ref: str):  # noqa: ANN202
-    """Load and probe the new champion on every engine before the alias switches (hot swap).
-
-    Returns the current champion (to retire after the switch), or None.
-    """
-    swapper = getattr(request.app.state, "swapper", None)
-    if swapper is None:
-        return None
-    p = platform(request)
-
-    def _resolve():  # noqa: ANN202
-        with p.store.read() as session:
-            new = registry.resolve(session, tenant, ref)
-            try:
-                old = registry.resolve(session, tenant, name)
-            except NotFound:
-                old = None
-            return new, old
-
-    new, old = await run_in_threadpool(_resolve)
-    await swapper.prepare(new)
-    return old if old is not None and old.version_id != new.version_id else None
-
-
-def _after_swap(request: Request, tenant: Tenant, previous) -> None:  # noqa: ANN001
-    swapper = getattr(request.app.state, "swapper", None)
-    if swapper is not None:
-        swapper.switched(tenant.id, previous)
+def _adapter_after_switch(p: Platform, tenant: Tenant, name: str) -> AdapterOut:
+    with p.store.read() as session:
+        return adapter_out(session, registry.get_adapter(session, tenant, name), history=True)
 
 
 @router.post("/{name}/promote")
 async def promote(
     name: str, body: PromoteIn, request: Request, tenant: Tenant = Depends(current_tenant)
 ) -> AdapterOut:
-    p = platform(request)
-    previous = await _prepare_swap(request, tenant, name, registry.version_ref(name, body.version))
-
-    def _do() -> AdapterOut:
-        with p.store.write() as session:
-            registry.promote(session, tenant, name, body.version, body.reason)
-        with p.store.read() as session:
-            return adapter_out(session, registry.get_adapter(session, tenant, name), history=True)
-
-    out = await run_in_threadpool(_do)
-    _after_swap(request, tenant, previous)
-    return out
+    """Hot swap: the version is loaded and probed on every engine before the alias switches."""
+    state = app_state(request)
+    await state.swap.promote_async(tenant, name, body.version, body.reason)
+    return await run_in_threadpool(_adapter_after_switch, state.platform, tenant, name)
 
 
 @router.post("/{name}/rollback")
@@ -194,21 +162,6 @@ async def rollback(
     name: str, request: Request, body: RollbackIn | None = None,
     tenant: Tenant = Depends(current_tenant),
 ) -> AdapterOut:
-    p = platform(request)
-
-    def _target() -> int:
-        with p.store.read() as session:
-            return registry.rollback_target(session, tenant, name).version
-
-    version = await run_in_threadpool(_target)
-    previous = await _prepare_swap(request, tenant, name, registry.version_ref(name, version))
-
-    def _do() -> AdapterOut:
-        with p.store.write() as session:
-            registry.rollback(session, tenant, name, body.reason if body else None)
-        with p.store.read() as session:
-            return adapter_out(session, registry.get_adapter(session, tenant, name), history=True)
-
-    out = await run_in_threadpool(_do)
-    _after_swap(request, tenant, previous)
-    return out
+    state = app_state(request)
+    await state.swap.rollback_async(tenant, name, body.reason if body else None)
+    return await run_in_threadpool(_adapter_after_switch, state.platform, tenant, name)

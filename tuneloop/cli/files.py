@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 
-from services.cli.common import opened_platform
 from services.tenants import get_tenant
 from training.jobs import files
+from tuneloop.cli.common import opened_platform
 
 app = typer.Typer(help="Upload and inspect fine-tuning datasets.", no_args_is_help=True)
 
@@ -17,7 +17,7 @@ TENANT = typer.Option(..., "--tenant", "-t", help="Tenant owning the file.")
 
 
 def _show(row) -> dict:
-    from services.api.files import file_out
+    from tuneloop.api.files import file_out
 
     return file_out(row).model_dump(mode="json")
 

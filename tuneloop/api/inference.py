@@ -17,21 +17,17 @@ from pydantic import ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from monitoring.request_log import LogRecord
+from services import registry
+from services.errors import InvalidInput, TooLarge, TuneloopError, Unavailable
+from services.store.models import Tenant
 from serving.gateway.disconnect import CLIENT_CLOSED_STATUS, ClientGone, cancel_on_disconnect
 from serving.gateway.schemas import ChatRequest, ClassifyRequest, CompletionRequest
 from serving.gateway.streaming import RelayResponse, StreamRecord, rewrite_events
-from services import registry
-from services.api.deps import cached_tenant, current_tenant, platform
-from services.errors import InvalidInput, TooLarge, TuneloopError, Unavailable
-from services.store.models import Tenant
+from tuneloop.api.deps import cached_tenant, current_tenant, gateway, platform
 
 router = APIRouter(tags=["serving"])
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
-
-
-def _gw(request: Request):  # noqa: ANN202
-    return request.app.state.gateway
 
 
 async def _json_body(request: Request) -> dict:
@@ -106,7 +102,7 @@ def list_models(request: Request, tenant: Tenant = Depends(current_tenant)) -> d
 
 
 async def _serve_generation(request: Request, route: str, schema, id_prefix: str):  # noqa: ANN001, ANN202
-    gw = _gw(request)
+    gw = gateway(request)
     started = time.perf_counter()
     tenant = await _tenant(request)
     body = await _json_body(request)
@@ -216,7 +212,7 @@ async def completions(request: Request):  # noqa: ANN201
 
 @router.post("/v1/classify")
 async def classify(request: Request) -> Response:
-    gw = _gw(request)
+    gw = gateway(request)
     started = time.perf_counter()
     tenant = await _tenant(request)
     parsed = _validate(ClassifyRequest, await _json_body(request))
@@ -262,7 +258,7 @@ async def classify(request: Request) -> Response:
 
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
-    gw = _gw(request)
+    gw = gateway(request)
     ready, detail = await gw.dispatch.ready()
     if not ready:
         raise Unavailable(f"not ready: {detail}", retry_after_s=5)
@@ -273,4 +269,4 @@ async def readyz(request: Request) -> JSONResponse:
 def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    return Response(_gw(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    return Response(gateway(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -7,7 +7,6 @@ other requests' feedback by the app's :class:`FeedbackBatcher`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections import Counter
 
@@ -16,9 +15,9 @@ from fastapi.responses import JSONResponse
 from pydantic import TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from monitoring.feedback import FeedbackBatcher, FeedbackIn, Submission, feedback_kinds
-from services.api.deps import cached_tenant, current_tenant, platform
+from monitoring.feedback import FeedbackIn, Submission, feedback_kinds
 from services.errors import InvalidInput
+from tuneloop.api.deps import app_state, cached_tenant, current_tenant
 
 router = APIRouter(tags=["feedback"])
 MAX_BATCH = 1000
@@ -44,15 +43,6 @@ def _parse(raw: object) -> tuple[list[FeedbackIn], bool]:
         raise InvalidInput(f"invalid feedback: {where}{loc or 'item'}: {msg}", param=loc or None) from exc
 
 
-def _batcher(request: Request) -> FeedbackBatcher:
-    """The app's batcher for the running event loop (apps may outlive a loop in tests)."""
-    loop = asyncio.get_running_loop()
-    current = getattr(request.app.state, "feedback_batcher", None)
-    if current is None or current[0] is not loop:
-        current = request.app.state.feedback_batcher = (loop, FeedbackBatcher(platform(request).store))
-    return current[1]
-
-
 @router.post("/v1/feedback")
 async def post_feedback(request: Request) -> JSONResponse:
     tenant = cached_tenant(request) or await run_in_threadpool(current_tenant, request)
@@ -61,12 +51,13 @@ async def post_feedback(request: Request) -> JSONResponse:
     except ValueError as exc:
         raise InvalidInput("request body is not valid JSON; send a feedback object or {\"data\": [...]}") from exc
     items, batch = _parse(raw)
-    gateway = getattr(request.app.state, "gateway", None)
+    state = app_state(request)
+    gateway = state.gateway
     request_log = gateway.request_log if gateway is not None else None
     if request_log is not None and request_log.is_pending(item.response_id for item in items):
         # A response served a moment ago may still sit in the log's buffer.
         await run_in_threadpool(request_log.flush, 5.0)
-    stored = await _batcher(request).submit(Submission(tenant.id, items, bulk=batch))
+    stored = await state.feedback.submit(Submission(tenant.id, items, bulk=batch))
     if gateway is not None:
         kinds = Counter(k for item, s in zip(items, stored) if s.created for k in feedback_kinds(item))
         for kind, n in kinds.items():

@@ -11,12 +11,12 @@ from fastapi import APIRouter, Depends, Form, Request, UploadFile
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
-from services.api.deps import current_tenant, platform
-from services.api.schemas_jobs import FileOut, Page
 from services.errors import TooLarge
 from services.store.models import DatasetFile, Tenant
 from training.jobs import files
 from training.jobs.store import unix
+from tuneloop.api.deps import current_tenant, platform
+from tuneloop.api.schemas_jobs import FileOut, Page
 
 router = APIRouter(prefix="/v1/files", tags=["files"])
 

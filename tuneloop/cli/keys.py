@@ -5,7 +5,7 @@ from __future__ import annotations
 import typer
 
 from services import tenants as tenant_ops
-from services.cli.common import opened_platform
+from tuneloop.cli.common import opened_platform
 
 app = typer.Typer(help="Manage tenant API keys.", no_args_is_help=True)
 

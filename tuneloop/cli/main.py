@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from services.cli import adapters, demo, files, jobs, keys, models, monitor, serve, tenants
+from tuneloop.cli import adapters, demo, files, jobs, keys, models, monitor, serve, tenants
 
 app = typer.Typer(
     name="tuneloop",

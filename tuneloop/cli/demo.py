@@ -178,9 +178,8 @@ def run_story(settings: Any, story: Story = Story(), say: Callable[[str], None] 
     from fastapi.testclient import TestClient
 
     from monitoring.loop import MonitorConfig
-    from monitoring.service import monitor_extension
-    from services.app import create_app
-    from serving.gateway.app import serving_extension
+    from tuneloop.app import create_app
+    from tuneloop.state import MonitorOptions, ServeOptions
 
     old, new = load_rows()
     train, valid = old[:story.v1_train], old[story.v1_train:story.v1_train + story.v1_valid]
@@ -190,9 +189,8 @@ def run_story(settings: Any, story: Story = Story(), say: Callable[[str], None] 
                            min_window=min(50, story.chunk), min_reference=50,
                            eval_fraction=story.eval_fraction,
                            hyperparameters=story.retrain_hyperparameters or story.hyperparameters)
-    app = create_app(settings, extensions=[
-        serving_extension(settings),
-        monitor_extension(settings, interval_s=story.monitor_interval_s, config=config)])
+    app = create_app(settings, serve=ServeOptions(),
+                     monitor=MonitorOptions(interval_s=story.monitor_interval_s, config=config))
     admin = {"Authorization": f"Bearer {settings.admin_key.get_secret_value()}"}
     result: dict[str, Any] = {}
     began = time.monotonic()
@@ -329,8 +327,8 @@ def demo_settings(data_dir: Path | None = None) -> Any:
     from pydantic import SecretStr
 
     from services.base_model import import_default_model
-    from services.cli.common import load
     from serving.engine_process import free_port
+    from tuneloop.cli.common import load
 
     settings = load()
     model = settings.resolved_base_model

@@ -18,8 +18,8 @@ from pydantic import BaseModel
 from monitoring import monitor_store as ms
 from monitoring.policy import RetrainPolicy, drift_persists
 from services import registry
-from services.api.deps import current_tenant, platform
 from services.store.models import AdapterVersion, MonitorEvent, MonitorReport, RetrainRun, Tenant
+from tuneloop.api.deps import current_tenant, platform
 
 router = APIRouter(prefix="/v1/adapters", tags=["monitoring"])
 

@@ -1,19 +1,37 @@
-"""Request dependencies: the platform, the caller's tenant, the admin check."""
+"""Request dependencies: the app state and its parts, the caller's tenant, the admin check."""
 
 from __future__ import annotations
 
-import time
-
 from fastapi import Request
 
-from services.errors import Forbidden, Unauthorized
+from services.errors import Forbidden, Unauthorized, Unavailable
 from services.platform import Platform
 from services.store.models import Tenant
 from services.tenants import hash_key, is_admin_key, resolve_key
+from serving.gateway.runtime import Gateway
+from tuneloop.state import AppState
+
+__all__ = ["app_state", "bearer_key", "cached_tenant", "current_tenant", "gateway",
+           "platform", "require_admin"]
+
+
+def app_state(request: Request) -> AppState:
+    state: AppState | None = request.app.state.tuneloop
+    if state is None:
+        raise Unavailable("tuneloop is starting; retry in a moment", retry_after_s=1)
+    return state
 
 
 def platform(request: Request) -> Platform:
-    return request.app.state.platform
+    return app_state(request).platform
+
+
+def gateway(request: Request) -> Gateway:
+    """The gateway of this app (only apps built with serving have the inference routes)."""
+    gw = app_state(request).gateway
+    if gw is None:
+        raise Unavailable("serving is not enabled in this process", retry_after_s=5)
+    return gw
 
 
 def bearer_key(request: Request) -> str:
@@ -24,45 +42,11 @@ def bearer_key(request: Request) -> str:
     return key.strip()
 
 
-class KeyCache:
-    """Recently resolved keys (by hash) -> tenant, for ``ttl_s`` seconds.
-
-    Saves a store read per request. Revoking a key or disabling a tenant through this process
-    clears the cache at once; other processes notice within ``ttl_s``.
-    """
-
-    def __init__(self, ttl_s: float = 5.0, max_entries: int = 10_000):
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._entries: dict[str, tuple[float, Tenant]] = {}
-
-    def get(self, key_hash: str) -> Tenant | None:
-        hit = self._entries.get(key_hash)
-        if hit is None or time.monotonic() - hit[0] > self.ttl_s:
-            return None
-        return hit[1]
-
-    def put(self, key_hash: str, tenant: Tenant) -> None:
-        if len(self._entries) >= self.max_entries:
-            self._entries.clear()
-        self._entries[key_hash] = (time.monotonic(), tenant)
-
-    def clear(self) -> None:
-        self._entries.clear()
-
-
-def key_cache(request: Request) -> KeyCache:
-    cache = getattr(request.app.state, "key_cache", None)
-    if cache is None:
-        cache = request.app.state.key_cache = KeyCache()
-    return cache
-
-
 def cached_tenant(request: Request) -> Tenant | None:
     """The caller's tenant when it is known without a store read (else None)."""
-    tenant = getattr(request.state, "tenant", None)
+    tenant: Tenant | None = getattr(request.state, "tenant", None)
     if tenant is None:
-        tenant = key_cache(request).get(hash_key(bearer_key(request)))
+        tenant = app_state(request).keys.get(hash_key(bearer_key(request)))
         if tenant is not None:
             request.state.tenant = tenant
     return tenant
@@ -77,7 +61,7 @@ def current_tenant(request: Request) -> Tenant:
     with platform(request).store.read() as session:
         tenant = resolve_key(session, key)
         session.expunge(tenant)
-    key_cache(request).put(hash_key(key), tenant)
+    app_state(request).keys.put(hash_key(key), tenant)
     request.state.tenant = tenant
     return tenant
 

@@ -13,8 +13,8 @@ import typer
 
 from services import registry
 from services.adapter_intake import register_adapter_archive, register_adapter_dir
-from services.cli.common import emit, opened_platform
 from services.tenants import get_tenant
+from tuneloop.cli.common import emit, opened_platform
 
 app = typer.Typer(help="Manage LoRA adapters and their versions.", no_args_is_help=True)
 
@@ -60,7 +60,7 @@ def list_(tenant: str = TENANT, as_json: bool = typer.Option(False, "--json")) -
 @app.command("show")
 def show(name: str, tenant: str = TENANT) -> None:
     """Show an adapter's versions, metrics, lineage and champion history as JSON."""
-    from services.api.adapters import adapter_out
+    from tuneloop.api.adapters import adapter_out
 
     with opened_platform() as p, p.store.read() as session:
         t = get_tenant(session, tenant)
