@@ -12,7 +12,7 @@ Tokens are real (non-padding) tokens. Run from the repository root:
 
     .venv/bin/python benchmarks/train.py --examples 32 --threads 1
 
-Data: short texts of tests/data/vader_sentiment as classification examples, plus every
+Data: short texts of tuneloop/data/vader_sentiment as classification examples, plus every
 ``--long-every``-th example made long by asking to repeat several texts (skew).
 """
 
@@ -38,7 +38,7 @@ from training.progress import read_events
 from training.recipe import _build_model, _tokenize_all, _unit_rows, run_training
 from training.schedule import plan_steps
 
-DATA = REPO / "tests" / "data" / "vader_sentiment" / "vader_sentiment.jsonl"
+DATA = REPO / "tuneloop" / "data" / "vader_sentiment" / "vader_sentiment.jsonl"
 LABELS = ["negative", "neutral", "positive"]
 
 

@@ -39,20 +39,10 @@ def register_adapter_dir(
     with platform.store.write() as session:
         if isinstance(tenant, str):
             tenant = get_tenant(session, tenant)
-        return registry.register_version(
-            session,
-            tenant,
-            name,
-            info=info,
-            artifact_key=key,
-            base_fingerprint=platform.base_fingerprint,
-            task=task,
-            labels=labels,
-            prompt_template=prompt_template,
-            metrics=metrics,
-            lineage=lineage,
-            state=state,
-        )
+        return registry.register_version(session, tenant, name, registry.NewVersion(
+            info=info, artifact_key=key, base_fingerprint=platform.base_fingerprint, task=task,
+            labels=labels, prompt_template=prompt_template, metrics=metrics, lineage=lineage,
+            state=state))
 
 
 def register_adapter_archive(

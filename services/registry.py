@@ -125,24 +125,27 @@ def check_classification_spec(
     return labels, template
 
 
-def register_version(
-    session: Session,
-    tenant: Tenant,
-    name: str,
-    *,
-    info: AdapterInfo,
-    artifact_key: str,
-    base_fingerprint: str,
-    task: str,
-    labels: list[str] | None = None,
-    prompt_template: str | None = None,
-    metrics: dict | None = None,
-    lineage: dict | None = None,
-    state: VersionState = VersionState.READY,
-) -> AdapterVersion:
+@dataclass(frozen=True)
+class NewVersion:
+    """What :func:`register_version` stores: the validated adapter and its description."""
+
+    info: AdapterInfo
+    artifact_key: str
+    base_fingerprint: str
+    task: str
+    labels: list[str] | None = None
+    prompt_template: str | None = None
+    metrics: dict | None = None
+    lineage: dict | None = None
+    state: VersionState = VersionState.READY
+
+
+def register_version(session: Session, tenant: Tenant, name: str,
+                     new: NewVersion) -> AdapterVersion:
     """Add version N+1 of (tenant, name); the first ready version becomes the champion."""
     check_adapter_name(name)
-    labels, prompt_template = check_classification_spec(task, labels, prompt_template)
+    task, info, state = new.task, new.info, new.state
+    labels, prompt_template = check_classification_spec(task, new.labels, new.prompt_template)
     adapter = session.scalar(
         select(Adapter).where(Adapter.tenant_id == tenant.id, Adapter.name == name).with_for_update()
     )
@@ -170,11 +173,11 @@ def register_version(
         labels=labels,
         prompt_template=prompt_template,
         rank=info.rank,
-        base_fingerprint=base_fingerprint,
-        artifact_key=artifact_key,
+        base_fingerprint=new.base_fingerprint,
+        artifact_key=new.artifact_key,
         size_bytes=info.size_bytes,
-        metrics=metrics or {},
-        lineage=lineage or {},
+        metrics=new.metrics or {},
+        lineage=new.lineage or {},
     )
     session.add(row)
     try:

@@ -72,10 +72,10 @@ async def open_state(platform: Platform, *, serve: ServeOptions | None = None,
             gateway = await stack.enter_async_context(open_gateway(
                 platform, spawn_engine=serve.spawn_engine, request_log=serve.request_log))
         dispatch = gateway.dispatch if gateway is not None else None
-        swap = HotSwap(platform, dispatch, loop if dispatch is not None else None)
+        swap = HotSwap(platform, gateway.swap, loop) if gateway is not None else HotSwap(platform)
         manager = JobManager(platform, **{
             "switcher": swap,
-            "parity_engine": GatewayEngine(dispatch, loop) if dispatch is not None else None,
+            "parity_engine": GatewayEngine(dispatch, loop),  # skips the check without serving
             "concurrency": settings.train_concurrency,
             "stale_after_s": settings.train_job_stale_after_s,
             **(jobs or {})})

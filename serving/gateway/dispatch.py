@@ -1,8 +1,7 @@
 """Dispatch: run a resolved request on an engine of the pool, with its adapter loaded.
 
-Owns the engines (spawned :class:`EngineProcess` or remote URLs), their placements, classifiers
-and the hot-swap steps (load + probe the new version everywhere before the alias switches; keep
-the replaced version loaded as the rollback target; drain and unload the one before it).
+Owns the engines (spawned :class:`EngineProcess` or remote URLs), their placements and
+classifiers. The hot-swap steps are :class:`serving.gateway.engine_swap.EngineSwap`.
 """
 
 from __future__ import annotations
@@ -29,10 +28,6 @@ from serving.gateway.resolution import Target
 from serving.placement import AdapterPlacement, EnginePool, EngineSlot, PlacementEvent
 
 log = logging.getLogger("tuneloop.dispatch")
-
-PROBE_TIMEOUT_S = 30.0
-"""A hot-swap probe (1 token) that takes longer means the engine is in trouble: do not switch."""
-
 
 class OpenStream:
     """An engine stream held under an engine lease: iterate for SSE lines, then ``aclose()``.
@@ -70,12 +65,7 @@ class Dispatcher:
         self.pool: EnginePool | None = None
         self.processes: list[EngineProcess] = []
         self.classifiers: dict[str, Classifier] = {}
-        self.on_champion_change: Callable[[int | None], None] | None = None
         self._health_task: asyncio.Task | None = None
-        self._background: set[asyncio.Task] = set()
-        self._draining: dict[str, asyncio.Task] = {}
-        self._incoming: dict[tuple[str, str], str] = {}  # (tenant, adapter) -> prepared version
-        self._rollback_targets: dict[tuple[str, str], str] = {}  # (tenant, adapter) -> kept version
         self._paths: dict[str, str] = {}  # artifact key -> local adapter dir
         self._remote_ready: dict[str, bool] = {}
 
@@ -146,8 +136,6 @@ class Dispatcher:
     async def close(self) -> None:
         if self._health_task:
             self._health_task.cancel()
-        for task in list(self._background):
-            task.cancel()
         for proc in self.processes:
             await proc.stop()
         if self.pool is not None:
@@ -170,12 +158,14 @@ class Dispatcher:
         elif event.kind == "unload":
             m.adapter_unloads.labels("swapped").inc()
 
-    def _pool(self) -> EnginePool:
+    def engines(self) -> EnginePool:
+        """The engine pool; raises Unavailable while the engine is starting."""
         if self.pool is None:
             raise Unavailable("the engine is starting; retry shortly", retry_after_s=10)
         return self.pool
 
-    async def _adapter_path(self, adapter: ResolvedAdapter | None) -> str | None:
+    async def adapter_path(self, adapter: ResolvedAdapter | None) -> str | None:
+        """The adapter's local directory for the engines (materialized once per artifact)."""
         if adapter is None:
             return None
         path = self._paths.get(adapter.artifact_key)
@@ -187,7 +177,7 @@ class Dispatcher:
     # -- requests -------------------------------------------------------------------------
 
     async def generate(self, route: str, target: Target, body: dict) -> dict:
-        path = await self._adapter_path(target.adapter)
+        path = await self.adapter_path(target.adapter)
         name = target.adapter.engine_name if target.adapter else None
 
         async def run(client: EngineClient) -> dict:
@@ -195,14 +185,14 @@ class Dispatcher:
                 return await client.chat_completions(body)
             return await client.completions(body)
 
-        return await self._pool().call(name, path, run)
+        return await self.engines().call(name, path, run)
 
     async def stream(self, route: str, target: Target, body: dict) -> OpenStream:
         """Open the engine stream now (so errors become HTTP errors); the caller must
         ``aclose()`` the result, which ends the engine request and returns the lease."""
-        path = await self._adapter_path(target.adapter)
+        path = await self.adapter_path(target.adapter)
         name = target.adapter.engine_name if target.adapter else None
-        lease = self._pool().lease(name, path)
+        lease = self.engines().lease(name, path)
         slot = await lease.__aenter__()
         try:
             if route == "chat":
@@ -217,65 +207,9 @@ class Dispatcher:
     async def classify(self, target: Target, texts: list[str]) -> list[Classification]:
         adapter = target.adapter
         assert adapter is not None and adapter.labels
-        path = await self._adapter_path(adapter)
+        path = await self.adapter_path(adapter)
         template = adapter.prompt_template or DEFAULT_CLASSIFICATION_TEMPLATE
-        async with self._pool().lease(adapter.engine_name, path) as slot:
+        async with self.engines().lease(adapter.engine_name, path) as slot:
             return await self.classifiers[slot.name].classify_many(
                 adapter.engine_name, template, texts, adapter.labels
             )
-
-    # -- hot swap -------------------------------------------------------------------------
-    #
-    # A promote loads and probes the new version on every engine, then the alias switches. The
-    # version it replaced stays loaded as the rollback target (retired: first to be evicted when
-    # an engine needs room), so promoting back costs neither a load nor a probe. Only one
-    # previous version per adapter is kept; the one before it is drained and unloaded.
-
-    async def prepare(self, adapter: ResolvedAdapter) -> None:
-        """Load ``adapter`` on every ready engine and probe it before the alias switches.
-
-        Engines where this version was already probed since it was loaded skip both steps.
-        Raises :class:`Unavailable` / :class:`AdapterLoadError` / the probe's engine error; the
-        alias must then not switch.
-        """
-        draining = self._draining.pop(adapter.engine_name, None)
-        if draining is not None:  # promoted back before the old drain finished: keep it loaded
-            draining.cancel()
-        path = await self._adapter_path(adapter)
-        probe = {"model": adapter.engine_name, "prompt": "ping", "max_tokens": 1, "temperature": 0.0}
-
-        async def run_probe(client: EngineClient) -> None:
-            await client.completions(probe, timeout_s=PROBE_TIMEOUT_S)
-
-        await self._pool().prepare_everywhere(adapter.engine_name, path, run_probe)
-        self._incoming[(adapter.tenant, adapter.name)] = adapter.engine_name
-
-    def switched(self, tenant_id: int, previous: ResolvedAdapter | None) -> None:
-        """After the alias switched: forget cached champions; keep ``previous`` loaded as the
-        rollback target and retire the version kept before it (drained, then unloaded)."""
-        if self.on_champion_change:
-            self.on_champion_change(tenant_id)
-        if previous is None or self.pool is None:
-            return
-        key = (previous.tenant, previous.name)
-        champion = self._incoming.pop(key, None)
-        older = self._rollback_targets.get(key)
-        self._rollback_targets[key] = previous.engine_name
-        self.pool.retire_everywhere(previous.engine_name)
-        if older is not None and older not in (previous.engine_name, champion):
-            self._drain_and_unload(older)
-
-    def _drain_and_unload(self, engine_name: str) -> None:
-        assert self.pool is not None
-        task = asyncio.create_task(self.pool.drain_and_unload_everywhere(engine_name, timeout_s=120))
-        self._background.add(task)
-        self._draining[engine_name] = task
-
-        def done(t: asyncio.Task) -> None:
-            self._background.discard(t)
-            if self._draining.get(engine_name) is t:
-                del self._draining[engine_name]
-            if not t.cancelled() and t.exception() is not None:
-                log.warning("unloading %s failed: %s", engine_name, t.exception())
-
-        task.add_done_callback(done)

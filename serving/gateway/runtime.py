@@ -18,6 +18,7 @@ from monitoring.request_log import RequestLog
 from services.platform import Platform
 from services.settings import Settings
 from serving.gateway.dispatch import Dispatcher
+from serving.gateway.engine_swap import EngineSwap
 from serving.gateway.limits import TenantLimiter
 from serving.gateway.resolution import Resolver
 
@@ -31,6 +32,7 @@ class Gateway:
     limiter: TenantLimiter
     resolver: Resolver
     dispatch: Dispatcher
+    swap: EngineSwap
     request_log: RequestLog | None
 
 
@@ -53,16 +55,17 @@ async def open_gateway(platform: Platform, *, spawn_engine: bool | None = None,
     else:
         await dispatch.connect(settings.engine_urls)
     resolver = Resolver(platform.store, platform.base_model_name)
-    dispatch.on_champion_change = resolver.invalidate
+    swap = EngineSwap(dispatch, on_champion_change=resolver.invalidate)
     try:
         yield Gateway(
             settings=settings, metrics=metrics,
             limiter=TenantLimiter(settings.tenant_max_concurrency, settings.tenant_rate_per_s),
-            resolver=resolver, dispatch=dispatch, request_log=log_writer,
+            resolver=resolver, dispatch=dispatch, swap=swap, request_log=log_writer,
         )
     finally:
         if start_task is not None and not start_task.done():
             start_task.cancel()
+        swap.close()
         await dispatch.close()
         if log_writer is not None:
             log_writer.stop()

@@ -1,6 +1,6 @@
 """The monitor loop's orchestration on SQLite and PostgreSQL, with a scripted training runner (no
 Ray) and a scripted evaluator: drift -> policy -> dataset -> job -> gate -> promote; dry run;
-cooldown; approval; rollback on fresh labeled feedback. Real texts from tests/data/vader_sentiment:
+cooldown; approval; rollback on fresh labeled feedback. Real texts from tuneloop/data/vader_sentiment:
 v1 is trained on tweets and movie reviews; the traffic shifts to editorials and product reviews.
 """
 
@@ -42,7 +42,8 @@ from training.jobs.intake import create_job
 from training.jobs.manager import JobManager
 from training.jobs.states import JobStatus
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "vader_sentiment" / "vader_sentiment.jsonl"
+DATA = (Path(__file__).resolve().parents[2] / "tuneloop" / "data" / "vader_sentiment"
+        / "vader_sentiment.jsonl")
 # Shuffled by a salted hash of the text (the file is ordered by domain and label; the unsalted
 # hash was used to select it, so it orders by domain too).
 ROWS = sorted((json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines()),

@@ -1,5 +1,5 @@
 """The whole loop, real: the gateway with a spawned vLLM engine, Ray training, the monitor thread,
-real human-labeled texts (tests/data/vader_sentiment). This is ``tuneloop demo``'s story at a
+real human-labeled texts (tuneloop/data/vader_sentiment). This is ``tuneloop demo``'s story at a
 smaller size, so the demo is tested too.
 
 1. v1 learns sentiment on tweets and movie reviews; the traffic shifts to editorials and product

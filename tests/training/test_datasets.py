@@ -18,7 +18,8 @@ from training.datasets import (
 )
 from training.errors import DatasetError
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "vader_sentiment" / "vader_sentiment.jsonl"
+DATA = (Path(__file__).resolve().parents[2] / "tuneloop" / "data" / "vader_sentiment"
+        / "vader_sentiment.jsonl")
 
 
 def jsonl(*records: object) -> bytes:

@@ -23,7 +23,8 @@ from training.recipe import run_training
 from training.runners.base import RunSpec, RunState
 from training.runners.local import LocalRayRunner, recipe_entrypoint
 
-DATA = Path(__file__).resolve().parents[1] / "data" / "vader_sentiment" / "vader_sentiment.jsonl"
+DATA = (Path(__file__).resolve().parents[2] / "tuneloop" / "data" / "vader_sentiment"
+        / "vader_sentiment.jsonl")
 SHORT_TEMPLATE = "Text: {text}\nSource ({labels}):"
 # Where each text comes from, as one short word the model can emit.
 SOURCES = {"tweet": "tweet", "movie_review": "film", "product_review": "product",

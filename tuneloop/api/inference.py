@@ -9,23 +9,27 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
+from typing import Any, TypeVar
 
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from monitoring.request_log import LogRecord
 from services import registry
-from services.errors import InvalidInput, TooLarge, TuneloopError, Unavailable
+from services.errors import InvalidInput, TooLarge, Unavailable
 from services.store.models import Tenant
-from serving.gateway.disconnect import CLIENT_CLOSED_STATUS, ClientGone, cancel_on_disconnect
+from serving.gateway.bookkeeping import InferenceCall, inference_call
+from serving.gateway.disconnect import CLIENT_CLOSED_STATUS, cancel_on_disconnect
+from serving.gateway.dispatch import OpenStream
+from serving.gateway.resolution import Target
+from serving.gateway.runtime import Gateway
 from serving.gateway.schemas import ChatRequest, ClassifyRequest, CompletionRequest
 from serving.gateway.streaming import RelayResponse, StreamRecord, rewrite_events
 from tuneloop.api.deps import cached_tenant, current_tenant, gateway, platform
 
 router = APIRouter(tags=["serving"])
+RequestT = TypeVar("RequestT", bound=BaseModel)
 
 MAX_BODY_BYTES = 8 * 1024 * 1024
 
@@ -43,7 +47,7 @@ async def _json_body(request: Request) -> dict:
     return body
 
 
-def _validate(schema, body: dict):  # noqa: ANN001, ANN202
+def _validate(schema: type[RequestT], body: dict) -> RequestT:
     try:
         return schema.model_validate(body)
     except ValidationError as exc:
@@ -69,15 +73,11 @@ async def _tenant(request: Request) -> Tenant:
     return cached_tenant(request) or await run_in_threadpool(current_tenant, request)
 
 
-async def _resolve(gw, tenant: Tenant, model: str):  # noqa: ANN001, ANN202
+async def _resolve(gw: Gateway, tenant: Tenant, model: str) -> Target:
     hit = gw.resolver.cached(tenant, model)
     if hit is not None:
         return hit
     return await run_in_threadpool(gw.resolver.resolve, tenant, model)
-
-
-def _new_id(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex}"
 
 
 @router.get("/v1/models")
@@ -101,33 +101,33 @@ def list_models(request: Request, tenant: Tenant = Depends(current_tenant)) -> d
     return {"object": "list", "data": data}
 
 
-async def _serve_generation(request: Request, route: str, schema, id_prefix: str):  # noqa: ANN001, ANN202
+def _prompt_chars(parsed: ChatRequest | CompletionRequest) -> int:
+    if isinstance(parsed, ChatRequest):
+        return sum(len(m.content) if isinstance(m.content, str) else len(json.dumps(m.content))
+                   for m in parsed.messages)
+    return len(json.dumps(parsed.prompt))
+
+
+def _output_of(result: dict) -> Any:
+    """What the request log keeps of a non-streamed reply: the text (a list for n > 1)."""
+    choices = result.get("choices") or []
+    texts = [c.get("message", {}).get("content") if "message" in c else c.get("text")
+             for c in choices]
+    return texts[0] if len(texts) == 1 else texts
+
+
+async def _serve_generation(request: Request, route: str,
+                            schema: type[ChatRequest] | type[CompletionRequest],
+                            id_prefix: str) -> Response:
     gw = gateway(request)
-    started = time.perf_counter()
     tenant = await _tenant(request)
     body = await _json_body(request)
     parsed = _validate(schema, body)
-    if route == "chat":
-        text_len = sum(len(m.content) if isinstance(m.content, str) else len(json.dumps(m.content))
-                       for m in parsed.messages)
-    else:
-        text_len = len(json.dumps(parsed.prompt))
-    _check_prompt_size(text_len, gw.settings.max_model_len)
-    response_id = _new_id(id_prefix)
-    status, adapter_label = 500, parsed.model
-    admission = gw.limiter.admit(tenant.name)
-    admission.__enter__()
-    released = False
-
-    def release() -> None:
-        nonlocal released
-        if not released:
-            released = True
-            admission.__exit__(None, None, None)
-
-    try:
-        target = await _resolve(gw, tenant, parsed.model)
-        adapter_label = target.adapter.name if target.adapter else "base"
+    _check_prompt_size(_prompt_chars(parsed), gw.settings.max_model_len)
+    request_input = body.get("messages") if route == "chat" else body.get("prompt")
+    async with inference_call(gw, tenant, route, parsed.model, id_prefix,
+                              stream=bool(parsed.stream)) as call:
+        call.target = target = await _resolve(gw, tenant, parsed.model)
         body["model"] = target.engine_model
         if parsed.stream:
             if route == "chat":
@@ -135,125 +135,72 @@ async def _serve_generation(request: Request, route: str, schema, id_prefix: str
                 body["stream_options"] = {**so, "include_usage": True}
             engine_stream = await cancel_on_disconnect(
                 request.receive, gw.dispatch.stream(route, target, body))
-            status = 200
-            return _relay(gw, engine_stream, response_id, target, tenant, route, body, started, release)
+            call.status = 200
+            return _relay(call, engine_stream, request_input)
         result = await cancel_on_disconnect(request.receive, gw.dispatch.generate(route, target, body))
-        result["id"] = response_id
+        result["id"] = call.response_id
         result["model"] = target.public_model
-        status = 200
-        usage = result.get("usage") or {}
-        _log(gw, tenant, route, status, response_id, target, body, result, started, usage)
+        call.status = 200
+        call.record(request_input, _output_of(result), result.get("usage"))
         return JSONResponse(result)
-    except TuneloopError as exc:
-        status = exc.status
-        raise
-    except ClientGone:
-        status = CLIENT_CLOSED_STATUS
-        return Response(status_code=status)  # nobody reads it
-    finally:
-        if not parsed.stream or status != 200:
-            release()
-        gw.metrics.requests.labels(*gw.metrics.labels_for(tenant.name, adapter_label), route,
-                                   str(status)).inc()
-        if not parsed.stream:
-            gw.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
+    return Response(status_code=CLIENT_CLOSED_STATUS)  # the client went away; nobody reads it
 
 
-def _relay(gw, engine_stream, response_id, target, tenant, route, body, started, release):  # noqa: ANN001, ANN202
+def _relay(call: InferenceCall, engine_stream: OpenStream, request_input: Any) -> RelayResponse:
+    assert call.target is not None
     record = StreamRecord()
-    events = rewrite_events(engine_stream, response_id, target.public_model, record)
+    events = rewrite_events(engine_stream, call.response_id, call.target.public_model, record)
 
     async def close() -> None:
-        release()
+        call.release()
         try:
             await events.aclose()
         finally:
             await engine_stream.aclose()
         if record.first_event_at is not None:
-            gw.metrics.ttft_seconds.labels(route).observe(record.first_event_at - started)
-        gw.metrics.request_seconds.labels(route).observe(time.perf_counter() - started)
-        _log(gw, tenant, route, 200, response_id, target, body, record.text, started, record.usage)
+            call.gw.metrics.ttft_seconds.labels(call.route).observe(
+                record.first_event_at - call.started)
+        call.observe_latency()
+        call.record(request_input, record.text, record.usage)
 
     return RelayResponse(events, on_close=close)
 
 
-def _log(gw, tenant, route, status, response_id, target, body, output, started, usage) -> None:  # noqa: ANN001
-    prompt_tokens = int(usage.get("prompt_tokens") or 0)
-    completion_tokens = int(usage.get("completion_tokens") or 0)
-    gw.metrics.tokens.labels(gw.metrics.tenant_label(tenant.name), "in").inc(prompt_tokens)
-    gw.metrics.tokens.labels(gw.metrics.tenant_label(tenant.name), "out").inc(completion_tokens)
-    if gw.request_log is None:
-        return
-    if isinstance(output, dict):
-        choices = output.get("choices") or []
-        output = [c.get("message", {}).get("content") if "message" in c else c.get("text")
-                  for c in choices]
-        output = output[0] if len(output) == 1 else output
-    request_input = body.get("messages") if route == "chat" else body.get("prompt")
-    gw.request_log.record(LogRecord(
-        id=response_id, tenant_id=tenant.id, route=route, status=status,
-        adapter=target.adapter.name if target.adapter else None,
-        adapter_version=target.adapter.version if target.adapter else None,
-        input=request_input, output=output,
-        latency_ms=(time.perf_counter() - started) * 1000,
-        prompt_tokens=prompt_tokens, completion_tokens=completion_tokens,
-    ))
-
-
 @router.post("/v1/chat/completions")
-async def chat_completions(request: Request):  # noqa: ANN201
+async def chat_completions(request: Request) -> Response:
     return await _serve_generation(request, "chat", ChatRequest, "chatcmpl")
 
 
 @router.post("/v1/completions")
-async def completions(request: Request):  # noqa: ANN201
+async def completions(request: Request) -> Response:
     return await _serve_generation(request, "completions", CompletionRequest, "cmpl")
 
 
 @router.post("/v1/classify")
 async def classify(request: Request) -> Response:
     gw = gateway(request)
-    started = time.perf_counter()
     tenant = await _tenant(request)
     parsed = _validate(ClassifyRequest, await _json_body(request))
     texts = [parsed.input] if isinstance(parsed.input, str) else list(parsed.input)
     for text in texts:
         _check_prompt_size(len(text), gw.settings.max_model_len)
-    status, adapter_label = 500, parsed.model
-    try:
-        with gw.limiter.admit(tenant.name):
-            target = await _resolve(gw, tenant, parsed.model)
-            adapter_label = target.adapter.name if target.adapter else "base"
-            if target.adapter is None or target.adapter.task != "classification":
-                raise InvalidInput(
-                    f"model {parsed.model!r} is not a classification adapter; /v1/classify needs "
-                    "an adapter registered with task=classification and labels",
-                    param="model",
-                )
-            results = await cancel_on_disconnect(request.receive, gw.dispatch.classify(target, texts))
-        response_id = _new_id("clf")
+    async with inference_call(gw, tenant, "classify", parsed.model, "clf") as call:
+        call.target = target = await _resolve(gw, tenant, parsed.model)
+        if target.adapter is None or target.adapter.task != "classification":
+            raise InvalidInput(
+                f"model {parsed.model!r} is not a classification adapter; /v1/classify needs "
+                "an adapter registered with task=classification and labels",
+                param="model",
+            )
+        results = await cancel_on_disconnect(request.receive, gw.dispatch.classify(target, texts))
+        call.release()  # the engine work is done
         data = [{"index": i, "label": r.label, "probabilities": r.probabilities}
                 for i, r in enumerate(results)]
-        status = 200
-        if gw.request_log is not None:
-            gw.request_log.record(LogRecord(
-                id=response_id, tenant_id=tenant.id, route="classify", status=200,
-                adapter=target.adapter.name, adapter_version=target.adapter.version,
-                input=parsed.input, output=[d["label"] for d in data] if len(data) > 1 else data[0]["label"],
-                latency_ms=(time.perf_counter() - started) * 1000,
-            ))
-        return JSONResponse({"id": response_id, "object": "classification",
+        call.status = 200
+        call.record(parsed.input, [d["label"] for d in data] if len(data) > 1 else data[0]["label"])
+        return JSONResponse({"id": call.response_id, "object": "classification",
                              "model": target.public_model, "data": data})
-    except TuneloopError as exc:
-        status = exc.status
-        raise
-    except ClientGone:
-        status = CLIENT_CLOSED_STATUS
-        return Response(status_code=status)
-    finally:
-        gw.metrics.requests.labels(*gw.metrics.labels_for(tenant.name, adapter_label), "classify",
-                                   str(status)).inc()
-        gw.metrics.request_seconds.labels("classify").observe(time.perf_counter() - started)
+    return Response(status_code=CLIENT_CLOSED_STATUS)
 
 
 @router.get("/readyz")

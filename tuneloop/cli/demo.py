@@ -1,7 +1,7 @@
 """``tuneloop demo``: the whole loop on real data, in one process, in a few minutes.
 
 A sentiment classifier v1 is trained on tweets and movie reviews (human-labeled texts of the VADER
-data set shipped in tests/data/vader_sentiment). Traffic is served by the real gateway and vLLM
+data set shipped in tuneloop/data/vader_sentiment). Traffic is served by the real gateway and vLLM
 engine, then shifts to newspaper editorials and product reviews; users send the true labels as
 feedback. The monitor finds the drift, the retrain policy starts a job warm-started from v1 on
 the feedback (plus replayed v1 data), the gate compares v2 with v1 on held-out new and old data,
@@ -23,8 +23,7 @@ from typing import Any
 
 import typer
 
-DATA = (Path(__file__).resolve().parents[2] / "tests" / "data" / "vader_sentiment"
-        / "vader_sentiment.jsonl")
+DATA = Path(__file__).resolve().parents[1] / "data" / "vader_sentiment" / "vader_sentiment.jsonl"
 OLD_DOMAINS = ("tweet", "movie_review")
 NEW_DOMAINS = ("editorial", "product_review")
 

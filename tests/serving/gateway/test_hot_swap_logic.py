@@ -1,4 +1,4 @@
-"""Hot-swap bookkeeping of the dispatcher against fake engines (no vLLM): promoting back to the
+"""Hot-swap bookkeeping (EngineSwap over the dispatcher) against fake engines (no vLLM): promoting back to the
 previous version costs no engine call; only one previous version per adapter stays loaded."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ import asyncio
 
 from services.registry import ResolvedAdapter
 from serving.gateway.dispatch import Dispatcher
+from serving.gateway.engine_swap import EngineSwap
 from serving.placement import AdapterPlacement, EnginePool, EngineSlot
 from tests.serving.test_placement_logic import FakeEngine
 
@@ -30,13 +31,13 @@ def version(n: int, name: str = "support") -> ResolvedAdapter:
                            labels=None, prompt_template=None, artifact_key=f"{name}-v{n}")
 
 
-def dispatcher(tmp_path, engines: list[ProbingEngine]) -> Dispatcher:
+def dispatcher(tmp_path, engines: list[ProbingEngine]) -> EngineSwap:
     d = Dispatcher(settings=None, platform=None, metrics=None)  # type: ignore[arg-type]
     d.pool = EnginePool([EngineSlot(f"e{i}", client=e, placement=AdapterPlacement(e, 8))  # type: ignore[arg-type]
                          for i, e in enumerate(engines)])
     for n in (1, 2, 3):
         d._paths[f"support-v{n}"] = str(tmp_path)  # already materialized
-    return d
+    return EngineSwap(d)
 
 
 def test_promoting_back_and_forth_loads_and_probes_each_version_once(tmp_path):
@@ -62,7 +63,7 @@ def test_promoting_back_and_forth_loads_and_probes_each_version_once(tmp_path):
 def test_only_the_previous_version_is_kept_the_one_before_is_unloaded(tmp_path):
     engines = [ProbingEngine()]
     d = dispatcher(tmp_path, engines)
-    placement = d.pool.slots[0].placement
+    placement = d.dispatch.pool.slots[0].placement
 
     async def run():
         await d.prepare(version(1))

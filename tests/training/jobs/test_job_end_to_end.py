@@ -2,7 +2,7 @@
 model): upload, create a job, poll to ``succeeded``, use ``fine_tuned_model``.
 
 - classification: the adapter learns where a short text comes from (tweet, film review, product
-  review, news; VADER's source, see tests/data/vader_sentiment/README.md) and classifies a
+  review, news; VADER's source, see tuneloop/data/vader_sentiment/README.md) and classifies a
   held-out split clearly better than chance and than the untrained prompt (the base). The
   source label is learnable in ~48 small steps on CPU, the sentiment label is not
   (tests/training/test_recipe.py);
@@ -24,7 +24,8 @@ from fastapi.testclient import TestClient
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
-DATA = Path(__file__).resolve().parents[2] / "data" / "vader_sentiment" / "vader_sentiment.jsonl"
+DATA = (Path(__file__).resolve().parents[3] / "tuneloop" / "data" / "vader_sentiment"
+        / "vader_sentiment.jsonl")
 ADMIN = {"Authorization": "Bearer admin-test-key"}
 SHORT_TEMPLATE = "Text: {text}\nSource ({labels}):"
 SOURCES = {"tweet": "tweet", "movie_review": "film", "product_review": "product",

@@ -3,7 +3,7 @@
 Usage (no network needed once the sdist is on disk)::
 
     pip download --no-deps --no-binary :all: -d /tmp/vs vaderSentiment==3.3.2
-    python tests/data/vader_sentiment/build.py /tmp/vs/vaderSentiment-3.3.2.tar.gz
+    python tuneloop/data/vader_sentiment/build.py /tmp/vs/vaderSentiment-3.3.2.tar.gz
 
 The selection is deterministic: texts are ordered by the sha256 of their bytes, so the same
 sdist always yields the same file. See README.md for the labelling rules.
