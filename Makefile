@@ -23,7 +23,9 @@ test-unit: bootstrap
 	@$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
 
 lint: bootstrap
-	@$(VENV)/bin/ruff check services serving training monitoring tests benchmarks
+	@$(VENV)/bin/ruff check tuneloop services serving training monitoring tests benchmarks
+	@$(VENV)/bin/lint-imports
+	@$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -28,11 +28,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import httpx  # noqa: E402
+import httpx
 
-from benchmarks.serve import DEFAULT_MODEL_DIR, PROMPT, make_adapters, percentile  # noqa: E402
-from services.settings import Settings  # noqa: E402
-from serving.engine_process import EngineProcess, free_port  # noqa: E402
+from benchmarks.serve import DEFAULT_MODEL_DIR, PROMPT, make_adapters, percentile
+from services.settings import Settings
+from serving.engine_process import EngineProcess, free_port
 
 MAX_TOKENS = 16
 

@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from services.platform import Platform
+from services.store.models import AdapterTask
 
 log = logging.getLogger("tuneloop.monitor")
 
@@ -36,11 +37,6 @@ class VersionSpec:
         return f"{self.name}@v{self.version}"
 
 
-def gate_metric(task: str) -> str:
-    """The metric the gate compares: accuracy (classification) or eval loss (chat)."""
-    return "accuracy" if task == "classification" else "eval_loss"
-
-
 class Evaluator(Protocol):
     def evaluate(self, spec: VersionSpec, splits: Mapping[str, Sequence[dict[str, Any]]]
                  ) -> dict[str, dict[str, float]]:
@@ -55,7 +51,7 @@ class ScoringEvaluator:
     evaluation runs at a time: a model copy per version is large.
     """
 
-    def __init__(self, platform: Platform, *, max_examples: int = 200, max_length: int = 512):
+    def __init__(self, platform: Platform, *, max_examples: int = 200, max_length: int = 512) -> None:
         self.platform = platform
         self.max_examples = max_examples
         self.max_length = max_length
@@ -82,15 +78,17 @@ class ScoringEvaluator:
 
     def _measure(self, spec: VersionSpec, model: Any, tokenizer: Any,
                  records: list[dict[str, Any]]) -> dict[str, float]:
+        from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
         from training import scoring
         from training.datasets import ChatExample
         from training.evaluation import classification_metrics
         from training.packing import truncate
         from training.tokenize import tokenize_example
 
-        if spec.task == "classification":
+        if spec.task == AdapterTask.CLASSIFICATION:
             labels = list(spec.labels or [])
-            predicted = scoring.classify(model, tokenizer, spec.prompt_template,
+            template = spec.prompt_template or DEFAULT_CLASSIFICATION_TEMPLATE  # as serving does
+            predicted = scoring.classify(model, tokenizer, template,
                                          [r["text"] for r in records], labels)
             metrics = classification_metrics([r["label"] for r in records], predicted, labels)
             return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],

@@ -26,6 +26,8 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
+from services.store.models import AdapterTask
+
 Task = Literal["chat", "classification"]
 Split = Literal["train", "eval"]
 Source = Literal["label", "rating", "correction", "replay"]
@@ -124,7 +126,7 @@ def _hash_unit(*parts: str) -> float:
 
 def example_key(task: Task, payload: Mapping[str, Any]) -> str:
     """Identity of an example for deduplication, as the training validators define duplicates."""
-    if task == "classification":
+    if task == AdapterTask.CLASSIFICATION:
         return " ".join(str(payload["text"]).split()).lower()
     return _canonical([[m["role"], m["content"]] for m in payload["messages"]])
 
@@ -193,7 +195,7 @@ def _candidate(
     counts: Counter[str],
 ) -> _Candidate | None:
     rating, rating_fb = _latest(items, "rating")
-    if task == "classification":
+    if task == AdapterTask.CLASSIFICATION:
         text = _classification_text(request.input)
         label, label_fb = _latest(items, "label")
         source: Source = "label"
@@ -209,6 +211,7 @@ def _candidate(
         if text is None:
             counts["invalid_input"] += 1
             return None
+        assert label_fb is not None  # _latest returns a record with every value
         return _Candidate({"text": text, "label": label}, request.id, source,
                           _feedback_order(label_fb))
     correction, correction_fb = _latest(items, "correction")
@@ -223,6 +226,7 @@ def _candidate(
         counts["invalid_input"] += 1
         return None
     messages = [*prompt, {"role": "assistant", "content": str(reply)}]
+    assert decided_by is not None  # _latest returns a record with every value
     return _Candidate({"messages": messages}, request.id, source, _feedback_order(decided_by))
 
 
@@ -262,7 +266,7 @@ def compile_dataset(
     other task, feedback on unknown responses and unusable feedback are skipped and counted in
     ``counts``. Raises ValueError for an unknown task.
     """
-    if task not in ("chat", "classification"):
+    if task not in tuple(AdapterTask):
         raise ValueError(f"task must be 'chat' or 'classification', got {task!r}")
     counts: Counter[str] = Counter()
     by_id: dict[str, RequestRecord] = {}
@@ -276,8 +280,8 @@ def compile_dataset(
             continue
         by_id[request.id] = request
     grouped: dict[str, list[FeedbackRecord]] = defaultdict(list)
-    for raw in feedback:
-        fb = _coerce(FeedbackRecord, raw)
+    for raw_fb in feedback:
+        fb = _coerce(FeedbackRecord, raw_fb)
         counts["feedback"] += 1
         if fb.response_id not in by_id:
             other = fb.response_id in other_task

@@ -17,10 +17,10 @@ Below a minimum sample size a report says ``insufficient_data``, never "no drift
 
 from __future__ import annotations
 
-import enum
 from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 from typing import Any
 
 import numpy as np
@@ -34,7 +34,7 @@ DEFAULT_THRESHOLD = 0.01
 stricter than 0.05; the retrain policy adds persistence over several windows on top."""
 
 
-class DriftStatus(str, enum.Enum):
+class DriftStatus(StrEnum):
     """Outcome of one drift test."""
 
     DRIFT = "drift"
@@ -108,7 +108,8 @@ def _subsample(texts: Sequence[str], limit: int, rng: np.random.Generator) -> li
     return [texts[i] for i in keep]
 
 
-def _tfidf(texts: list[str]):
+def _tfidf(texts: list[str]) -> tuple[Any, np.ndarray]:
+    """(sparse tf-idf matrix, one row per text; the column terms)."""
     from sklearn.feature_extraction.text import TfidfVectorizer
 
     # min_df=2 drops terms seen in one text only: they cannot separate the samples, only add noise.
@@ -130,7 +131,8 @@ def _embed(texts: list[str], embed: EmbedFn) -> np.ndarray:
     return matrix / np.where(norms > 0, norms, 1.0)
 
 
-def _permutation_weights(n_ref: int, n_win: int, n_perm: int, rng: np.random.Generator):
+def _permutation_weights(n_ref: int, n_win: int, n_perm: int, rng: np.random.Generator
+                         ) -> np.ndarray:
     """(n_ref + n_win, n_perm) weights, one random relabelling per column.
 
     A column holds 1/n_win for window members and -1/n_ref for reference members, so
@@ -144,7 +146,8 @@ def _permutation_weights(n_ref: int, n_win: int, n_perm: int, rng: np.random.Gen
     return weights
 
 
-def _mmd_statistics(features, n_ref: int, n_win: int, n_perm: int, rng: np.random.Generator):
+def _mmd_statistics(features: Any, n_ref: int, n_win: int, n_perm: int,
+                    rng: np.random.Generator) -> tuple[np.ndarray, float, np.ndarray]:
     """(observed mean difference vector, observed statistic, null statistics)."""
     observed_weights = np.full((n_ref + n_win, 1), -1.0 / n_ref, dtype=np.float32)
     observed_weights[n_ref:] = 1.0 / n_win

@@ -17,10 +17,11 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from sqlalchemy import and_, or_, select
+from sqlalchemy import Insert, and_, or_, select
 from sqlalchemy.orm import Session
 
 from services.errors import InvalidInput, NotFound, TuneloopError
+from services.store.db import Store
 from services.store.models import Adapter, AdapterVersion, FeedbackRecord, RequestRecord, Tenant
 
 KINDS = ("rating", "label", "correction", "comment")
@@ -146,7 +147,8 @@ def plan_feedback(
         if errors:
             outcomes.append(_combine(errors))
             continue
-        result, new_rows, new_keys = [], [], {}
+        result, new_rows = [], []
+        new_keys: dict[str, str] = {}
         for item, cid in zip(sub.items, ids):
             key = storage_key(sub.tenant_id, cid)
             if key in taken or key in new_keys:
@@ -175,7 +177,7 @@ def _chunks(values: Sequence, size: int = 500) -> Iterable[Sequence]:
 class LabelSets:
     """Label sets of adapter versions, cached (versions are immutable); None for chat adapters."""
 
-    def __init__(self, max_entries: int = 10_000):
+    def __init__(self, max_entries: int = 10_000) -> None:
         self.max_entries = max_entries
         self._cache: dict[LabelKey, list[str] | None] = {}
 
@@ -247,14 +249,18 @@ def write_feedback(session: Session, submissions: Sequence[Submission],
 def _insert_new(session: Session, rows: list[dict]) -> set[str]:
     """Insert ``rows``, skipping ids that exist by now; returns the ids inserted."""
     dialect = session.get_bind().dialect.name
+    stmt: Insert
     if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as upsert
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        stmt = pg_insert(FeedbackRecord).on_conflict_do_nothing(index_elements=["id"])
     elif dialect == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert as upsert
+        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+        stmt = sqlite_insert(FeedbackRecord).on_conflict_do_nothing(index_elements=["id"])
     else:  # pragma: no cover - the settings accept only these two
         raise InvalidInput(f"feedback needs SQLite or PostgreSQL, not {dialect}")
-    stmt = upsert(FeedbackRecord).on_conflict_do_nothing(index_elements=["id"]).returning(FeedbackRecord.id)
-    return set(session.scalars(stmt, rows))
+    return set(session.scalars(stmt.returning(FeedbackRecord.id), rows))
 
 
 def record_feedback(session: Session, tenant: Tenant, item: FeedbackIn) -> StoredFeedback:
@@ -273,7 +279,7 @@ class FeedbackBatcher:
     task lives on the loop of the latest ``submit`` (an app may be served from several loops).
     """
 
-    def __init__(self, store, max_items: int = 5000, offload: Callable | None = None):
+    def __init__(self, store: Store, max_items: int = 5000, offload: Callable | None = None) -> None:
         from starlette.concurrency import run_in_threadpool
 
         self.store = store

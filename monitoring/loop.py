@@ -17,18 +17,20 @@ import threading
 import time
 import zlib
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from monitoring import monitor_store as ms
 from monitoring import observations as obs
 from monitoring.candidate_eval import Evaluator, ScoringEvaluator
+from monitoring.config import MonitorConfig
+from monitoring.cycle import Cycle, Target
 from monitoring.drift import DriftStatus, input_drift, prediction_drift
 from monitoring.metrics import Metrics
 from monitoring.monitor_store import EventType
 from monitoring.policy import (
     Action,
+    Decision,
     PolicyState,
     RetrainPolicy,
     drift_persists,
@@ -42,6 +44,7 @@ from services.hot_swap import ChampionSwitcher, HotSwap
 from services.platform import Platform
 from services.store.models import (
     Adapter,
+    AdapterTask,
     AdapterVersion,
     RetrainRun,
     RetrainRunStatus,
@@ -51,67 +54,7 @@ from services.store.models import (
 )
 from training.jobs.store import as_utc
 
-__all__ = ["Cycle", "Monitor", "MonitorConfig", "MonitorThread",
-           "Target"]
-
 log = logging.getLogger("tuneloop.monitor")
-
-
-@dataclass(frozen=True)
-class MonitorConfig:
-    """How the monitor samples, tests and trains (the policy says *when*; this says *how*)."""
-
-    window_size: int = 200
-    """Production inputs in one drift window (the newest ones served by the champion)."""
-    window_step: int = 50
-    """New inputs needed before the next window is tested (windows slide by at least this)."""
-    min_window: int = 50
-    """Below this many window inputs a drift test reports insufficient data."""
-    min_reference: int = 50
-    """Below this many reference (training) inputs a drift test reports insufficient data."""
-    drift_threshold: float = 0.01
-    """p-value under which a window counts as drifted."""
-    n_permutations: int = 500
-    """Permutations of the input drift test."""
-    quality_window: int = 1000
-    """Newest feedback records of the champion used for its quality."""
-    quality_min_labels: int = 30
-    quality_min_ratings: int = 30
-    quality_threshold: float = 0.01
-    """p-value under which a quality drop counts (retrain trigger, rollback)."""
-    rollback_watch_hours: float = 24.0
-    """How long after a monitor promotion the new champion may be rolled back automatically."""
-    eval_fraction: float = 0.2
-    """Share of feedback examples held out as the new eval split (for the gate)."""
-    replay_fraction: float = 0.2
-    """Share of the champion's training data replayed into the new training set."""
-    hyperparameters: dict[str, Any] | None = None
-    """Fine-tuning job hyperparameters (None: the jobs API's "auto" defaults)."""
-
-
-@dataclass
-class Cycle:
-    """What one pass did for one adapter (returned by ``run_once``; the store has the details)."""
-
-    tenant: str
-    adapter: str
-    champion: int | None = None
-    drifted: bool | None = None
-    input_drift: dict[str, Any] | None = None
-    prediction_drift: dict[str, Any] | None = None
-    quality: dict[str, Any] | None = None
-    decision: dict[str, Any] | None = None
-    actions: list[str] = field(default_factory=list)
-    error: str | None = None
-
-
-@dataclass
-class Target:
-    tenant: Tenant
-    adapter: Adapter
-    policy: RetrainPolicy
-    champion: AdapterVersion
-    since: datetime
 
 
 class Monitor:
@@ -120,7 +63,7 @@ class Monitor:
     def __init__(self, platform: Platform, *, metrics: Metrics | None = None,
                  evaluator: Evaluator | None = None, switcher: ChampionSwitcher | None = None,
                  config: MonitorConfig | None = None,
-                 on_job_created: Callable[[str], None] | None = None):
+                 on_job_created: Callable[[str], None] | None = None) -> None:
         self.platform = platform
         self.metrics = metrics or Metrics()
         self.evaluator = evaluator or ScoringEvaluator(platform)
@@ -182,9 +125,9 @@ class Monitor:
 
     def _target(self, tenant: Tenant, adapter: Adapter, policy: RetrainPolicy) -> Target | None:
         with self.platform.store.read() as session:
-            adapter = session.get(Adapter, adapter.id)
+            adapter = session.get_one(Adapter, adapter.id)
             champion, since = obs.champion(session, adapter)
-        if champion is None:
+        if champion is None or since is None:  # since is set whenever champion is
             return None
         return Target(tenant, adapter, policy, champion, since)
 
@@ -236,7 +179,7 @@ class Monitor:
                                 min_reference=cfg.min_reference, min_window=cfg.min_window,
                                 seed=seed)
             tests = {"input": drift}
-            if champion.task == "classification":
+            if champion.task == AdapterTask.CLASSIFICATION:
                 predicted = obs.predicted_label_counts(champion)
                 tests["prediction"] = prediction_drift(
                     predicted or ref_labels, window.labels, threshold=cfg.drift_threshold,
@@ -247,7 +190,7 @@ class Monitor:
             evaluated = [r for r in tests.values() if r.status is not DriftStatus.INSUFFICIENT_DATA]
             cycle.drifted = any(r.drifted for r in evaluated) if evaluated else None
             for name, result in tests.items():
-                if result.statistic is not None:
+                if result.statistic is not None and result.p_value is not None:
                     self.metrics.drift_statistic.labels(tenant_label, adapter_label, name).set(
                         result.statistic)
                     self.metrics.drift_p_value.labels(tenant_label, adapter_label, name).set(
@@ -333,8 +276,8 @@ class Monitor:
                                           f"monitor: {decision.message}")
         self.metrics.promotions.labels("rollback").inc()
         with self.platform.store.write() as session:
-            row = session.get(RetrainRun, run.id)
-            row.status = str(RetrainRunStatus.ROLLED_BACK)
+            row = session.get_one(RetrainRun, run.id)
+            row.status = RetrainRunStatus.ROLLED_BACK
             ms.add_event(session, adapter.id, EventType.ROLLBACK,
                          f"rolled {ref} back to v{restored}: {decision.message}",
                          action="rollback", reason=decision.reason.value,
@@ -344,7 +287,8 @@ class Monitor:
 
     # -- decide -----------------------------------------------------------------------------
 
-    def _decide(self, target: Target, quality: QualityReport, now: datetime, cycle: Cycle):
+    def _decide(self, target: Target, quality: QualityReport, now: datetime, cycle: Cycle
+                ) -> Decision:
         policy, adapter = target.policy, target.adapter
         with self.platform.store.read() as session:
             history = ms.drift_history(session, adapter.id, target.champion.version,
@@ -380,7 +324,7 @@ class Monitor:
 class MonitorThread:
     """Runs ``monitor.run_once`` every ``interval_s`` in a background thread (first pass at once)."""
 
-    def __init__(self, monitor: Monitor, interval_s: float = 60.0):
+    def __init__(self, monitor: Monitor, interval_s: float = 60.0) -> None:
         self.monitor = monitor
         self.interval_s = interval_s
         self._stop = threading.Event()

@@ -18,7 +18,7 @@ LOAD_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30)
 class LabelGuard:
     """Caps the number of distinct values one label may take."""
 
-    def __init__(self, max_values: int = 200):
+    def __init__(self, max_values: int = 200) -> None:
         self.max_values = max_values
         self._seen: set[str] = set()
         self._lock = threading.Lock()
@@ -36,7 +36,7 @@ class LabelGuard:
 class Metrics:
     """Every tuneloop metric, registered on its own registry."""
 
-    def __init__(self, registry: CollectorRegistry | None = None, max_label_values: int = 200):
+    def __init__(self, registry: CollectorRegistry | None = None, max_label_values: int = 200) -> None:
         self.registry = registry or CollectorRegistry()
         self.tenant_label = LabelGuard(max_label_values)
         self.adapter_label = LabelGuard(max_label_values)

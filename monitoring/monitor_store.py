@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
+from enum import StrEnum
+from typing import Any, cast
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import CursorResult, delete, func, select
 from sqlalchemy.orm import Session
 
 from monitoring.policy import RetrainPolicy
@@ -25,7 +26,7 @@ from services.store.models import (
 from training.jobs.store import ACTIVE, as_utc
 
 
-class EventType:
+class EventType(StrEnum):
     """What a monitor event records (``monitor_events.type``)."""
 
     DECISION = "decision"  # should_retrain's answer (action retrain / skip / dry_run)
@@ -60,8 +61,8 @@ def put_policy(session: Session, adapter: Adapter, policy: RetrainPolicy) -> Ret
 
 
 def delete_policy(session: Session, adapter_id: int) -> bool:
-    result = session.execute(delete(RetrainPolicyRecord).where(
-        RetrainPolicyRecord.adapter_id == adapter_id))
+    result = cast("CursorResult[Any]", session.execute(delete(RetrainPolicyRecord).where(
+        RetrainPolicyRecord.adapter_id == adapter_id)))
     return bool(result.rowcount)
 
 

@@ -12,9 +12,9 @@ import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select
+from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 
 from monitoring.compiler import FeedbackRecord as CompileFeedback
@@ -22,13 +22,14 @@ from monitoring.compiler import RequestRecord as CompileRequest
 from services.platform import Platform
 from services.store.models import (
     Adapter,
+    AdapterTask,
     AdapterVersion,
     ChampionChange,
     DatasetFile,
     FeedbackRecord,
     RequestRecord,
 )
-from training.datasets import ChatExample, validate_dataset
+from training.datasets import ChatExample, ClassificationExample, Task, validate_dataset
 from training.evaluation import hash_split
 from training.jobs.store import as_utc
 
@@ -71,7 +72,7 @@ def champion(session: Session, adapter: Adapter) -> tuple[AdapterVersion | None,
     """(champion version, when it last became champion)."""
     if adapter.champion_version_id is None:
         return None, None
-    version = session.get(AdapterVersion, adapter.champion_version_id)
+    version = session.get_one(AdapterVersion, adapter.champion_version_id)
     since = session.scalar(
         select(func.max(ChampionChange.created_at)).where(
             ChampionChange.adapter_id == adapter.id,
@@ -80,10 +81,13 @@ def champion(session: Session, adapter: Adapter) -> tuple[AdapterVersion | None,
 
 
 def _records(data: bytes, task: str, filename: str) -> list[dict[str, Any]]:
-    report = validate_dataset(data, task, **({"filename": filename} if task != "chat" else {}))
-    if task == "chat":
-        return [{"messages": list(e.messages)} for e in report.examples]
-    return [{"text": e.text, "label": e.label} for e in report.examples]
+    report = validate_dataset(data, cast(Task, task),
+                              **({"filename": filename} if task != AdapterTask.CHAT else {}))
+    if task == AdapterTask.CHAT:
+        return [{"messages": list(e.messages)}
+                for e in cast("list[ChatExample]", report.examples)]
+    return [{"text": e.text, "label": e.label}
+            for e in cast("list[ClassificationExample]", report.examples)]
 
 
 def file_records(platform: Platform, session: Session, file_id: str | None, task: str
@@ -166,7 +170,7 @@ def predicted_label_counts(version: AdapterVersion) -> dict[str, int] | None:
 # -- production traffic ------------------------------------------------------------------------
 
 
-def _adapter_requests(adapter: Adapter):
+def _adapter_requests(adapter: Adapter) -> Select[RequestRecord]:
     return select(RequestRecord).where(
         RequestRecord.tenant_id == adapter.tenant_id, RequestRecord.adapter == adapter.name,
         RequestRecord.status == 200, RequestRecord.route.in_(SERVED_ROUTES))
@@ -242,7 +246,7 @@ def quality_counts(session: Session, adapter: Adapter, version: int, since: date
     return QualityCounts(correct, labeled, negative, rated, {"feedback_records": len(pairs)})
 
 
-def _usable():
+def _usable() -> ColumnElement[bool]:
     return or_(FeedbackRecord.label.is_not(None), FeedbackRecord.correction.is_not(None),
                FeedbackRecord.rating == 1)
 
@@ -274,7 +278,10 @@ def compile_inputs(session: Session, adapter: Adapter, batch: int = 500
             if row.route == "classify" and not isinstance(row.input, str):
                 continue
             output = row.output if isinstance(row.output, str) else None
-            requests.append(CompileRequest(row.id, adapter.task, row.input, output))
+            # Logged inputs are the text (classify) or the chat messages (chat).
+            text_or_messages = cast("str | list[dict[str, Any]]", row.input)
+            requests.append(CompileRequest(row.id, cast(Task, adapter.task), text_or_messages,
+                                           output))
     feedback = [CompileFeedback(response_id=r.response_id, rating=r.rating, label=r.label,
                                 correction=r.correction, comment=r.comment, id=r.id,
                                 created_at=as_utc(r.created_at)) for r in rows]

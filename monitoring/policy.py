@@ -2,22 +2,24 @@
 
 ``should_retrain`` turns a policy, a snapshot of the adapter's state and the current time into a
 ``Decision`` (retrain, skip or dry_run) with an enumerated reason and a sentence for humans;
-``gate_candidate`` decides whether a trained candidate may replace the champion;
+``promotion_action`` turns the gate's verdict (:func:`training.gate.decide_gate`) into what to do
+with a candidate;
 ``should_rollback`` decides whether a freshly promoted champion goes back. No clock, store or
 engine is touched here: the monitor loop gathers the state and acts on the decision.
 """
 
 from __future__ import annotations
 
-import enum
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from enum import StrEnum
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from monitoring.quality import QualityReport, QualityStatus
+from training.gate import GateDecision
 
 
 class RetrainPolicy(BaseModel):
@@ -112,13 +114,13 @@ class PolicyState:
     total_running_jobs: int = 0
 
 
-class Action(str, enum.Enum):
+class Action(StrEnum):
     RETRAIN = "retrain"
     SKIP = "skip"
     DRY_RUN = "dry_run"
 
 
-class Reason(str, enum.Enum):
+class Reason(StrEnum):
     """Why a decision came out as it did. Triggers first, then everything that blocks one."""
 
     QUALITY_DROP = "quality_drop"
@@ -236,122 +238,10 @@ def should_retrain(policy: RetrainPolicy, state: PolicyState, now: datetime) -> 
     return Decision(Action.RETRAIN, fired[0], f"retrain: {why}", triggers)
 
 
-# --- gate -------------------------------------------------------------------------------------
+# --- promotion ----------------------------------------------------------------------------
 
 
-class GateReason(str, enum.Enum):
-    PASSED = "passed"
-    NO_CHAMPION = "no_champion"
-    NO_IMPROVEMENT = "no_improvement"
-    REGRESSION = "regression"
-    MISSING_METRIC = "missing_metric"
-
-
-@dataclass(frozen=True)
-class GateDecision:
-    """``new_delta``/``previous_delta``: candidate minus champion, signed so that > 0 is better."""
-
-    passed: bool
-    reason: GateReason
-    message: str
-    new_delta: float | None = None
-    previous_delta: float | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "passed": self.passed,
-            "reason": self.reason.value,
-            "message": self.message,
-            "new_delta": self.new_delta,
-            "previous_delta": self.previous_delta,
-        }
-
-
-_LOWER_IS_BETTER = ("loss", "perplexity", "error", "negative_rate")
-
-SplitMetrics = Mapping[str, Mapping[str, float]]
-"""Metrics per eval split: ``{split_name: {metric_name: value}}``."""
-
-
-def _metric(metrics: SplitMetrics, split: str, metric: str) -> float | None:
-    value = metrics.get(split, {}).get(metric)
-    return None if value is None else float(value)
-
-
-def gate_candidate(
-    candidate_metrics: SplitMetrics,
-    champion_metrics: SplitMetrics | None,
-    new_split: str,
-    previous_split: str | None,
-    tolerance: float,
-    *,
-    metric: str = "accuracy",
-    higher_is_better: bool | None = None,
-    min_improvement: float = 0.0,
-) -> GateDecision:
-    """May the candidate replace the champion?
-
-    It must beat the champion on ``new_split`` by more than ``min_improvement`` and be no more
-    than ``tolerance`` worse on ``previous_split`` (skipped when None or the champion has no
-    value there). ``higher_is_better`` defaults from the metric name (loss/perplexity/error:
-    lower). With no champion, the candidate passes.
-    """
-    if tolerance < 0 or min_improvement < 0:
-        raise ValueError(
-            f"tolerance and min_improvement must be >= 0, got {tolerance} and {min_improvement}"
-        )
-    if higher_is_better is None:
-        higher_is_better = not any(word in metric for word in _LOWER_IS_BETTER)
-    sign = 1.0 if higher_is_better else -1.0
-    if not champion_metrics:
-        return GateDecision(True, GateReason.NO_CHAMPION, "no champion to beat: candidate passes")
-
-    cand_new = _metric(candidate_metrics, new_split, metric)
-    champ_new = _metric(champion_metrics, new_split, metric)
-    if cand_new is None or champ_new is None:
-        who = "candidate" if cand_new is None else "champion"
-        return GateDecision(
-            False, GateReason.MISSING_METRIC,
-            f"{who} has no {metric!r} on split {new_split!r}: evaluate both on the new eval split",
-        )
-    new_delta = sign * (cand_new - champ_new)
-
-    previous_delta = None
-    if previous_split is not None:
-        cand_prev = _metric(candidate_metrics, previous_split, metric)
-        champ_prev = _metric(champion_metrics, previous_split, metric)
-        if cand_prev is None and champ_prev is not None:
-            return GateDecision(
-                False, GateReason.MISSING_METRIC,
-                f"candidate has no {metric!r} on the previous split {previous_split!r}",
-                new_delta=new_delta,
-            )
-        if cand_prev is not None and champ_prev is not None:
-            previous_delta = sign * (cand_prev - champ_prev)
-
-    if new_delta <= min_improvement:
-        return GateDecision(
-            False, GateReason.NO_IMPROVEMENT,
-            f"{metric} on {new_split!r}: candidate {cand_new:.4g} vs champion {champ_new:.4g}, "
-            f"needs to be better by more than {min_improvement:g}",
-            new_delta, previous_delta,
-        )
-    if previous_delta is not None and previous_delta < -tolerance:
-        return GateDecision(
-            False, GateReason.REGRESSION,
-            f"{metric} on previous split {previous_split!r} regressed by {-previous_delta:.4g} "
-            f"(tolerance {tolerance:g})",
-            new_delta, previous_delta,
-        )
-    return GateDecision(
-        True, GateReason.PASSED,
-        f"{metric} on {new_split!r} better by {new_delta:.4g}"
-        + ("" if previous_delta is None else f"; previous split delta {previous_delta:+.4g}"),
-        new_delta, previous_delta,
-    )
-
-
-class PromotionAction(str, enum.Enum):
+class PromotionAction(StrEnum):
     PROMOTE = "promote"
     AWAIT_APPROVAL = "await_approval"
     REJECT = "reject"
@@ -370,7 +260,7 @@ def promotion_action(policy: RetrainPolicy, gate: GateDecision) -> PromotionActi
 # --- rollback ---------------------------------------------------------------------------------
 
 
-class RollbackReason(str, enum.Enum):
+class RollbackReason(StrEnum):
     QUALITY_DROP = "quality_drop"
     QUALITY_OK = "quality_ok"
     INSUFFICIENT_DATA = "insufficient_data"

@@ -9,10 +9,10 @@ minimum sample size the check says ``insufficient_data``, never "ok".
 
 from __future__ import annotations
 
-import enum
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 
 from scipy import stats
@@ -21,7 +21,7 @@ DEFAULT_THRESHOLD = 0.01
 """p-value below which a drop counts: a drop triggers retraining or a rollback, so be strict."""
 
 
-class QualityStatus(str, enum.Enum):
+class QualityStatus(StrEnum):
     """Outcome of one quality check (and of a report: the worst of its checks)."""
 
     DEGRADED = "degraded"
@@ -149,6 +149,7 @@ def check_proportion(
     elif baseline is None:
         status = QualityStatus.NO_BASELINE
     else:
+        assert value is not None  # n >= min_n >= 1
         p_value = worse_than_baseline_p(successes, n, baseline, higher_is_better=higher_is_better)
         gap = (baseline.value - value) if higher_is_better else (value - baseline.value)
         worse = p_value < threshold and gap >= min_effect

@@ -68,7 +68,7 @@ DEFAULT_PATTERNS: tuple[RedactionPattern, ...] = (
 class Redactor:
     """Applies a fixed set of patterns. Build once (compiling is the slow part), call often."""
 
-    def __init__(self, patterns: Iterable[RedactionPattern] = DEFAULT_PATTERNS):
+    def __init__(self, patterns: Iterable[RedactionPattern] = DEFAULT_PATTERNS) -> None:
         self.patterns = tuple(patterns)
         names = [p.name for p in self.patterns]
         if len(set(names)) != len(names):
@@ -101,7 +101,9 @@ class Redactor:
         return self._combined[active]
 
     def _replace(self, match: re.Match[str]) -> str:
-        pattern = self._by_name[match.lastgroup]
+        name = match.lastgroup
+        assert name is not None  # each alternative of the combined regex is a named group
+        pattern = self._by_name[name]
         text = match.group()
         if pattern.validate is None or pattern.validate(text):
             return pattern.replacement
@@ -123,8 +125,9 @@ class Redactor:
         out = []
         for message in messages:
             copy = dict(message)
-            if isinstance(copy.get("content"), str):
-                copy["content"] = self.redact(copy["content"])
+            content = copy.get("content")
+            if isinstance(content, str):
+                copy["content"] = self.redact(content)
             out.append(copy)
         return out
 

@@ -22,12 +22,16 @@ from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING, Any, cast
 
-from sqlalchemy import delete, insert, select
+from sqlalchemy import CursorResult, delete, insert, select
 
 from monitoring.metrics import Metrics
 from services.store.db import Store
 from services.store.models import RequestRecord, Tenant, utcnow
+
+if TYPE_CHECKING:
+    from services.settings import Settings
 
 log = logging.getLogger("tuneloop.request_log")
 
@@ -117,9 +121,9 @@ def purge_expired(store: Store, policy: LogPolicy, now: datetime | None = None) 
         if days is None:
             continue
         with store.write() as session:
-            result = session.execute(delete(RequestRecord).where(
+            result = cast("CursorResult[Any]", session.execute(delete(RequestRecord).where(
                 RequestRecord.tenant_id == tenant_id,
-                RequestRecord.created_at < now - timedelta(days=days)))
+                RequestRecord.created_at < now - timedelta(days=days))))
             deleted += result.rowcount or 0
     return deleted
 
@@ -138,7 +142,7 @@ class RequestLog:
         redact: Callable[[object], object] | None = None,
         policy: LogPolicy | None = None,
         purge_every_s: float = 3600.0,
-    ):
+    ) -> None:
         self.store = store
         self.metrics = metrics
         self.max_pending = max_pending
@@ -161,7 +165,8 @@ class RequestLog:
         self.dropped = 0
 
     @classmethod
-    def from_settings(cls, store: Store, metrics: Metrics | None, settings) -> RequestLog:
+    def from_settings(cls, store: Store, metrics: Metrics | None, settings: Settings
+                      ) -> RequestLog:
         """The request log configured by ``settings`` (sampling, retention, redaction)."""
         policy = LogPolicy(
             sample_rate=settings.request_log_sample_rate,
@@ -254,7 +259,7 @@ class RequestLog:
                 if left <= 0:
                     break
                 self._cond.wait(left)
-            batch = []
+            batch: list[LogRecord] = []
             while self._buffer and len(batch) < self.batch_size:
                 batch.append(self._buffer.popleft())
             return batch

@@ -10,33 +10,34 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any, cast
 
 from sqlalchemy import select
 
 from monitoring import monitor_store as ms
 from monitoring import observations as obs
-from monitoring.candidate_eval import Evaluator, VersionSpec, gate_metric
-from monitoring.compiler import CompileConfig, compile_dataset
+from monitoring.candidate_eval import Evaluator, VersionSpec
+from monitoring.compiler import CompileConfig, Task, compile_dataset
+from monitoring.config import MonitorConfig
+from monitoring.cycle import Cycle, Target
 from monitoring.metrics import Metrics
 from monitoring.monitor_store import EventType
-from monitoring.policy import PromotionAction, RetrainPolicy, gate_candidate, promotion_action
+from monitoring.policy import PromotionAction, RetrainPolicy, promotion_action
 from services import registry
 from services.hot_swap import ChampionSwitcher
 from services.platform import Platform
 from services.store.models import (
     Adapter,
+    AdapterTask,
     AdapterVersion,
     DatasetFile,
     FineTuningJob,
+    JobStatus,
     RetrainRun,
     RetrainRunStatus,
     Tenant,
 )
-from training.jobs.states import JobStatus
-
-if TYPE_CHECKING:
-    from monitoring.loop import Cycle, MonitorConfig, Target
+from training.gate import decide_gate, gate_metric
 
 
 def _spec(name: str, row: AdapterVersion) -> VersionSpec:
@@ -51,7 +52,7 @@ class Retrainer:
                  switcher: ChampionSwitcher, config: MonitorConfig,
                  version_data: Callable[[AdapterVersion], obs.VersionData],
                  event: Callable[..., None],
-                 on_job_created: Callable[[str], None] | None = None):
+                 on_job_created: Callable[[str], None] | None = None) -> None:
         self.platform = platform
         self.metrics = metrics
         self.evaluator = evaluator
@@ -79,9 +80,9 @@ class Retrainer:
         cfg = self.config
         with self.platform.store.read() as session:
             requests, feedback = obs.compile_inputs(session, adapter)
-        labels = tuple(champion.labels) if champion.task == "classification" else None
+        labels = tuple(champion.labels or ()) if champion.task == AdapterTask.CLASSIFICATION else None
         dataset = compile_dataset(
-            champion.task, requests, feedback,
+            cast(Task, champion.task), requests, feedback,
             champion_examples=self.version_data(champion).train,
             config=CompileConfig(eval_fraction=cfg.eval_fraction,
                                  replay_fraction=cfg.replay_fraction, labels=labels,
@@ -154,6 +155,7 @@ class Retrainer:
                                  action=status.value, reason=status.value)
                 cycle.actions.append(f"job_{status.value}:{run.job_id}")
                 continue
+            assert job is not None  # a missing job counts as FAILED above
             self._gate(tenant, adapter, policy, run, job, now, cycle)
             self.metrics.retrain_jobs.labels(status.value).inc()
 
@@ -161,8 +163,8 @@ class Retrainer:
                     message: str, *, action: str, reason: str,
                     data: dict[str, Any] | None = None, **fields: Any) -> None:
         with self.platform.store.write() as session:
-            row = session.get(RetrainRun, run.id)
-            row.status = str(status)
+            row = session.get_one(RetrainRun, run.id)
+            row.status = status
             row.finished_at = now
             for key, value in fields.items():
                 setattr(row, key, value)
@@ -172,25 +174,27 @@ class Retrainer:
     def _gate(self, tenant: Tenant, adapter: Adapter, policy: RetrainPolicy, run: RetrainRun,
               job: FineTuningJob, now: datetime, cycle: Cycle) -> None:
         with self.platform.store.read() as session:
-            candidate = session.get(AdapterVersion, job.result_version_id)
-            current = session.get(Adapter, adapter.id)
-            champion = session.get(AdapterVersion, current.champion_version_id)
+            candidate = session.get_one(AdapterVersion, job.result_version_id)
+            current = session.get_one(Adapter, adapter.id)
+            champion = session.get_one(AdapterVersion, current.champion_version_id)
             new_split = obs.file_records(self.platform, session, run.validation_file,
                                          candidate.task) or []
         previous_split = self.version_data(champion).eval
+        cand_ref = registry.version_ref(adapter.name, candidate.version)
+        champ_ref = registry.version_ref(adapter.name, champion.version)
         splits = {"new": new_split, "previous": previous_split}
-        metric = gate_metric(candidate.task)
+        metric, higher = gate_metric(candidate.task)
         cand_metrics = self.evaluator.evaluate(_spec(adapter.name, candidate), splits)
         champ_metrics = self.evaluator.evaluate(_spec(adapter.name, champion), splits)
         evaluation = {f"v{candidate.version}": cand_metrics, f"v{champion.version}": champ_metrics,
                       "metric": metric, "split_sizes": {k: len(v) for k, v in splits.items()}}
-        gate = gate_candidate(cand_metrics, champ_metrics, "new",
-                              "previous" if previous_split else None, policy.gate_tolerance,
-                              metric=metric, min_improvement=policy.gate_min_improvement)
+        gate = decide_gate(cand_metrics, champ_metrics, "new", metric=metric,
+                           higher_is_better=higher, champion_version=champ_ref,
+                           previous_split="previous" if previous_split else None,
+                           tolerance=policy.gate_tolerance,
+                           min_improvement=policy.gate_min_improvement)
         self.metrics.gate_decisions.labels(gate.reason.value).inc()
         action = promotion_action(policy, gate)
-        cand_ref = registry.version_ref(adapter.name, candidate.version)
-        champ_ref = registry.version_ref(adapter.name, champion.version)
         data = {"gate": gate.to_dict(), "evaluation": evaluation, "action": action.value}
         with self.platform.store.write() as session:
             ms.add_event(session, adapter.id, EventType.GATE,

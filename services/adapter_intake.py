@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import tempfile
 from pathlib import Path
+from typing import Any
 
 from services import registry
 from services.adapter_validation import validate_adapter_dir
@@ -46,7 +47,7 @@ def register_adapter_dir(
 
 
 def register_adapter_archive(
-    platform: Platform, tenant: Tenant | str, name: str, archive: Path, **kwargs
+    platform: Platform, tenant: Tenant | str, name: str, archive: Path, **kwargs: Any
 ) -> AdapterVersion:
     """Like :func:`register_adapter_dir` for an uploaded .tar.gz of a PEFT directory."""
     tmp = Path(tempfile.mkdtemp(prefix="tuneloop-adapter-"))

@@ -31,7 +31,7 @@ def check_key(key: str) -> str:
 class ArtifactStore:
     """put/get blobs and directories by content hash under one fsspec root."""
 
-    def __init__(self, url: str, cache_dir: Path | None = None):
+    def __init__(self, url: str, cache_dir: Path | None = None) -> None:
         self.fs, root = fsspec.core.url_to_fs(url)
         self.root = root.rstrip("/")
         self.is_local = self.fs.protocol in ("file", "local") or "file" in self.fs.protocol
@@ -74,7 +74,8 @@ class ArtifactStore:
         if (target / ".complete").exists():
             return target
         data = self.get_bytes(key)
-        tmp = Path(tempfile.mkdtemp(dir=self.cache_dir.mkdir(parents=True, exist_ok=True) or self.cache_dir))
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=self.cache_dir))
         with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
             tar.extractall(tmp, filter="data")
         (tmp / ".complete").touch()

@@ -13,7 +13,7 @@ class TuneloopError(Exception):
     code = "internal_error"
     type = "server_error"
 
-    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.param = param
@@ -76,7 +76,7 @@ class RateLimited(TuneloopError):
     code = "rate_limit_exceeded"
     type = "rate_limit_error"
 
-    def __init__(self, message: str, *, retry_after_s: float = 1.0):
+    def __init__(self, message: str, *, retry_after_s: float = 1.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
 
@@ -88,6 +88,6 @@ class Unavailable(TuneloopError):
     code = "service_unavailable"
     type = "server_error"
 
-    def __init__(self, message: str, *, retry_after_s: float = 5.0):
+    def __init__(self, message: str, *, retry_after_s: float = 5.0) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s

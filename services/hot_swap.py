@@ -50,7 +50,7 @@ class HotSwap:
     """
 
     def __init__(self, platform: Platform, engines: Engines | None = None,
-                 loop: asyncio.AbstractEventLoop | None = None, *, timeout_s: float = 600.0):
+                 loop: asyncio.AbstractEventLoop | None = None, *, timeout_s: float = 600.0) -> None:
         if engines is not None and loop is None:
             raise ValueError("HotSwap with engines needs the event loop they run on")
         self.platform = platform

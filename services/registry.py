@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from services.adapter_validation import AdapterInfo
 from services.errors import Conflict, InvalidInput, NotFound
+from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, validate_template
 from services.store.models import (
     Adapter,
     AdapterTask,
@@ -24,7 +25,6 @@ from services.store.models import (
     Tenant,
     VersionState,
 )
-from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, validate_template
 
 _ADAPTER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$")
 _REF_RE = re.compile(r"^(?P<name>[^@]+?)(?:@v?(?P<version>\d+))?$")
@@ -245,7 +245,7 @@ def resolve(session: Session, tenant: Tenant, ref: str) -> ResolvedAdapter:
                 param="model",
                 code="model_not_found",
             )
-        row = session.get(AdapterVersion, adapter.champion_version_id)
+        row = session.get_one(AdapterVersion, adapter.champion_version_id)
     else:
         row = _version(session, adapter, number)
     if row.state != VersionState.READY:

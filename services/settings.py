@@ -7,7 +7,7 @@ call :func:`load_settings` (or construct :class:`Settings` with an explicit envi
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -222,5 +222,6 @@ def load_settings(environ: dict[str, str] | None = None) -> Settings:
     """Build settings from ``environ`` (default: the process environment)."""
     if environ is None:
         return Settings()
-    env = {k[len("TUNELOOP_") :].lower(): v for k, v in environ.items() if k.startswith("TUNELOOP_")}
+    # pydantic parses the strings; Any because the keyword types differ per field.
+    env: dict[str, Any] = {k[len("TUNELOOP_") :].lower(): v for k, v in environ.items() if k.startswith("TUNELOOP_")}
     return Settings(**env)

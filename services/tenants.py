@@ -90,7 +90,7 @@ def list_keys(session: Session, tenant_name: str) -> list[ApiKey]:
 
 def revoke_key(session: Session, key_id: int, tenant_name: str | None = None) -> ApiKey:
     row = session.get(ApiKey, key_id)
-    if row is None or (tenant_name and session.get(Tenant, row.tenant_id).name != tenant_name):
+    if row is None or (tenant_name and session.get_one(Tenant, row.tenant_id).name != tenant_name):
         raise NotFound(f"API key {key_id} does not exist")
     if row.revoked_at is None:
         row.revoked_at = utcnow()

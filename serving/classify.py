@@ -100,7 +100,7 @@ class Classifier:
     ``--max-logprobs``, default 20). Label tokenizations are cached (``cache_size`` label sets).
     """
 
-    def __init__(self, client: EngineClient, *, top_logprobs: int = 20, cache_size: int = 256):
+    def __init__(self, client: EngineClient, *, top_logprobs: int = 20, cache_size: int = 256) -> None:
         self.client = client
         self.top_logprobs = top_logprobs
         self.cache_size = cache_size

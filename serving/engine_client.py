@@ -226,7 +226,7 @@ class EngineClient:
         self, method: str, path: str, body: JSON | None = None, *, timeout_s: float | None = None
     ) -> Any:
         data = None if body is None else json.dumps(body).encode()
-        extra = {} if timeout_s is None else {"timeout": self._timeout(timeout_s)}
+        extra: dict[str, Any] = {} if timeout_s is None else {"timeout": self._timeout(timeout_s)}
         try:
             async with self.session.request(
                 method, f"{self.base_url}{path}", data=data,

@@ -10,6 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from tests.support.api import ADMIN_HEADERS, tenant_key
+
+# Shared fixtures live in tests/support; ADMIN_HEADERS and tenant_key stay importable from here.
+pytest_plugins = ["tests.support.adapters"]
+__all__ = ["ADMIN_HEADERS", "tenant_key"]
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -100,9 +106,10 @@ def postgres_url(postgres_server):
     yield f"{postgres_server}/{name}"
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
 def database_url(request, tmp_path):
-    """Runs a test on both stores: SQLite (the embedded default) and PostgreSQL."""
+    """Runs a test on both stores: SQLite (the embedded default) and PostgreSQL (marked
+    ``postgres``, so ``-m "not postgres"`` runs without a server)."""
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'tuneloop.db'}"
     return request.getfixturevalue("postgres_url")
@@ -122,7 +129,14 @@ def make_settings(tmp_path, base_model_dir):
     return _make
 
 
-ADMIN_HEADERS = {"Authorization": "Bearer admin-test-key"}
+@pytest.fixture
+def platform(make_settings):
+    """A platform on the default SQLite store of a temporary data dir, admin key ``admin-test-key``."""
+    from services.platform import Platform
+
+    p = Platform.open(make_settings())
+    yield p
+    p.close()
 
 
 @pytest.fixture
@@ -144,11 +158,3 @@ def api_client(api_platform):
 
     with TestClient(create_app(platform=api_platform)) as c:
         yield c
-
-
-def tenant_key(client, name: str) -> dict:  # noqa: ANN001
-    """Create tenant ``name`` through the admin API; returns its Authorization header."""
-    assert client.post("/admin/tenants", json={"name": name}, headers=ADMIN_HEADERS).status_code == 201
-    r = client.post(f"/admin/tenants/{name}/keys", headers=ADMIN_HEADERS)
-    assert r.status_code == 201
-    return {"Authorization": f"Bearer {r.json()['key']}"}

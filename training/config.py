@@ -13,8 +13,9 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
-from training.errors import TrainConfigError
 from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, validate_template
+from services.store.models import AdapterTask
+from training.errors import TrainConfigError
 
 
 def new_run_name(prefix: str = "tuneloop") -> str:
@@ -119,7 +120,7 @@ class TrainConfig:
             if value is not None and "://" not in str(value):
                 setattr(self, name, str(Path(value).expanduser().resolve()))
         problems = []
-        if self.task not in ("chat", "classification"):
+        if self.task not in tuple(AdapterTask):
             problems.append(f"task={self.task!r}: use 'chat' or 'classification'")
         if self.train_file is None and not self.train_examples:
             problems.append("give train_file or train_examples")
@@ -150,7 +151,7 @@ class TrainConfig:
                             "CUDA only; set qlora=false to train LoRA in full precision on CPU")
         if self.labels is not None and len(set(self.labels)) < 2:
             problems.append(f"labels={self.labels} must name at least two distinct labels")
-        if self.task == "classification":
+        if self.task == AdapterTask.CLASSIFICATION:
             try:
                 validate_template(self.prompt_template)
             except ValueError as exc:

@@ -18,8 +18,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from training.errors import DatasetError
 from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, classification_messages
+from services.store.models import AdapterTask
+from training.errors import DatasetError, DatasetIssue
 
 Task = Literal["chat", "classification"]
 Message = dict[str, Any]
@@ -27,17 +28,6 @@ TokenCounter = Callable[[list[Message]], int]
 """Counts the tokens of one conversation exactly as training would see it."""
 
 ROLES = ("system", "user", "assistant")
-
-
-@dataclass(frozen=True)
-class DatasetIssue:
-    """One problem in a dataset file; ``line`` is 1-based, None for the whole file."""
-
-    line: int | None
-    message: str
-
-    def __str__(self) -> str:
-        return f"line {self.line}: {self.message}" if self.line is not None else self.message
 
 
 @dataclass(frozen=True)
@@ -336,9 +326,9 @@ def validate_classification_dataset(
 
 def validate_dataset(data: bytes, task: Task, **kwargs: Any) -> ValidationReport:
     """Dispatch to the chat or classification validator by ``task``."""
-    if task == "chat":
+    if task == AdapterTask.CHAT:
         return validate_chat_dataset(data, **kwargs)
-    if task == "classification":
+    if task == AdapterTask.CLASSIFICATION:
         return validate_classification_dataset(data, **kwargs)
     raise ValueError(f"unknown task {task!r}; use 'chat' or 'classification'")
 

@@ -2,14 +2,22 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from dataclasses import dataclass
 
 from services.errors import InvalidInput, TuneloopError
 
-if TYPE_CHECKING:
-    from training.datasets import DatasetIssue
-
 MAX_LISTED_ISSUES = 50
+
+
+@dataclass(frozen=True)
+class DatasetIssue:
+    """One problem in a dataset file; ``line`` is 1-based, None for the whole file."""
+
+    line: int | None
+    message: str
+
+    def __str__(self) -> str:
+        return f"line {self.line}: {self.message}" if self.line is not None else self.message
 
 
 class DatasetError(InvalidInput):
@@ -17,7 +25,7 @@ class DatasetError(InvalidInput):
 
     code = "invalid_dataset"
 
-    def __init__(self, issues: list[DatasetIssue], *, name: str = "dataset"):
+    def __init__(self, issues: list[DatasetIssue], *, name: str = "dataset") -> None:
         self.issues = list(issues)
         shown = "\n".join(f"  {issue}" for issue in self.issues[:MAX_LISTED_ISSUES])
         more = len(self.issues) - MAX_LISTED_ISSUES

@@ -117,7 +117,8 @@ def hash_split(
     """(train, eval) by hashing each item's key; adding items never moves existing ones."""
     if not 0.0 <= eval_fraction < 1.0:
         raise ValueError(f"eval_fraction must be in [0, 1), got {eval_fraction}")
-    train, evaluation = [], []
+    train: list[T] = []
+    evaluation: list[T] = []
     for item in items:
         (evaluation if in_eval_split(key(item), eval_fraction, salt) else train).append(item)
     return train, evaluation

@@ -33,6 +33,7 @@ from typing import Any
 
 import torch
 
+from services.store.models import AdapterTask
 from training import progress
 from training.config import TrainConfig
 from training.datasets import ChatExample, ValidationReport, validate_dataset
@@ -63,7 +64,7 @@ class TrainResult:
 def _dataset_bytes(path: str | None, inline: list[dict] | None, task: str) -> tuple[bytes, str]:
     if path is not None:
         return Path(path).read_bytes(), Path(path).name
-    if task == "classification":
+    if task == AdapterTask.CLASSIFICATION:
         inline = [{"text": r["text"], "label": r["label"]} for r in inline or []]
     return "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in inline or []).encode(), "inline"
 
@@ -72,14 +73,14 @@ def load_datasets(config: TrainConfig) -> tuple[ValidationReport, ValidationRepo
     """(train report, eval report or None, eval source). Raises DatasetError on any issue."""
     data, name = _dataset_bytes(config.train_file, config.train_examples, config.task)
     kwargs: dict[str, Any] = {}
-    if config.task == "classification":
+    if config.task == AdapterTask.CLASSIFICATION:
         kwargs = {"filename": name, "labels": config.labels, "template": config.prompt_template}
     train = validate_dataset(data, config.task, **kwargs).raise_for_issues(f"training file {name}")
-    if config.task == "classification":
+    if config.task == AdapterTask.CLASSIFICATION:
         kwargs["labels"] = train.labels
     if config.eval_file is not None or config.eval_examples:
         data, name = _dataset_bytes(config.eval_file, config.eval_examples, config.task)
-        if config.task == "classification":
+        if config.task == AdapterTask.CLASSIFICATION:
             kwargs["filename"] = name
         evaluation = validate_dataset(data, config.task, **kwargs).raise_for_issues(
             f"validation file {name}")
@@ -129,7 +130,8 @@ def _build_model(config: TrainConfig, device: torch.device) -> Any:
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
             bnb_4bit_compute_dtype=torch.bfloat16)
         kwargs["device_map"] = {"": device}
-    model = AutoModelForCausalLM.from_pretrained(config.base_model, **kwargs)
+    # Any: the base model, then the PeftModel wrapping it.
+    model: Any = AutoModelForCausalLM.from_pretrained(config.base_model, **kwargs)
     if config.qlora:
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=False)
     if config.parent_adapter:
@@ -180,7 +182,7 @@ def train_worker(payload: dict[str, Any]) -> None:
     torch.set_num_threads(max(1, int(config.cpus_per_worker)))
     torch.manual_seed(config.seed)  # LoRA init: identical on every rank and every attempt
     device = ray.train.torch.get_device()
-    model = _build_model(config, device)
+    model: Any = _build_model(config, device)  # then DDP-wrapped (or moved) below
     peft_model = model
     model = ray.train.torch.prepare_model(model) if not config.qlora else model.to(device)
     compute_dtype = torch.bfloat16 if config.use_gpu else torch.float32
@@ -246,8 +248,8 @@ def train_worker(payload: dict[str, Any]) -> None:
         done = step + 1
         metrics = {
             "step": done, "total_steps": total, "epoch": done * config.epochs / total,
-            "loss": float(totals[0] / max(totals[1], 1)), "tokens": int(totals[2]),
-            "tokens_per_s": float(totals[2] / max(totals[3], 1e-9)),
+            "loss": float(totals[0]) / max(float(totals[1]), 1.0), "tokens": int(totals[2]),
+            "tokens_per_s": float(totals[2]) / max(float(totals[3]), 1e-9),
             "learning_rate": scheduler.get_last_lr()[0],
         }
         want_checkpoint = done == total or (config.checkpoint_every and
@@ -324,7 +326,7 @@ def evaluate(config: TrainConfig, adapter_dir: Path, eval_examples: list, labels
     torch.set_num_threads(max(1, int(config.cpus_per_worker)))
 
     def measure() -> dict[str, Any]:
-        if config.task == "classification":
+        if config.task == AdapterTask.CLASSIFICATION:
             return scoring.evaluate_classifier(model, tokenizer, config.prompt_template,
                                                examples, labels)
         return scoring.evaluate_chat(model, tokenizer, examples, max_length=config.max_length,
@@ -371,7 +373,7 @@ def run_training(config: TrainConfig) -> TrainResult:
     try:
         # setup
         train_report, eval_report, eval_source = load_datasets(config)
-        labels = train_report.labels if config.task == "classification" else []
+        labels = train_report.labels if config.task == AdapterTask.CLASSIFICATION else []
         train_examples, eval_examples = split_examples(config, train_report, eval_report)
         tokenizer = AutoTokenizer.from_pretrained(config.base_model)
         tokenized = _tokenize_all(tokenizer, train_examples, config, labels)
@@ -395,7 +397,7 @@ def run_training(config: TrainConfig) -> TrainResult:
         # save
         metrics = {
             "run_name": config.run_name, "task": config.task, "labels": labels,
-            "prompt_template": config.prompt_template if config.task == "classification" else None,
+            "prompt_template": config.prompt_template if config.task == AdapterTask.CLASSIFICATION else None,
             "base_model": config.base_model, "base_fingerprint": _base_fingerprint(config.base_model),
             "parent_adapter": config.parent_adapter, "hyperparameters": config.hyperparameters(),
             "datasets": {

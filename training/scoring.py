@@ -17,11 +17,11 @@ from typing import Any
 
 import torch
 
+from services.prompts import classification_messages
 from training.datasets import ChatExample, ClassificationExample, Message
 from training.evaluation import chat_metrics, classification_metrics, loss_metrics
 from training.loss import token_loss_sum
 from training.packing import batches, collate_padded, truncate
-from services.prompts import classification_messages
 from training.tokenize import TokenizedExample, prompt_ids, tokenize_conversation
 
 
@@ -33,7 +33,8 @@ def load_model(
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_model))
-    model = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=dtype)
+    # Any: the base model or a PeftModel wrapping it (transformers' return type covers neither).
+    model: Any = AutoModelForCausalLM.from_pretrained(str(base_model), dtype=dtype)
     if adapter is not None:
         model = PeftModel.from_pretrained(model, str(adapter))
     model.eval()
@@ -83,7 +84,7 @@ def classify(
     model: Any, tokenizer: Any, template: str, texts: Sequence[str], labels: Sequence[str]
 ) -> list[str]:
     """The most probable label for each text (see :func:`score_labels`)."""
-    return [max(p, key=p.get) for p in score_labels(model, tokenizer, template, texts, labels)]
+    return [max(p, key=p.__getitem__) for p in score_labels(model, tokenizer, template, texts, labels)]
 
 
 @torch.no_grad()

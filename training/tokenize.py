@@ -15,8 +15,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from training.datasets import ChatExample, ClassificationExample, Message, TokenCounter
 from services.prompts import classification_messages
+from training.datasets import ChatExample, ClassificationExample, Message, TokenCounter
 
 IGNORE_INDEX = -100
 

@@ -86,7 +86,8 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        opened = platform or await run_in_threadpool(Platform.open, settings)
+        opened = (platform if platform is not None
+                  else await run_in_threadpool(Platform.open, settings))
         if platform is None and opened.generated_admin_key:
             print("tuneloop: generated admin key (shown once, stored hashed): "
                   f"{opened.generated_admin_key}", flush=True)

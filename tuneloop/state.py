@@ -13,8 +13,9 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from monitoring.config import MonitorConfig
 from monitoring.feedback import FeedbackBatcher
-from monitoring.loop import Monitor, MonitorConfig, MonitorThread
+from monitoring.loop import Monitor, MonitorThread
 from monitoring.metrics import Metrics
 from services.hot_swap import HotSwap
 from services.platform import Platform

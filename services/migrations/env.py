@@ -10,6 +10,8 @@ from services.store.models import Base
 
 config = context.config
 url = config.get_main_option("sqlalchemy.url")
+if url is None:
+    raise RuntimeError("alembic needs sqlalchemy.url; run migrations through tuneloop, which sets it")
 engine = make_engine(url)
 if url.startswith("sqlite"):
     engine = engine.execution_options(sqlite_begin="IMMEDIATE")

@@ -4,9 +4,21 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 from enum import StrEnum
+from typing import Any
 
-from sqlalchemy import JSON, BigInteger, DateTime, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    DateTime,
+    ForeignKey,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
+from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.types import TypeDecorator
 
 
 def utcnow() -> datetime:
@@ -45,12 +57,47 @@ class ChampionAction(StrEnum):
     ROLLBACK = "rollback"
 
 
+class JobStatus(StrEnum):
+    """validating_files -> queued -> running -> succeeded | failed | cancelled."""
+
+    VALIDATING_FILES = "validating_files"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
+
+
+class EnumString(TypeDecorator[Any]):
+    """A StrEnum column stored as its value in a VARCHAR, exactly like a plain ``String``
+    (no schema change); rows read back as the enum, and writing a value outside it raises
+    ValueError."""
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, enum: type[StrEnum], length: int) -> None:
+        super().__init__(length)
+        self.enum = enum
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> str | None:
+        return None if value is None else self.enum(value).value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> StrEnum | None:
+        return None if value is None else self.enum(value)
+
+
 class Tenant(Base):
     __tablename__ = "tenants"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
-    state: Mapped[str] = mapped_column(String(16), default=TenantState.ACTIVE)
+    state: Mapped[TenantState] = mapped_column(EnumString(TenantState, 16),
+                                               default=TenantState.ACTIVE)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -86,7 +133,7 @@ class Adapter(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
     name: Mapped[str] = mapped_column(String(64))
-    task: Mapped[str] = mapped_column(String(16))
+    task: Mapped[AdapterTask] = mapped_column(EnumString(AdapterTask, 16))
     champion_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("adapter_versions.id", use_alter=True, name="fk_adapters_champion"),
         nullable=True,
@@ -103,8 +150,9 @@ class AdapterVersion(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), index=True)
     version: Mapped[int] = mapped_column(Integer)
-    state: Mapped[str] = mapped_column(String(16), default=VersionState.READY)
-    task: Mapped[str] = mapped_column(String(16))
+    state: Mapped[VersionState] = mapped_column(EnumString(VersionState, 16),
+                                                default=VersionState.READY)
+    task: Mapped[AdapterTask] = mapped_column(EnumString(AdapterTask, 16))
     labels: Mapped[list | None] = mapped_column(JSON, nullable=True)
     prompt_template: Mapped[str | None] = mapped_column(Text, nullable=True)
     rank: Mapped[int] = mapped_column(Integer)
@@ -127,7 +175,7 @@ class ChampionChange(Base):
         ForeignKey("adapter_versions.id"), nullable=True
     )
     to_version_id: Mapped[int] = mapped_column(ForeignKey("adapter_versions.id"))
-    action: Mapped[str] = mapped_column(String(16))
+    action: Mapped[ChampionAction] = mapped_column(EnumString(ChampionAction, 16))
     reason: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
@@ -180,26 +228,26 @@ class DatasetFile(Base):
     bytes: Mapped[int] = mapped_column(BigInteger)
     sha256: Mapped[str] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(16))
-    task: Mapped[str] = mapped_column(String(16))
+    task: Mapped[AdapterTask] = mapped_column(EnumString(AdapterTask, 16))
     format: Mapped[str] = mapped_column(String(8))
     stats: Mapped[dict] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
 class FineTuningJob(Base):
-    """One fine-tuning job; ``status`` follows :class:`training.jobs.states.JobStatus`."""
+    """One fine-tuning job; ``status`` follows :class:`JobStatus`."""
 
     __tablename__ = "fine_tuning_jobs"
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "ftjob-<hex>"
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
-    status: Mapped[str] = mapped_column(String(24), index=True)
+    status: Mapped[JobStatus] = mapped_column(EnumString(JobStatus, 24), index=True)
     model: Mapped[str] = mapped_column(String(200))
     parent_version_id: Mapped[int | None] = mapped_column(
         ForeignKey("adapter_versions.id"), nullable=True
     )
     adapter_name: Mapped[str] = mapped_column(String(64))
-    task: Mapped[str] = mapped_column(String(16))
+    task: Mapped[AdapterTask] = mapped_column(EnumString(AdapterTask, 16))
     training_file: Mapped[str] = mapped_column(ForeignKey("dataset_files.id"))
     validation_file: Mapped[str | None] = mapped_column(
         ForeignKey("dataset_files.id"), nullable=True
@@ -329,7 +377,8 @@ class RetrainRun(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True)  # "rtrun-<hex>"
     adapter_id: Mapped[int] = mapped_column(ForeignKey("adapters.id"), index=True)
     tenant_id: Mapped[int] = mapped_column(ForeignKey("tenants.id"), index=True)
-    status: Mapped[str] = mapped_column(String(24), index=True)
+    status: Mapped[RetrainRunStatus] = mapped_column(EnumString(RetrainRunStatus, 24),
+                                                     index=True)
     trigger: Mapped[str] = mapped_column(String(32))
     champion_version: Mapped[int] = mapped_column(Integer)
     job_id: Mapped[str | None] = mapped_column(ForeignKey("fine_tuning_jobs.id"), nullable=True)

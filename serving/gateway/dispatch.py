@@ -58,7 +58,7 @@ class OpenStream:
 class Dispatcher:
     """The gateway's one door to the engines."""
 
-    def __init__(self, settings: Settings, platform: Platform, metrics: Metrics):
+    def __init__(self, settings: Settings, platform: Platform, metrics: Metrics) -> None:
         self.settings = settings
         self.platform = platform
         self.metrics = metrics
@@ -106,7 +106,11 @@ class Dispatcher:
         for i, url in enumerate(urls):
             name = f"engine-{i}"
             self._remote_ready[name] = False
-            slots.append(self._slot(name, url, lambda n=name: self._remote_ready[n]))
+
+            def is_ready(n: str = name) -> bool:
+                return self._remote_ready[n]
+
+            slots.append(self._slot(name, url, is_ready))
         self.pool = EnginePool(slots)
         await self._check_remote()
         self._health_task = asyncio.create_task(self._watch_health())
@@ -130,7 +134,7 @@ class Dispatcher:
                 for slot in self.pool.slots if self.pool else []:
                     self.metrics.engine_up.labels(slot.name).set(1 if slot.is_ready() else 0)
                     self.metrics.adapters_loaded.labels(slot.name).set(len(slot.placement.loaded))
-            except Exception:  # noqa: BLE001 - keep watching
+            except Exception:  # keep watching (logged, so BLE001 does not fire)
                 log.exception("engine health check failed")
 
     async def close(self) -> None:

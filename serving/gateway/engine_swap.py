@@ -27,7 +27,7 @@ class EngineSwap:
     runs after every switch (the resolver forgets cached champions)."""
 
     def __init__(self, dispatch: Dispatcher,
-                 on_champion_change: Callable[[int | None], None] | None = None):
+                 on_champion_change: Callable[[int | None], None] | None = None) -> None:
         self.dispatch = dispatch
         self.on_champion_change = on_champion_change
         self._background: set[asyncio.Task] = set()
@@ -50,6 +50,7 @@ class EngineSwap:
         if draining is not None:  # promoted back before the old drain finished: keep it loaded
             draining.cancel()
         path = await self.dispatch.adapter_path(adapter)
+        assert path is not None  # None only for the base model (adapter=None)
         probe = {"model": adapter.engine_name, "prompt": "ping", "max_tokens": 1, "temperature": 0.0}
 
         async def run_probe(client: EngineClient) -> None:

@@ -6,8 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from serving.classify import Classifier
+from serving.engine_client import EngineClient
 from serving.gateway.dispatch import Dispatcher
 from serving.placement import EnginePool
 from training.datasets import Message
@@ -23,7 +25,7 @@ class GatewayEngine:
     """
 
     def __init__(self, dispatcher: Dispatcher | None, loop: asyncio.AbstractEventLoop, *,
-                 wait_s: float = 180.0, timeout_s: float = 300.0):
+                 wait_s: float = 180.0, timeout_s: float = 300.0) -> None:
         self._dispatcher = dispatcher
         self._loop = loop
         self.wait_s = wait_s
@@ -53,8 +55,11 @@ class GatewayEngine:
             for messages in conversations:
                 body = {"model": engine_name, "messages": messages, "max_tokens": max_tokens,
                         "temperature": 0.0}
-                response = await pool.call(engine_name, adapter_path,
-                                           lambda client, b=body: client.chat_completions(b))
+
+                async def chat(client: EngineClient, b: dict[str, Any] = body) -> Any:
+                    return await client.chat_completions(b)
+
+                response = await pool.call(engine_name, adapter_path, chat)
                 replies.append(response["choices"][0]["message"].get("content") or "")
             return replies
 

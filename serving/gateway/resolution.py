@@ -25,7 +25,7 @@ class Target:
 
 
 class Resolver:
-    def __init__(self, store: Store, base_model_name: str, ttl_s: float = 1.0):
+    def __init__(self, store: Store, base_model_name: str, ttl_s: float = 1.0) -> None:
         self.store = store
         self.base_model_name = base_model_name
         self.ttl_s = ttl_s

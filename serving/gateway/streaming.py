@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio
@@ -51,8 +51,8 @@ class StreamRecord:
 
 
 async def rewrite_events(
-    lines: AsyncIterator[str], response_id: str, public_model: str, record: StreamRecord
-) -> AsyncIterator[bytes]:
+    lines: AsyncIterable[str], response_id: str, public_model: str, record: StreamRecord
+) -> AsyncGenerator[bytes, None]:
     """Engine SSE lines -> client SSE events with the gateway's ``id`` and ``model``.
 
     Content and usage are collected into ``record``; an engine failure mid-stream becomes a

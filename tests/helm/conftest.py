@@ -1,5 +1,5 @@
-"""Fixtures for the chart tests (helpers live in helm_chart.py)."""
+"""Fixtures for the chart tests (helpers live in tests/support/helm_chart.py)."""
 
-from helm_chart import helm, rendered
+from tests.support.helm_chart import helm, rendered
 
 __all__ = ["helm", "rendered"]

@@ -12,7 +12,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
-from helm_chart import CHART, NAMESPACE, RELEASE, SCENARIOS, render, run_helm
+
+from tests.support.helm_chart import CHART, NAMESPACE, RELEASE, SCENARIOS, render, run_helm
 
 pytestmark = pytest.mark.integration
 

@@ -57,7 +57,8 @@ def test_p_value_is_exact_under_exchangeability():
     p_values = []
     for trial in range(60):
         data = rng.normal(size=(120, 8))
-        embed = lambda texts, data=data: data[[int(t) for t in texts]]
+        def embed(texts, data=data):
+            return data[[int(t) for t in texts]]
         texts = [str(i) for i in range(120)]
         report = input_drift(texts[:60], texts[60:], embed=embed, n_permutations=99, seed=trial)
         p_values.append(report.p_value)

@@ -18,7 +18,8 @@ import pytest
 from sqlalchemy import select, update
 
 from monitoring import monitor_store as ms
-from monitoring.loop import Monitor, MonitorConfig
+from monitoring.config import MonitorConfig
+from monitoring.loop import Monitor
 from monitoring.metrics import Metrics
 from monitoring.policy import RetrainPolicy
 from services import registry
@@ -30,6 +31,7 @@ from services.store.models import (
     DatasetFile,
     FeedbackRecord,
     FineTuningJob,
+    JobStatus,
     RequestRecord,
     RetrainRun,
     Tenant,
@@ -40,7 +42,6 @@ from tests.training.jobs.scripted_runner import ScriptedRunner
 from training.jobs.files import file_bytes, store_file
 from training.jobs.intake import create_job
 from training.jobs.manager import JobManager
-from training.jobs.states import JobStatus
 
 DATA = (Path(__file__).resolve().parents[2] / "tuneloop" / "data" / "vader_sentiment"
         / "vader_sentiment.jsonl")

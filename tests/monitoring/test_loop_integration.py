@@ -86,9 +86,9 @@ def report_wrong_answers(api, result: dict) -> None:
 
 def test_shift_is_detected_retrained_promoted_and_rolled_back_on_bad_feedback(
         tmp_path, base_model_dir, ray_address):
-    from tuneloop.cli.demo import Story, run_story
     from services.settings import Settings
     from serving.engine_process import free_port
+    from tuneloop.cli.demo import Story, run_story
 
     settings = Settings(data_dir=tmp_path / "data", base_model=str(base_model_dir),
                         admin_key="admin-test-key", engine_port=free_port(),

@@ -1,4 +1,5 @@
-"""Retrain policy: validation, every decision reason, the gate, promotion and rollback."""
+"""Retrain policy: validation, every decision reason, promotion and rollback (the gate itself:
+tests/training/test_gate.py)."""
 
 from __future__ import annotations
 
@@ -9,19 +10,18 @@ from pydantic import ValidationError
 
 from monitoring.policy import (
     Action,
-    GateReason,
     PolicyState,
     PromotionAction,
     Reason,
     RetrainPolicy,
     RollbackReason,
     drift_persists,
-    gate_candidate,
     promotion_action,
     should_retrain,
     should_rollback,
 )
 from monitoring.quality import Baseline, quality_report
+from training.gate import decide_gate
 
 NOW = datetime(2026, 11, 21, 12, 0, tzinfo=UTC)
 ENOUGH = {"new_examples": 10}
@@ -188,7 +188,7 @@ def test_every_reason_is_reachable():
     assert seen == set(Reason)
 
 
-# --- gate ---------------------------------------------------------------------------------------
+# --- promotion -----------------------------------------------------------------------------------
 
 
 def metrics(new: float, old: float | None = None) -> dict:
@@ -198,51 +198,11 @@ def metrics(new: float, old: float | None = None) -> dict:
     return out
 
 
-def test_gate_passes_better_candidate_within_tolerance():
-    gate = gate_candidate(metrics(0.90, 0.85), metrics(0.60, 0.86), "eval@v2", "eval@v1", 0.02)
-    assert gate.passed and gate.reason is GateReason.PASSED
-    assert gate.new_delta == pytest.approx(0.30)
-    assert gate.previous_delta == pytest.approx(-0.01)
-
-
-def test_gate_rejects_no_improvement():
-    gate = gate_candidate(metrics(0.60, 0.86), metrics(0.60, 0.86), "eval@v2", "eval@v1", 0.02)
-    assert not gate.passed and gate.reason is GateReason.NO_IMPROVEMENT
-
-
-def test_gate_rejects_regression_on_previous_split():
-    gate = gate_candidate(metrics(0.90, 0.80), metrics(0.60, 0.86), "eval@v2", "eval@v1", 0.02)
-    assert not gate.passed and gate.reason is GateReason.REGRESSION
-    assert "regressed by 0.06" in gate.message
-
-
-def test_gate_lower_is_better_for_loss():
-    cand = {"new": {"eval_loss": 1.0}, "old": {"eval_loss": 1.21}}
-    champ = {"new": {"eval_loss": 1.5}, "old": {"eval_loss": 1.2}}
-    assert gate_candidate(cand, champ, "new", "old", 0.05, metric="eval_loss").passed
-    assert not gate_candidate(cand, champ, "new", "old", 0.005, metric="eval_loss").passed
-
-
-def test_gate_without_champion_or_previous_split():
-    assert gate_candidate(metrics(0.5), None, "eval@v2", None, 0.0).reason is GateReason.NO_CHAMPION
-    assert gate_candidate(metrics(0.7), metrics(0.6), "eval@v2", None, 0.0).passed
-
-
-def test_gate_missing_metric():
-    gate = gate_candidate({}, metrics(0.6), "eval@v2", None, 0.0)
-    assert not gate.passed and gate.reason is GateReason.MISSING_METRIC
-    gate = gate_candidate(metrics(0.9), metrics(0.6, 0.8), "eval@v2", "eval@v1", 0.0)
-    assert gate.reason is GateReason.MISSING_METRIC
-
-
-def test_gate_min_improvement():
-    gate = gate_candidate(metrics(0.61), metrics(0.60), "eval@v2", None, 0.0, min_improvement=0.02)
-    assert gate.reason is GateReason.NO_IMPROVEMENT
-
-
 def test_promotion_action():
-    passed = gate_candidate(metrics(0.9), metrics(0.6), "eval@v2", None, 0.0)
-    failed = gate_candidate(metrics(0.5), metrics(0.6), "eval@v2", None, 0.0)
+    passed = decide_gate(metrics(0.9), metrics(0.6), "eval@v2", metric="accuracy",
+                         min_improvement=0.0)
+    failed = decide_gate(metrics(0.5), metrics(0.6), "eval@v2", metric="accuracy",
+                         min_improvement=0.0)
     assert promotion_action(RetrainPolicy(), passed) is PromotionAction.PROMOTE
     assert promotion_action(RetrainPolicy(auto_promote=False), passed) is (
         PromotionAction.AWAIT_APPROVAL

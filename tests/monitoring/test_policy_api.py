@@ -8,12 +8,13 @@ from datetime import timedelta
 
 import pytest
 
-from monitoring.loop import Monitor, MonitorConfig
+from monitoring.config import MonitorConfig
+from monitoring.loop import Monitor
 from monitoring.metrics import Metrics
 from services.adapter_intake import register_adapter_dir
 from services.platform import Platform
-from tests.conftest import ADMIN_HEADERS, tenant_key
 from services.store.models import RequestRecord, Tenant, utcnow
+from tests.conftest import ADMIN_HEADERS, tenant_key
 from tests.monitoring.test_loop import NEW, peft_adapter  # noqa: F401 - a fixture
 
 ADMIN = ADMIN_HEADERS

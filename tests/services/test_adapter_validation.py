@@ -11,7 +11,7 @@ import pytest
 from services.adapter_validation import validate_adapter_dir
 from services.archive import find_adapter_root, safe_extract
 from services.errors import InvalidInput, TooLarge
-from tests.services.conftest import tar_gz
+from tests.support.archives import tar_gz
 
 
 def _copy(src: Path, dst: Path) -> Path:

@@ -23,7 +23,7 @@ import pytest
 from services.settings import Settings
 from serving.engine_client import EngineClient
 from serving.engine_process import EngineProcess, free_port
-from tests.serving import lora_training
+from tests.support import lora_training
 
 T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[2]

@@ -19,7 +19,7 @@ from serving.classify import Classifier
 from serving.engine_client import EngineAdapterMissing, EngineClient
 from serving.engine_process import EngineProcess, EngineState
 from serving.placement import AdapterLoadError, AdapterPlacement, EnginePool, EngineSlot
-from tests.serving import lora_training
+from tests.support import lora_training
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 

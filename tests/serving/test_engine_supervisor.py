@@ -21,7 +21,7 @@ from serving.engine_process import (
     free_port,
 )
 
-FAKE = str(Path(__file__).with_name("fake_engine.py"))
+FAKE = str(Path(__file__).parents[1] / "support" / "fake_engine.py")
 
 
 def make_engine(tmp_path: Path, *flags: str, **kwargs) -> EngineProcess:

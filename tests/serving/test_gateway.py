@@ -19,7 +19,7 @@ import pytest
 
 from services.platform import Platform
 from services.settings import Settings
-from tests.serving import lora_training
+from tests.support import lora_training
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 ADMIN = "admin-gw-key"

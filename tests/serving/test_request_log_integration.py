@@ -21,7 +21,7 @@ from sqlalchemy import select
 from services.platform import Platform
 from services.settings import Settings
 from services.store.models import RequestRecord
-from tests.serving import lora_training
+from tests.support import lora_training
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 

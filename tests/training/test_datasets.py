@@ -9,14 +9,13 @@ import pytest
 
 from training.datasets import (
     ChatExample,
-    DatasetIssue,
     content_hash,
     sniff_format,
     validate_chat_dataset,
     validate_classification_dataset,
     validate_dataset,
 )
-from training.errors import DatasetError
+from training.errors import DatasetError, DatasetIssue
 
 DATA = (Path(__file__).resolve().parents[2] / "tuneloop" / "data" / "vader_sentiment"
         / "vader_sentiment.jsonl")

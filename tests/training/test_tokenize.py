@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from training.datasets import ClassificationExample
 from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
+from training.datasets import ClassificationExample
 from training.tokenize import (
     IGNORE_INDEX,
     conversation_token_counter,

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from services.prompts import classification_messages
 from training.config import TrainConfig
 from training.datasets import ChatExample, ClassificationExample, Message
-from services.prompts import classification_messages
 
 CANDIDATE, CHAMPION = "candidate", "champion"
 

@@ -8,7 +8,7 @@ the same machine (the training machine, not the server), on the run's held-out s
 
 ``python -m training.jobs.entrypoint --checks checks.json --config config.json`` (the config is
 the last argument, as for ``training.recipe``). ``checks.json`` holds ``{"champion": spec}``
-(:func:`training.jobs.gate.champion_spec`). Writes ``<output_dir>/job_checks.json``. A failing
+(:func:`training.jobs.champion.champion_spec`). Writes ``<output_dir>/job_checks.json``. A failing
 check does not fail the run: it is recorded and publishing carries on without it.
 """
 
@@ -20,10 +20,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from services.store.models import AdapterTask
 from training import progress
 from training.config import TrainConfig
 from training.jobs.candidate import Candidate
-from training.jobs.gate import evaluate_champion
+from training.jobs.champion import evaluate_champion
 from training.jobs.parity import peft_reference
 
 CHECKS_FILE = "job_checks.json"
@@ -51,7 +52,7 @@ def run_checks(config: TrainConfig, adapter_dir: Path, champion: dict[str, Any]
             out["champion"] = evaluate_champion(candidate, champion)
             progress.emit(config.progress_file, "champion_evaluated", **out["champion"])
         out["parity_reference"] = peft_reference(
-            candidate, config.prompt_template if config.task == "classification" else None,
+            candidate, config.prompt_template if config.task == AdapterTask.CLASSIFICATION else None,
             list(config.labels or []))
     except Exception as exc:  # noqa: BLE001 - recorded; publishing goes on without the check
         if out["champion"] is None and out["champion_skipped"] is None:

@@ -11,21 +11,24 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
+
+from sqlalchemy.orm import Session
 
 from services.hot_swap import ChampionSwitcher
 from services.platform import Platform
-from services.store.models import AdapterVersion, DatasetFile, FineTuningJob
+from services.store.models import AdapterTask, AdapterVersion, DatasetFile, FineTuningJob, JobStatus
 from training import progress
 from training.config import TrainConfig
+from training.datasets import Task
 from training.jobs import store
+from training.jobs.champion import champion_spec
 from training.jobs.entrypoint import job_entrypoint
 from training.jobs.files import file_bytes, validate_file
-from training.jobs.gate import champion_spec
 from training.jobs.hyperparameters import train_config_fields
 from training.jobs.parity import ParityEngine
 from training.jobs.publish import publish
-from training.jobs.states import EventType, JobStatus
+from training.jobs.states import EventType
 from training.runners.base import JobRunner, RunSpec, RunState
 
 log = logging.getLogger("tuneloop.jobs")
@@ -51,7 +54,7 @@ def validate_job_files(platform: Platform, job: FineTuningJob) -> None:
         if row is None:
             continue
         options: dict[str, Any] = {}
-        if job.task == "classification":
+        if job.task == AdapterTask.CLASSIFICATION:
             options = {"labels": job.labels, "template": job.prompt_template}
         report = validate_file(platform, file_bytes(platform, row), row.filename, job.task,
                                **options)
@@ -87,14 +90,14 @@ def build_config(platform: Platform, job: FineTuningJob) -> TrainConfig:
     parent_dir = None
     if job.parent_version_id is not None:
         with platform.store.read() as session:
-            parent = session.get(AdapterVersion, job.parent_version_id)
+            parent = session.get_one(AdapterVersion, job.parent_version_id)
         parent_dir = str(platform.artifacts.materialize_dir(parent.artifact_key))
     extra: dict[str, Any] = {}
-    if job.task == "classification":
+    if job.task == AdapterTask.CLASSIFICATION:
         extra = {"labels": job.labels, "prompt_template": job.prompt_template}
     return TrainConfig(
         base_model=str(platform.base_model_dir), output_dir=str(directory / "output"),
-        task=job.task, train_file=paths["training"], eval_file=paths["validation"],
+        task=cast(Task, job.task), train_file=paths["training"], eval_file=paths["validation"],
         parent_adapter=parent_dir, seed=job.seed, num_workers=settings.train_workers,
         use_gpu=settings.train_use_gpu, storage_path=str(directory / "ray"),
         run_name=job.run_name, progress_file=str(directory / "progress.jsonl"),
@@ -130,13 +133,13 @@ class RunFollower:
     failure: str | None = None
     started_at: float | None = None
 
-    def poll(self, session) -> None:
+    def poll(self, session: Session) -> None:
         events = progress.read_events(self.path)
         for event in events[self.seen:]:
             self._apply(session, event)
         self.seen = len(events)
 
-    def _apply(self, session, event: dict[str, Any]) -> None:
+    def _apply(self, session: Session, event: dict[str, Any]) -> None:
         kind = event.get("event")
         if kind == "training_started":
             self.started_at = event.get("time")
@@ -235,6 +238,7 @@ def run_claimed_job(ctx: JobContext, job: FineTuningJob) -> JobStatus:
         store.add_event(session, job.id, EventType.STARTED,
                         f"training run {job.run_name} submitted to the {job.runner} runner",
                         {"run_name": job.run_name, "runner": job.runner})
+    assert config.progress_file is not None  # build_config sets it
     follower = RunFollower(job.id, Path(config.progress_file))
     follower.seen = len(progress.read_events(follower.path))  # a resumed job: skip the old run's
     return follow_run(ctx, job, follower, Path(config.output_dir))

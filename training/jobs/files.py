@@ -11,15 +11,15 @@ from __future__ import annotations
 import json
 import uuid
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from services.errors import InvalidInput, NotFound
 from services.platform import Platform
-from services.store.models import DatasetFile, Tenant
-from training.datasets import ValidationReport, sniff_format, validate_dataset
+from services.store.models import AdapterTask, DatasetFile, Tenant
+from training.datasets import Task, ValidationReport, sniff_format, validate_dataset
 from training.errors import DatasetError
 
 PURPOSES = ("fine-tune",)
@@ -62,15 +62,15 @@ def validate_file(platform: Platform, data: bytes, filename: str, task: str | No
 
     detected, fmt = detect_task(data, filename)
     task = task or detected
-    if task not in ("chat", "classification"):
+    if task not in tuple(AdapterTask):
         raise InvalidInput(f"task {task!r} is invalid; use 'chat' or 'classification'",
                            param="task")
     counter = conversation_token_counter(_tokenizer(str(platform.base_model_dir)))
     options: dict[str, Any] = {"count_tokens": counter,
                                "max_tokens": platform.settings.max_model_len, **kwargs}
-    if task == "classification":
+    if task == AdapterTask.CLASSIFICATION:
         options.update(filename=filename, fmt=fmt)
-    return validate_dataset(data, task, **options)
+    return validate_dataset(data, cast(Task, task), **options)  # checked above
 
 
 def store_file(platform: Platform, tenant: Tenant, data: bytes, filename: str,
@@ -95,7 +95,7 @@ def store_file(platform: Platform, tenant: Tenant, data: bytes, filename: str,
     return row
 
 
-def get_file(session: Session, tenant: Tenant, file_id: str, param: str = "file_id"
+def get_file(session: Session, tenant: Tenant, file_id: str | None, param: str = "file_id"
              ) -> DatasetFile:
     """The tenant's file; another tenant's file is NotFound, like a missing one."""
     row = session.get(DatasetFile, file_id) if isinstance(file_id, str) else None

@@ -42,7 +42,7 @@ def _number(key: str, value: Any, kind: type | tuple[type, ...]) -> Any:
     if not ok:
         raise InvalidInput(
             f"hyperparameters.{key}={value!r} has the wrong type; expected "
-            f"{getattr(kind, '__name__', None) or ' or '.join(k.__name__ for k in kind)}",
+            f"{kind.__name__ if isinstance(kind, type) else ' or '.join(k.__name__ for k in kind)}",
             param=f"hyperparameters.{key}")
     return value
 
@@ -66,7 +66,7 @@ def resolve_hyperparameters(requested: dict[str, Any] | None, n_examples: int) -
         if value == "auto" or value is None:
             resolved[key] = defaults[key]
             continue
-        kind = (int, float) if key == "learning_rate_multiplier" else int
+        kind: type | tuple[type, ...] = (int, float) if key == "learning_rate_multiplier" else int
         resolved[key] = _number(key, value, kind)
         if resolved[key] <= 0:
             raise InvalidInput(f"hyperparameters.{key}={value} must be > 0 (or \"auto\")",

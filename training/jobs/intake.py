@@ -8,27 +8,37 @@ from __future__ import annotations
 
 import random
 import tempfile
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from services import registry
 from services.errors import InvalidInput, NotFound, RateLimited
 from services.platform import Platform
-from services.store.models import Adapter, FineTuningJob, Tenant
+from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
+from services.settings import Settings
+from services.store.models import (
+    Adapter,
+    AdapterTask,
+    DatasetFile,
+    FineTuningJob,
+    JobStatus,
+    Tenant,
+)
 from training.config import TrainConfig
+from training.datasets import Task
 from training.errors import TrainConfigError
 from training.jobs import store
 from training.jobs.files import get_file
 from training.jobs.hyperparameters import resolve_hyperparameters, train_config_fields
-from training.jobs.states import EventType, JobStatus
-from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
+from training.jobs.states import EventType
 
 DEFAULT_MAX_ACTIVE_JOBS = 16
 """Jobs validating, queued or running at once (all tenants) before creation answers 429."""
 
 
-def _file(session, tenant: Tenant, file_id: str | None, param: str):
+def _file(session: Session, tenant: Tenant, file_id: str | None, param: str) -> DatasetFile:
     try:
         return get_file(session, tenant, file_id, param=param)
     except NotFound as exc:
@@ -37,7 +47,7 @@ def _file(session, tenant: Tenant, file_id: str | None, param: str):
                            param=param, code=f"invalid_{param}") from exc
 
 
-def _parent(session, tenant: Tenant, model: str):
+def _parent(session: Session, tenant: Tenant, model: str) -> registry.ResolvedAdapter:
     try:
         return registry.resolve(session, tenant, model)
     except NotFound as exc:
@@ -68,7 +78,7 @@ def create_job(
         valid = _file(session, tenant, validation_file, "validation_file") \
             if validation_file else None
         task = task or train.task
-        if task not in ("chat", "classification"):
+        if task not in tuple(AdapterTask):
             raise InvalidInput(f"task {task!r} is invalid; use 'chat' or 'classification'",
                                param="task")
         for row, param in ((train, "training_file"), (valid, "validation_file")):
@@ -92,7 +102,7 @@ def create_job(
         if store.count_active(session) >= max_active:
             raise RateLimited(f"{max_active} fine-tuning jobs are already queued or running; "
                               "wait for one to finish or cancel one", retry_after_s=30)
-    if task == "classification":
+    if task == AdapterTask.CLASSIFICATION:
         file_labels = sorted(train.stats.get("label_counts") or {})
         labels = list(labels) if labels else (parent.labels if parent and parent.labels
                                               else file_labels)
@@ -125,7 +135,8 @@ def create_job(
     return job
 
 
-def _check_train_config(task, labels, template, resolved, seed, settings) -> None:
+def _check_train_config(task: str, labels: list[str] | None, template: str | None,
+                        resolved: dict[str, Any], seed: int, settings: Settings) -> None:
     """Build the TrainConfig once with placeholder paths: cross-field errors surface now."""
     if resolved.get("qlora") and not settings.train_use_gpu:
         raise InvalidInput(
@@ -136,7 +147,7 @@ def _check_train_config(task, labels, template, resolved, seed, settings) -> Non
             param="hyperparameters.qlora", code="qlora_needs_gpu")
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            TrainConfig(base_model=tmp, output_dir=tmp, task=task, train_file=f"{tmp}/x",
+            TrainConfig(base_model=tmp, output_dir=tmp, task=cast(Task, task), train_file=f"{tmp}/x",
                         labels=labels, prompt_template=template or DEFAULT_CLASSIFICATION_TEMPLATE,
                         seed=seed, num_workers=settings.train_workers,
                         use_gpu=settings.train_use_gpu, **train_config_fields(resolved))

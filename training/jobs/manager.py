@@ -33,6 +33,7 @@ from typing import Any
 from services.errors import Conflict
 from services.hot_swap import ChampionSwitcher, HotSwap
 from services.platform import Platform
+from services.store.models import FineTuningJob, JobStatus
 from training.jobs import store
 from training.jobs.execute import (
     JobContext,
@@ -44,7 +45,7 @@ from training.jobs.execute import (
 )
 from training.jobs.parity import ParityEngine
 from training.jobs.runners import make_runner, survives_restart
-from training.jobs.states import EventType, JobStatus
+from training.jobs.states import EventType
 from training.runners.base import JobRunner
 
 log = logging.getLogger("tuneloop.jobs")
@@ -85,7 +86,7 @@ class JobManager:
                  concurrency: int = 1, poll_s: float = 1.0, stale_after_s: float = 30.0,
                  switcher: ChampionSwitcher | None = None,
                  runner_factory: Callable[[], JobRunner] | None = None,
-                 parity_engine: ParityEngine | None = None):
+                 parity_engine: ParityEngine | None = None) -> None:
         """``runner``: default the one ``settings.training_runner`` names (built on first job);
         ``concurrency``: jobs running at once; ``stale_after_s``: heartbeat age after which a
         running job of another process is recovered; ``switcher``: how ``auto_promote`` changes
@@ -169,7 +170,7 @@ class JobManager:
             self._requeue_interrupted(job)
         return recovered
 
-    def _requeue_interrupted(self, job) -> None:
+    def _requeue_interrupted(self, job: FineTuningJob) -> None:
         """A run lost with its process: queue the job again (resume from its latest checkpoint,
         else from the start), cancel it if that was asked, or fail it after too many restarts."""
         with self.platform.store.write() as session:
@@ -199,7 +200,7 @@ class JobManager:
             store.transition(session, row, JobStatus.QUEUED, event=(
                 EventType.QUEUED, message, {"restart": restarts + 1, "resume_step": step}))
 
-    def _adopt(self, job) -> None:
+    def _adopt(self, job: FineTuningJob) -> None:
         with self.platform.store.write() as session:
             row = store.get_job(session, None, job.id)
             if row.status != str(JobStatus.RUNNING) or row.owner != job.owner:
@@ -249,9 +250,13 @@ class JobManager:
             job = self.claim()
             if job is None:
                 break
-            self._spawn(job.id, lambda job=job: run_claimed_job(self.context(), job))
 
-    def validate(self, job) -> None:
+            def run(job: FineTuningJob = job) -> JobStatus:
+                return run_claimed_job(self.context(), job)
+
+            self._spawn(job.id, run)
+
+    def validate(self, job: FineTuningJob) -> None:
         try:
             validate_job_files(self.platform, job)
         except Conflict:
@@ -264,7 +269,7 @@ class JobManager:
                     store.fail(session, row, "validation_error",
                                f"the job's files could not be validated: {exc}")
 
-    def claim(self, job_id: str | None = None):
+    def claim(self, job_id: str | None = None) -> FineTuningJob | None:
         """Move the oldest queued job (or ``job_id``) to running under this owner; None if none."""
         with self.platform.store.write() as session:
             if job_id is None:
@@ -288,8 +293,8 @@ class JobManager:
             job = store.get_job(session, None, job_id)
         if job.status == str(JobStatus.VALIDATING_FILES):
             self.validate(job)
-        job = self.claim(job_id)
-        if job is None:
+        claimed = self.claim(job_id)
+        if claimed is None:
             with self.platform.store.read() as session:
                 return JobStatus(store.get_job(session, None, job_id).status)
-        return run_claimed_job(self.context(), job)
+        return run_claimed_job(self.context(), claimed)

@@ -21,6 +21,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Protocol
 
+from services.store.models import AdapterTask
 from training.datasets import Message
 
 PROMPTS = 3
@@ -200,7 +201,7 @@ def peft_reference(candidate: Any, template: str | None, labels: list[str]
     from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
     from training.jobs.candidate import prompt_of
 
-    if candidate.config.task == "classification":
+    if candidate.config.task == AdapterTask.CLASSIFICATION:
         examples = candidate.examples[:LABEL_PROMPTS]
         if not examples:
             return None
@@ -246,7 +247,7 @@ def check_parity(candidate: Any, reference: dict[str, Any] | None, engine: Parit
     from services.errors import Unavailable
     from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
 
-    classification = candidate.config.task == "classification"
+    classification = candidate.config.task == AdapterTask.CLASSIFICATION
     if classification:
         template = template or DEFAULT_CLASSIFICATION_TEMPLATE
     where = "training run"
@@ -257,6 +258,7 @@ def check_parity(candidate: Any, reference: dict[str, Any] | None, engine: Parit
     kind = LABEL_PROBABILITIES if classification else GREEDY_TEXT
     try:
         if classification:
+            assert template is not None  # defaulted above
             served_labels = engine.label_probabilities(engine_name, adapter_path, template,
                                                        reference["texts"], labels)
         else:

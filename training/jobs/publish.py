@@ -1,6 +1,6 @@
 """Publish a finished run, in order:
 
-1. the gate (:mod:`training.jobs.gate`): candidate, base and the adapter's champion on the same
+1. the gate (:mod:`training.gate`): candidate, base and the adapter's champion on the same
    held-out split (the recipe scored candidate and base; the job's entrypoint the champion);
 2. register the adapter as the next version, PENDING (not servable), with metrics, the gate
    decision and lineage;
@@ -29,6 +29,7 @@ from services.hot_swap import ChampionSwitcher, HotSwap
 from services.platform import Platform
 from services.store.models import (
     Adapter,
+    AdapterTask,
     AdapterVersion,
     DatasetFile,
     FineTuningJob,
@@ -36,9 +37,9 @@ from services.store.models import (
     VersionState,
 )
 from training.config import TrainConfig
+from training.gate import GateDecision, decide_gate, gate_metric
 from training.jobs.candidate import Candidate
 from training.jobs.entrypoint import CHECKS_FILE
-from training.jobs.gate import GateDecision, decide_gate
 from training.jobs.parity import ParityEngine, ParityResult
 from training.jobs.parity import check_parity as run_parity_check
 from training.jobs.states import EventType
@@ -47,6 +48,7 @@ log = logging.getLogger("tuneloop.jobs")
 
 # (event type, message, data) -> None: writes one job event.
 Record = Callable[[EventType, str, dict | None], None]
+HELD_OUT = "held_out"  # the one split the recipe scored candidate and base on
 NO_ENGINE = ("no serving engine in this process (the job ran outside `tuneloop serve`, e.g. "
              "from the CLI or with serving disabled)")
 
@@ -117,7 +119,12 @@ def _compare_with_champion(job: FineTuningJob, checks: dict[str, Any] | None,
     skipped = checks.get("champion_skipped")
     if champion is not None:
         evaluation["champion"] = champion
-    gate = decide_gate(job.task, evaluation, champion_ref if champion is not None else None)
+    metric, higher = gate_metric(job.task)
+    gate = decide_gate({HELD_OUT: evaluation.get("adapter") or {}},
+                       {HELD_OUT: champion} if champion is not None else None, HELD_OUT,
+                       metric=metric, higher_is_better=higher,
+                       base={HELD_OUT: evaluation.get("base") or {}},
+                       champion_version=champion_ref if champion is not None else None)
     comparison = {"champion_version": champion_ref, "champion_skipped": skipped,
                   "examples": checks.get("examples") if champion is not None else None}
     record(EventType.GATE_DECISION, gate.message + (f" (champion not compared: {skipped})"
@@ -150,7 +157,7 @@ def publish(platform: Platform, job: FineTuningJob, output_dir: Path, *, config:
     summary = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
     evaluation = dict(summary.get("eval") or {})
     candidate = Candidate(config, output_dir / "adapter")
-    classification = job.task == "classification"
+    classification = job.task == AdapterTask.CLASSIFICATION
     checks = read_checks(output_dir)
     try:
         gate, comparison = _compare_with_champion(job, checks, evaluation, record)
@@ -159,7 +166,7 @@ def publish(platform: Platform, job: FineTuningJob, output_dir: Path, *, config:
                    "comparison": comparison, "wall_time_s": summary.get("wall_time_s"),
                    "job_id": job.id}
         with platform.store.read() as session:
-            tenant = session.get(Tenant, job.tenant_id)
+            tenant = session.get_one(Tenant, job.tenant_id)
             session.expunge(tenant)
         version = register_adapter_dir(
             platform, tenant, job.adapter_name, output_dir / "adapter", task=job.task,
@@ -183,7 +190,7 @@ def publish(platform: Platform, job: FineTuningJob, output_dir: Path, *, config:
         record(EventType.PARITY_CHECKED, parity.message(ref), parity.to_dict())
         ready, failure = parity.passed, None if parity.passed else parity.message(ref)
     with platform.store.write() as session:
-        row = session.get(AdapterVersion, version.id)
+        row = session.get_one(AdapterVersion, version.id)
         registry.set_version_state(session, row, VersionState.READY if ready
                                    else VersionState.FAILED)
         metrics = dict(row.metrics or {})
@@ -191,7 +198,7 @@ def publish(platform: Platform, job: FineTuningJob, output_dir: Path, *, config:
             "skipped": parity}
         row.metrics = metrics
         session.flush()
-        first = session.get(Adapter, row.adapter_id).champion_version_id == row.id
+        first = session.get_one(Adapter, row.adapter_id).champion_version_id == row.id
         session.expunge(row)
     if not ready:
         if parity_engine is not None:

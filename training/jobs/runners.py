@@ -13,6 +13,7 @@ def make_runner(settings: Settings) -> JobRunner:
     if settings.training_runner == "ray":
         from training.runners.ray_cluster import RayClusterRunner
 
+        assert settings.ray_address  # Settings refuses training_runner='ray' without it
         return RayClusterRunner(settings.ray_address)
     if settings.training_runner == "kuberay":
         from training.runners.kuberay import KubeRayRunner

@@ -1,24 +1,11 @@
-"""Explicit lifecycles of fine-tuning jobs and their events (OpenAI's job statuses)."""
+"""The transitions of a fine-tuning job's lifecycle (:class:`services.store.models.JobStatus`,
+OpenAI's job statuses) and the types of its events."""
 
 from __future__ import annotations
 
 from enum import StrEnum
 
-
-class JobStatus(StrEnum):
-    """validating_files -> queued -> running -> succeeded | failed | cancelled."""
-
-    VALIDATING_FILES = "validating_files"
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def is_terminal(self) -> bool:
-        return self in (JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED)
-
+from services.store.models import JobStatus
 
 # Transitions the job store allows; anything else is a bug or a lost race (Conflict).
 ALLOWED = {

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast, overload
 
-from sqlalchemy import func, select, update
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from services.errors import Conflict, NotFound
@@ -19,9 +19,10 @@ from services.store.models import (
     FineTuningCheckpoint,
     FineTuningEvent,
     FineTuningJob,
+    JobStatus,
     Tenant,
 )
-from training.jobs.states import ALLOWED, EventType, JobStatus
+from training.jobs.states import ALLOWED, EventType
 
 ACTIVE = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING)
 
@@ -30,6 +31,12 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+@overload
+def as_utc(value: datetime) -> datetime: ...
+@overload
+def as_utc(value: None) -> None: ...
+@overload
+def as_utc(value: datetime | None) -> datetime | None: ...
 def as_utc(value: datetime | None) -> datetime | None:
     """SQLite hands back naive datetimes; they were written in UTC."""
     if value is None or value.tzinfo is not None:
@@ -37,6 +44,12 @@ def as_utc(value: datetime | None) -> datetime | None:
     return value.replace(tzinfo=UTC)
 
 
+@overload
+def unix(value: datetime) -> int: ...
+@overload
+def unix(value: None) -> None: ...
+@overload
+def unix(value: datetime | None) -> int | None: ...
 def unix(value: datetime | None) -> int | None:
     return int(as_utc(value).timestamp()) if value is not None else None
 
@@ -104,7 +117,7 @@ def list_events(session: Session, job_id: str, *, after: int | None = None, limi
 def count_restarts(session: Session, job_id: str) -> int:
     """How many times the job was queued again after the process running it died."""
     rows = session.scalars(select(FineTuningEvent.data).where(
-        FineTuningEvent.job_id == job_id, FineTuningEvent.type == "queued"))
+        FineTuningEvent.job_id == job_id, FineTuningEvent.type == EventType.QUEUED))
     return sum(1 for data in rows if isinstance(data, dict) and data.get("restart"))
 
 
@@ -152,10 +165,10 @@ def transition(session: Session, job: FineTuningJob, status: JobStatus, *,
         values.update(finished_at=now(), owner=None)
     if error is not None:
         values["error"] = error
-    result = session.execute(
+    result = cast("CursorResult[Any]", session.execute(
         update(FineTuningJob)
         .where(FineTuningJob.id == job.id, FineTuningJob.status == str(current))
-        .values(**values))
+        .values(**values)))
     if result.rowcount != 1:
         raise Conflict(f"fine-tuning job {job.id} changed state meanwhile; read it again")
     for key, value in values.items():
@@ -188,7 +201,7 @@ def request_cancel(session: Session, tenant: Tenant, job_id: str) -> FineTuningJ
                       event=(EventType.CANCELLED, "job cancelled before it started", None))
 
 
-def next_job(session: Session, status: JobStatus, exclude: set[str] = frozenset()
+def next_job(session: Session, status: JobStatus, exclude: set[str] | frozenset[str] = frozenset()
              ) -> FineTuningJob | None:
     """The oldest job in ``status`` (not in ``exclude``)."""
     stmt = select(FineTuningJob).where(FineTuningJob.status == str(status))
@@ -199,11 +212,11 @@ def next_job(session: Session, status: JobStatus, exclude: set[str] = frozenset(
 
 def heartbeat(session: Session, job_id: str, owner: str, **values: Any) -> FineTuningJob | None:
     """Refresh the owner's heartbeat (and ``values``); None when the job is no longer ours."""
-    result = session.execute(
+    result = cast("CursorResult[Any]", session.execute(
         update(FineTuningJob)
         .where(FineTuningJob.id == job_id, FineTuningJob.owner == owner,
                FineTuningJob.status == str(JobStatus.RUNNING))
-        .values(heartbeat_at=now(), **values))
+        .values(heartbeat_at=now(), **values)))
     if result.rowcount != 1:
         return None
     return session.get(FineTuningJob, job_id, populate_existing=True)

@@ -12,7 +12,7 @@ import json
 import re
 import shlex
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
@@ -178,7 +178,7 @@ class KubeRayRunner:
         head_memory: str = "2Gi",
         service_account: str | None = None,
         ray_version: str | None = None,
-    ):
+    ) -> None:
         self.api = api
         self.namespace = namespace
         self.image = image
@@ -283,9 +283,10 @@ class KubeRayRunner:
 
     def _get(self, name: str) -> dict[str, Any] | None:
         try:
-            return self.api.get_namespaced_custom_object(
+            # The client is untyped (object); a custom object is a JSON dict.
+            return cast("dict[str, Any]", self.api.get_namespaced_custom_object(
                 GROUP, VERSION, self.namespace, PLURAL, name
-            )
+            ))
         except ApiException as exc:
             if exc.status == 404 and self._rayjobs_served():
                 return None

@@ -44,7 +44,7 @@ class LocalRayRunner:
         ray_address: str | None = None,
         num_cpus: int | None = None,
         cancel_grace_s: float = 10.0,
-    ):
+    ) -> None:
         """``ray_address``: join that Ray instead of starting one; ``num_cpus``: size of the local
         Ray (default: all cores). Logs of each run go to ``<log_dir>/<job_id>.log``."""
         self.log_dir = Path(log_dir)

@@ -30,7 +30,7 @@ class RayClusterRunner:
     """JobRunner over the Ray Jobs API of the cluster at ``address``."""
 
     def __init__(self, address: str, *, runtime_env: dict[str, Any] | None = None,
-                 client: Any | None = None):
+                 client: Any | None = None) -> None:
         """``runtime_env`` is merged into every job's (e.g. ``working_dir``, ``pip``);
         ``client`` replaces the JobSubmissionClient (tests)."""
         self.address = address

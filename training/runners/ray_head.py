@@ -60,7 +60,7 @@ def ray_start_command(port: int, temp_dir: Path, num_cpus: int | None) -> list[s
 class LocalRayHead:
     """One Ray head process tree owned by this tuneloop process."""
 
-    def __init__(self, num_cpus: int | None = None, start_timeout_s: float = 120.0):
+    def __init__(self, num_cpus: int | None = None, start_timeout_s: float = 120.0) -> None:
         self.num_cpus = num_cpus
         self.start_timeout_s = start_timeout_s
         self.address: str | None = None
@@ -125,6 +125,7 @@ class LocalRayHead:
         process, self._process = self._process, None
         if process is not None and process.poll() is None:
             try:
+                assert process.stdin is not None  # started with stdin=PIPE
                 process.stdin.close()
             except OSError:
                 pass

@@ -25,12 +25,13 @@ _ITEMS = TypeAdapter(list[FeedbackIn])
 
 
 def _parse(raw: object) -> tuple[list[FeedbackIn], bool]:
-    batch = isinstance(raw, dict) and "data" in raw
-    items = raw["data"] if batch else [raw]
+    body = raw if isinstance(raw, dict) and "data" in raw else None
+    batch = body is not None
+    items = body["data"] if body is not None else [raw]
     if not isinstance(items, list) or not items or len(items) > MAX_BATCH:
         raise InvalidInput(f"data must be a list of 1..{MAX_BATCH} feedback objects", param="data")
-    if batch and len(raw) > 1:
-        extra = sorted(k for k in raw if k != "data")
+    if body is not None and len(body) > 1:
+        extra = sorted(k for k in body if k != "data")
         raise InvalidInput(f"unknown fields {extra} next to data; send {{\"data\": [...]}}", param=extra[0])
     try:
         return _ITEMS.validate_python(items), batch
@@ -45,7 +46,9 @@ def _parse(raw: object) -> tuple[list[FeedbackIn], bool]:
 
 @router.post("/v1/feedback")
 async def post_feedback(request: Request) -> JSONResponse:
-    tenant = cached_tenant(request) or await run_in_threadpool(current_tenant, request)
+    tenant = cached_tenant(request)
+    if tenant is None:
+        tenant = await run_in_threadpool(current_tenant, request)
     try:
         raw = json.loads(await request.body())
     except ValueError as exc:

@@ -70,7 +70,10 @@ def _check_prompt_size(text_len: int, max_model_len: int) -> None:
 
 async def _tenant(request: Request) -> Tenant:
     """The caller's tenant; a cached key costs no threadpool hop (the store read does)."""
-    return cached_tenant(request) or await run_in_threadpool(current_tenant, request)
+    tenant = cached_tenant(request)
+    if tenant is None:
+        tenant = await run_in_threadpool(current_tenant, request)
+    return tenant
 
 
 async def _resolve(gw: Gateway, tenant: Tenant, model: str) -> Target:

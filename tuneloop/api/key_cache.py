@@ -14,7 +14,7 @@ class KeyCache:
     clears the cache at once; other processes notice within ``ttl_s``.
     """
 
-    def __init__(self, ttl_s: float = 5.0, max_entries: int = 10_000):
+    def __init__(self, ttl_s: float = 5.0, max_entries: int = 10_000) -> None:
         self.ttl_s = ttl_s
         self.max_entries = max_entries
         self._entries: dict[str, tuple[float, Tenant]] = {}

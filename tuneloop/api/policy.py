@@ -18,7 +18,14 @@ from pydantic import BaseModel
 from monitoring import monitor_store as ms
 from monitoring.policy import RetrainPolicy, drift_persists
 from services import registry
-from services.store.models import AdapterVersion, MonitorEvent, MonitorReport, RetrainRun, Tenant
+from services.store.models import (
+    AdapterVersion,
+    MonitorEvent,
+    MonitorReport,
+    RetrainPolicyRecord,
+    RetrainRun,
+    Tenant,
+)
 from tuneloop.api.deps import current_tenant, platform
 
 router = APIRouter(prefix="/v1/adapters", tags=["monitoring"])
@@ -33,7 +40,7 @@ class PolicyOut(BaseModel):
     updated_at: datetime | None = None
 
 
-def _policy_out(name: str, row) -> PolicyOut:
+def _policy_out(name: str, row: RetrainPolicyRecord | None) -> PolicyOut:
     if row is None:
         return PolicyOut(adapter=name, configured=False, policy=RetrainPolicy())
     return PolicyOut(adapter=name, configured=True, policy=RetrainPolicy.model_validate(row.policy),

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import typer
 from pydantic import ValidationError
@@ -44,6 +45,6 @@ def opened_platform() -> Iterator[Platform]:
         platform.close()
 
 
-def emit(obj, as_json: bool) -> None:
+def emit(obj: Any, as_json: bool) -> None:
     if as_json:
         typer.echo(json.dumps(obj, indent=2, default=str))

@@ -77,7 +77,7 @@ def _jsonl(rows: list[dict]) -> bytes:
 class _Api:
     """Small helpers over the in-process HTTP client; every error stops the story loudly."""
 
-    def __init__(self, http: Any, key: str):
+    def __init__(self, http: Any, key: str) -> None:
         self.http = http
         self.headers = {"Authorization": f"Bearer {key}"}
 
@@ -176,7 +176,7 @@ def run_story(settings: Any, story: Story = Story(), say: Callable[[str], None] 
     runs; ``api.call(method, path, json=...)`` calls it as the demo tenant."""
     from fastapi.testclient import TestClient
 
-    from monitoring.loop import MonitorConfig
+    from monitoring.config import MonitorConfig
     from tuneloop.app import create_app
     from tuneloop.state import MonitorOptions, ServeOptions
 
@@ -242,8 +242,11 @@ def run_story(settings: Any, story: Story = Story(), say: Callable[[str], None] 
             chunk = _serve(api, new_traffic[start:start + story.chunk])
             shifted += chunk
             labels = _label(api, chunk, story.labeled_share)
-            body = _wait("the monitor's next window",
-                         lambda after=last_report: _window_after(api, after), story.timeout_s)
+
+            def next_window(after: int = last_report) -> dict | None:
+                return _window_after(api, after)
+
+            body = _wait("the monitor's next window", next_window, story.timeout_s)
             last_report = body["window"]["id"]
             say(f"    +{len(chunk)} requests (v1 accuracy on them "
                 f"{_accuracy(chunk):.2f}), +{labels} labels")

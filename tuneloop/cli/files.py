@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 
+from services.store.models import DatasetFile
 from services.tenants import get_tenant
 from training.jobs import files
 from tuneloop.cli.common import opened_platform
@@ -16,7 +17,7 @@ app = typer.Typer(help="Upload and inspect fine-tuning datasets.", no_args_is_he
 TENANT = typer.Option(..., "--tenant", "-t", help="Tenant owning the file.")
 
 
-def _show(row) -> dict:
+def _show(row: DatasetFile) -> dict:
     from tuneloop.api.files import file_out
 
     return file_out(row).model_dump(mode="json")

@@ -11,15 +11,16 @@ from __future__ import annotations
 import json
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import typer
 
 from services.platform import Platform
-from services.store.models import Tenant
+from services.store.models import JobStatus, Tenant
 from services.tenants import get_tenant
 from training.jobs import store
-from training.jobs.states import EventType, JobStatus
+from training.jobs.states import EventType
 from tuneloop.cli.common import opened_platform
 
 app = typer.Typer(help="Create and follow fine-tuning jobs.", no_args_is_help=True)
@@ -82,8 +83,8 @@ def create(
     with opened_platform() as p:
         t = _tenant(p, tenant)
 
-        def file_id(value: str | None) -> str | None:
-            if value is None or value.startswith("file-") or not Path(value).is_file():
+        def file_id(value: str) -> str:
+            if value.startswith("file-") or not Path(value).is_file():
                 return value
             row = store_file(p, t, Path(value).read_bytes(), Path(value).name, "fine-tune", task)
             typer.echo(f"uploaded {value} as {row.id}", err=True)
@@ -91,7 +92,8 @@ def create(
 
         job = create_job(
             p, t, model=model or p.base_model_name, training_file=file_id(training_file),
-            validation_file=file_id(validation_file), suffix=suffix, hyperparameters=_parse_hp(hp),
+            validation_file=file_id(validation_file) if validation_file is not None else None,
+            suffix=suffix, hyperparameters=_parse_hp(hp),
             task=task, labels=[x.strip() for x in labels.split(",")] if labels else None,
             prompt_template=prompt_template, auto_promote=auto_promote, seed=seed)
         typer.echo(f"created {job.id} ({job.task} adapter {job.adapter_name!r})", err=True)
@@ -126,7 +128,8 @@ def _run_here(p: Platform, tenant: Tenant, job_id: str) -> JobStatus:
     return status
 
 
-def _follow(p: Platform, tenant: Tenant, job_id: str, until=None, poll_s: float = 1.0
+def _follow(p: Platform, tenant: Tenant, job_id: str,
+            until: Callable[[], bool] | None = None, poll_s: float = 1.0
             ) -> JobStatus:
     """Print events and a progress bar (step, loss, tokens/s, ETA) until the job is terminal."""
     from rich.console import Console

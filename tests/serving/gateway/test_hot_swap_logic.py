@@ -9,7 +9,7 @@ from services.registry import ResolvedAdapter
 from serving.gateway.dispatch import Dispatcher
 from serving.gateway.engine_swap import EngineSwap
 from serving.placement import AdapterPlacement, EnginePool, EngineSlot
-from tests.serving.test_placement_logic import FakeEngine
+from tests.support.lora_engine import FakeEngine
 
 
 class ProbingEngine(FakeEngine):

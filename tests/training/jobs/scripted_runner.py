@@ -44,7 +44,9 @@ class ScriptedRunner:
             return RunStatus(RunState.CANCELLED, "cancelled")
         config, stage = self.configs[job_id], self.stage[job_id]
         self.stage[job_id] = stage + 1
-        emit = lambda event, **f: progress.emit(config.progress_file, event, **f)
+        def emit(event, **f):
+            progress.emit(config.progress_file, event, **f)
+
         if stage == 0:
             emit("started", run_name=config.run_name)
             emit("training_started", total_steps=self.steps, num_workers=1, examples=20)

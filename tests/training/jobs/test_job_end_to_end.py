@@ -76,8 +76,8 @@ def wait_for_job(client, job, began: float, limit_s: float = 600):
 
 
 def test_openai_client_fine_tunes_a_classifier(ray_cluster, base_model_dir, tmp_path):
-    from tuneloop.app import create_app
     from services.settings import Settings
+    from tuneloop.app import create_app
 
     settings = Settings(data_dir=tmp_path / "data", base_model=str(base_model_dir),
                         admin_key="admin-test-key", base_model_name="base",
@@ -164,9 +164,9 @@ def chat_rows(pairs) -> list[dict]:
 
 def test_chat_job_learns_a_format_and_passes_parity_through_the_engine(
         ray_cluster, base_model_dir, tmp_path):
-    from tuneloop.app import create_app
     from services.settings import Settings
     from serving.engine_process import free_port
+    from tuneloop.app import create_app
     from tuneloop.state import ServeOptions
 
     settings = Settings(

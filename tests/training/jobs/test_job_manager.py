@@ -10,12 +10,12 @@ import pytest
 from scripted_runner import ScriptedRunner
 
 from services import registry
+from services.store.models import JobStatus
 from training.jobs import store
 from training.jobs.execute import job_dir
 from training.jobs.files import store_file
 from training.jobs.intake import create_job
 from training.jobs.manager import JobManager
-from training.jobs.states import JobStatus
 
 
 def dataset(n: int = 20) -> bytes:

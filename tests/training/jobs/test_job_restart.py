@@ -147,8 +147,8 @@ def test_serve_trains_with_its_own_ray_and_a_killed_tuneloop_resumes_the_job(
 
     from fastapi.testclient import TestClient
 
-    from tuneloop.app import create_app
     from services.settings import Settings
+    from tuneloop.app import create_app
 
     settings = Settings(data_dir=data_dir, base_model=str(base_model_dir),
                         base_model_name="base", admin_key="admin-test-key")

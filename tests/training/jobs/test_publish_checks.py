@@ -7,18 +7,16 @@ The real engine path (a served app, vLLM) is in test_job_end_to_end.py.
 
 from __future__ import annotations
 
-import asyncio
 import json
-import threading
 
 import pytest
 from scripted_runner import ScriptedRunner
 
 from services import registry
 from services.errors import NotFound
+from services.store.models import JobStatus
 from training.jobs import store
 from training.jobs.files import store_file
-from training.jobs.gate import GateReason, decide_gate
 from training.jobs.intake import create_job
 from training.jobs.manager import JobManager
 from training.jobs.parity import (
@@ -28,38 +26,8 @@ from training.jobs.parity import (
     compare_replies,
     peft_label_probabilities,
 )
-from training.jobs.states import JobStatus
 
 # -- pure -----------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("evaluation", "reason", "passed"), [
-    ({"adapter": {"accuracy": 0.8}, "base": {"accuracy": 0.3}, "champion": {"accuracy": 0.7}},
-     GateReason.BEATS_CHAMPION, True),
-    ({"adapter": {"accuracy": 0.7}, "base": {"accuracy": 0.3}, "champion": {"accuracy": 0.7}},
-     GateReason.TIES_CHAMPION, True),
-    ({"adapter": {"accuracy": 0.6}, "base": {"accuracy": 0.3}, "champion": {"accuracy": 0.7}},
-     GateReason.WORSE_THAN_CHAMPION, False),
-    ({"adapter": {"accuracy": 0.6}, "base": {"accuracy": 0.3}}, GateReason.BEATS_BASE, True),
-    ({"adapter": {"accuracy": 0.2}, "base": {"accuracy": 0.3}}, GateReason.WORSE_THAN_BASE,
-     False),
-    ({}, GateReason.NOT_EVALUATED, False),
-])
-def test_classification_gate(evaluation, reason, passed):
-    decision = decide_gate("classification", evaluation, "x@v1")
-    assert (decision.reason, decision.passed) == (reason, passed)
-    assert decision.metric == "accuracy" and decision.higher_is_better
-    assert json.loads(json.dumps(decision.to_dict()))["reason"] == str(reason)
-
-
-def test_chat_gate_prefers_lower_eval_loss():
-    better = decide_gate("chat", {"adapter": {"eval_loss": 1.0}, "champion": {"eval_loss": 1.5}},
-                         "c@v2")
-    worse = decide_gate("chat", {"adapter": {"eval_loss": 2.0}, "champion": {"eval_loss": 1.5}},
-                        "c@v2")
-    assert better.passed and better.reason is GateReason.BEATS_CHAMPION
-    assert not worse.passed and "champion c@v2 1.5000" in worse.message
-    assert "lower is better" in worse.message
 
 
 def test_compare_replies_names_the_first_difference():

@@ -1,5 +1,5 @@
 """Fixtures for the job runner tests: the kmock Kubernetes API emulator."""
 
-from kmock_cluster import cluster
+from tests.support.kmock_cluster import cluster
 
 __all__ = ["cluster"]

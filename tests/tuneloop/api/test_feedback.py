@@ -59,7 +59,9 @@ def test_batch_feedback_counts_back(setup):
 
 def test_feedback_errors(setup):
     client, keys, _ = setup
-    post = lambda body, who="acme": client.post("/v1/feedback", json=body, headers=keys[who])
+    def post(body, who="acme"):
+        return client.post("/v1/feedback", json=body, headers=keys[who])
+
     assert post({"response_id": "nope", "rating": 1}).status_code == 404
     assert post({"response_id": "clf-1", "rating": 1}, "globex").status_code == 404, "tenant-scoped"
     r = post({"response_id": "clf-1", "label": "weather"})

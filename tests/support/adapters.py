@@ -1,9 +1,10 @@
-"""Adapters made with PEFT for registry tests (untrained: validation looks at shapes, not skill)."""
+"""Fixtures: untrained PEFT adapters (validation and publishing look at shapes, not skill).
+
+Registered as a plugin from ``tests/conftest.py``.
+"""
 
 from __future__ import annotations
 
-import io
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -44,25 +45,14 @@ def foreign_lora(tmp_path_factory) -> Path:
     return _save_lora(LlamaForCausalLM(config), tmp_path_factory.mktemp("foreign"), 8)
 
 
-def tar_gz(entries: list[tuple[str, bytes | None, str]]) -> bytes:
-    """Build a .tar.gz from (name, data, kind) with kind in file|symlink|hardlink|fifo|dir."""
-    buf = io.BytesIO()
-    with tarfile.open(fileobj=buf, mode="w:gz") as tar:
-        for name, data, kind in entries:
-            info = tarfile.TarInfo(name)
-            if kind == "file":
-                info.size = len(data or b"")
-                tar.addfile(info, io.BytesIO(data or b""))
-                continue
-            info.type = {"symlink": tarfile.SYMTYPE, "hardlink": tarfile.LNKTYPE,
-                         "fifo": tarfile.FIFOTYPE, "dir": tarfile.DIRTYPE,
-                         "chardev": tarfile.CHRTYPE}[kind]
-            if kind in ("symlink", "hardlink"):
-                info.linkname = (data or b"/etc/passwd").decode()
-            tar.addfile(info)
-    return buf.getvalue()
+@pytest.fixture(scope="session")
+def peft_adapter(base_model_dir, tmp_path_factory) -> Path:
+    """An untrained PEFT LoRA (r=4) on the base model, standing in for a run's output."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
 
-
-def tar_dir(directory: Path, prefix: str = "adapter") -> bytes:
-    entries = [(f"{prefix}/{p.name}", p.read_bytes(), "file") for p in sorted(directory.iterdir()) if p.is_file()]
-    return tar_gz(entries)
+    out = tmp_path_factory.mktemp("adapter")
+    model = AutoModelForCausalLM.from_pretrained(str(base_model_dir))
+    get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear")
+                   ).save_pretrained(str(out))
+    return out

@@ -10,19 +10,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from fastapi.testclient import TestClient
 
-from services.platform import Platform
 from services.store.models import FineTuningJob
-from tests.services.test_api_files import classification_lines, tenant_key, upload
+from tests.support.api import classification_lines, tenant_key, upload
 from tuneloop.app import create_app
 
 JOBS = "/v1/fine_tuning/jobs"
-
-
-@pytest.fixture
-def platform(make_settings, database_url):
-    p = Platform.open(make_settings(database_url=database_url))
-    yield p
-    p.close()
 
 
 def make_client(platform, **options):

@@ -8,19 +8,13 @@ import pytest
 from fastapi.testclient import TestClient
 
 from services.platform import Platform
+from tests.support.api import classification_lines, tenant_key, upload
 from tuneloop.app import create_app
-
-ADMIN = {"Authorization": "Bearer admin-test-key"}
-
-
-def classification_lines(n: int = 12) -> bytes:
-    return "".join(json.dumps({"text": f"example text number {i}",
-                               "label": "pos" if i % 2 else "neg"}) + "\n"
-                   for i in range(n)).encode()
 
 
 @pytest.fixture
 def platform(make_settings, database_url):
+    """``api_platform`` with a 4 KiB upload limit (the limit tests need a small one)."""
     p = Platform.open(make_settings(database_url=database_url, max_upload_bytes=4096))
     yield p
     p.close()
@@ -31,17 +25,6 @@ def client(platform):
     app = create_app(platform=platform, jobs={"concurrency": 0})
     with TestClient(app) as c:
         yield c
-
-
-def tenant_key(client, name: str) -> dict:
-    assert client.post("/admin/tenants", json={"name": name}, headers=ADMIN).status_code == 201
-    key = client.post(f"/admin/tenants/{name}/keys", headers=ADMIN).json()["key"]
-    return {"Authorization": f"Bearer {key}"}
-
-
-def upload(client, headers, data: bytes, filename: str = "data.jsonl", **form):
-    return client.post("/v1/files", headers=headers, files={"file": (filename, data)},
-                       data={"purpose": "fine-tune", **form})
 
 
 def test_upload_classification_jsonl_and_read_back(client):

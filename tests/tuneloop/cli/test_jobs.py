@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 
 import pytest
-from scripted_runner import ScriptedRunner
 from typer.testing import CliRunner
 
+from tests.training.jobs.scripted_runner import ScriptedRunner
 from tuneloop.cli.main import app
 
 COMMANDS = [["files"], ["files", "upload"], ["files", "list"], ["files", "show"], ["jobs"],

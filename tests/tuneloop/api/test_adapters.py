@@ -9,16 +9,11 @@ from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from services.platform import Platform
-from tests.conftest import ADMIN_HEADERS, tenant_key
-from tests.services.conftest import tar_dir, tar_gz
+from tests.support.api import ADMIN_HEADERS, tenant_key
+from tests.support.archives import tar_dir, tar_gz
 from tuneloop.app import create_app
 
 ADMIN = ADMIN_HEADERS
-
-
-@pytest.fixture
-def platform(api_platform):
-    return api_platform
 
 
 @pytest.fixture

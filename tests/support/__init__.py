@@ -1,0 +1,1 @@
+"""Fixtures, fakes and helpers shared by the test packages (import as ``tests.support.X``)."""
