@@ -35,7 +35,7 @@ ROLES = ("system", "user", "assistant")
 
 
 @dataclass(frozen=True)
-class RequestRecord:
+class ServedResponse:
     """One logged response: ``input`` is the text (classification) or chat messages (chat);
     ``output`` is the predicted label or the assistant reply."""
 
@@ -46,7 +46,7 @@ class RequestRecord:
 
 
 @dataclass(frozen=True)
-class FeedbackRecord:
+class ResponseFeedback:
     """Feedback on one response (``POST /v1/feedback``)."""
 
     response_id: str
@@ -146,13 +146,13 @@ def _time_key(value: datetime | str | None) -> str:
     return value.isoformat() if isinstance(value, datetime) else str(value)
 
 
-def _feedback_order(fb: FeedbackRecord) -> tuple[str, str, str]:
+def _feedback_order(fb: ResponseFeedback) -> tuple[str, str, str]:
     return (_time_key(fb.created_at), fb.id or "", _canonical(
         [fb.rating, fb.label, fb.correction, fb.comment]
     ))
 
 
-def _latest(items: list[FeedbackRecord], name: str) -> tuple[Any, FeedbackRecord | None]:
+def _latest(items: list[ResponseFeedback], name: str) -> tuple[Any, ResponseFeedback | None]:
     for fb in reversed(items):
         value = getattr(fb, name)
         if value is not None and value != "":
@@ -191,7 +191,7 @@ class _Candidate:
 
 
 def _candidate(
-    task: Task, request: RequestRecord, items: list[FeedbackRecord], config: CompileConfig,
+    task: Task, request: ServedResponse, items: list[ResponseFeedback], config: CompileConfig,
     counts: Counter[str],
 ) -> _Candidate | None:
     rating, rating_fb = _latest(items, "rating")
@@ -254,8 +254,8 @@ def _replay_examples(
 
 def compile_dataset(
     task: Task,
-    requests: Iterable[RequestRecord | Mapping[str, Any]],
-    feedback: Iterable[FeedbackRecord | Mapping[str, Any]],
+    requests: Iterable[ServedResponse | Mapping[str, Any]],
+    feedback: Iterable[ResponseFeedback | Mapping[str, Any]],
     *,
     champion_examples: Iterable[CompiledExample | Mapping[str, Any]] = (),
     config: CompileConfig = CompileConfig(),
@@ -269,19 +269,19 @@ def compile_dataset(
     if task not in tuple(AdapterTask):
         raise ValueError(f"task must be 'chat' or 'classification', got {task!r}")
     counts: Counter[str] = Counter()
-    by_id: dict[str, RequestRecord] = {}
+    by_id: dict[str, ServedResponse] = {}
     other_task: set[str] = set()
     for raw in requests:
-        request = _coerce(RequestRecord, raw)
+        request = _coerce(ServedResponse, raw)
         counts["requests"] += 1
         if request.task != task:
             counts["other_task_requests"] += 1
             other_task.add(request.id)
             continue
         by_id[request.id] = request
-    grouped: dict[str, list[FeedbackRecord]] = defaultdict(list)
+    grouped: dict[str, list[ResponseFeedback]] = defaultdict(list)
     for raw_fb in feedback:
-        fb = _coerce(FeedbackRecord, raw_fb)
+        fb = _coerce(ResponseFeedback, raw_fb)
         counts["feedback"] += 1
         if fb.response_id not in by_id:
             other = fb.response_id in other_task

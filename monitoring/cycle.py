@@ -1,4 +1,4 @@
-"""One monitor pass over one adapter: the :class:`Target` it watches (tenant, adapter, policy,
+"""One monitor pass over one adapter: the :class:`WatchedAdapter` (tenant, adapter, policy,
 current champion) and the :class:`Cycle` it returns (what it observed, decided and did)."""
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ class Cycle:
 
 
 @dataclass
-class Target:
+class WatchedAdapter:
     """An adapter with a policy and a champion, and since when that version is champion."""
 
     tenant: Tenant

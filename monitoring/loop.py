@@ -24,7 +24,7 @@ from monitoring import monitor_store as ms
 from monitoring import observations as obs
 from monitoring.candidate_eval import Evaluator, ScoringEvaluator
 from monitoring.config import MonitorConfig
-from monitoring.cycle import Cycle, Target
+from monitoring.cycle import Cycle, WatchedAdapter
 from monitoring.drift import DriftStatus, input_drift, prediction_drift
 from monitoring.metrics import Metrics
 from monitoring.monitor_store import EventType
@@ -123,13 +123,13 @@ class Monitor:
         if decision.action is Action.RETRAIN:
             self.retrainer.start(target, decision.reason.value, now, cycle)
 
-    def _target(self, tenant: Tenant, adapter: Adapter, policy: RetrainPolicy) -> Target | None:
+    def _target(self, tenant: Tenant, adapter: Adapter, policy: RetrainPolicy) -> WatchedAdapter | None:
         with self.platform.store.read() as session:
             adapter = session.get_one(Adapter, adapter.id)
             champion, since = obs.champion(session, adapter)
         if champion is None or since is None:  # since is set whenever champion is
             return None
-        return Target(tenant, adapter, policy, champion, since)
+        return WatchedAdapter(tenant, adapter, policy, champion, since)
 
     def _version_data(self, row: AdapterVersion) -> obs.VersionData:
         cached = self._data_cache.get(row.id)  # versions are immutable
@@ -156,7 +156,7 @@ class Monitor:
 
     # -- observe ----------------------------------------------------------------------------
 
-    def _observe(self, target: Target, now: datetime, cycle: Cycle) -> QualityReport:
+    def _observe(self, target: WatchedAdapter, now: datetime, cycle: Cycle) -> QualityReport:
         cfg, adapter, champion = self.config, target.adapter, target.champion
         tenant_label, adapter_label = self.metrics.labels_for(target.tenant.name, adapter.name)
         with self.platform.store.read() as session:
@@ -231,7 +231,7 @@ class Monitor:
                               quality=cycle.quality, created_at=now)
         return quality
 
-    def _baselines(self, target: Target) -> tuple[Baseline | None, Baseline | None]:
+    def _baselines(self, target: WatchedAdapter) -> tuple[Baseline | None, Baseline | None]:
         """Quality when the champion was promoted: stored by the monitor's promotion, else the
         champion's own held-out accuracy from its training job."""
         with self.platform.store.read() as session:
@@ -252,7 +252,7 @@ class Monitor:
 
     # -- rollback ---------------------------------------------------------------------------
 
-    def _maybe_rollback(self, target: Target, quality: QualityReport, now: datetime,
+    def _maybe_rollback(self, target: WatchedAdapter, quality: QualityReport, now: datetime,
                         cycle: Cycle) -> bool:
         """Roll back a champion the monitor promoted recently if its quality dropped."""
         adapter, version = target.adapter, target.champion.version
@@ -287,7 +287,7 @@ class Monitor:
 
     # -- decide -----------------------------------------------------------------------------
 
-    def _decide(self, target: Target, quality: QualityReport, now: datetime, cycle: Cycle
+    def _decide(self, target: WatchedAdapter, quality: QualityReport, now: datetime, cycle: Cycle
                 ) -> Decision:
         policy, adapter = target.policy, target.adapter
         with self.platform.store.read() as session:

@@ -17,8 +17,7 @@ from typing import Any, cast
 from sqlalchemy import ColumnElement, Select, func, or_, select
 from sqlalchemy.orm import Session
 
-from monitoring.compiler import FeedbackRecord as CompileFeedback
-from monitoring.compiler import RequestRecord as CompileRequest
+from monitoring.compiler import ResponseFeedback, ServedResponse
 from services.platform import Platform
 from services.store.models import (
     Adapter,
@@ -262,14 +261,14 @@ def new_examples(session: Session, adapter: Adapter, after: datetime | None) -> 
 
 
 def compile_inputs(session: Session, adapter: Adapter, batch: int = 500
-                   ) -> tuple[list[CompileRequest], list[CompileFeedback]]:
+                   ) -> tuple[list[ServedResponse], list[ResponseFeedback]]:
     """Every feedback record of the adapter and the logged responses it refers to, as the
     dataset compiler's records (classify batches are skipped: one label cannot name a text)."""
     rows = session.scalars(select(FeedbackRecord).where(
         FeedbackRecord.tenant_id == adapter.tenant_id,
         FeedbackRecord.adapter == adapter.name)).all()
     ids = sorted({r.response_id for r in rows})
-    requests: list[CompileRequest] = []
+    requests: list[ServedResponse] = []
     for start in range(0, len(ids), batch):
         chunk = session.scalars(select(RequestRecord).where(
             RequestRecord.id.in_(ids[start:start + batch]),
@@ -280,9 +279,9 @@ def compile_inputs(session: Session, adapter: Adapter, batch: int = 500
             output = row.output if isinstance(row.output, str) else None
             # Logged inputs are the text (classify) or the chat messages (chat).
             text_or_messages = cast("str | list[dict[str, Any]]", row.input)
-            requests.append(CompileRequest(row.id, cast(Task, adapter.task), text_or_messages,
+            requests.append(ServedResponse(row.id, cast(Task, adapter.task), text_or_messages,
                                            output))
-    feedback = [CompileFeedback(response_id=r.response_id, rating=r.rating, label=r.label,
+    feedback = [ResponseFeedback(response_id=r.response_id, rating=r.rating, label=r.label,
                                 correction=r.correction, comment=r.comment, id=r.id,
                                 created_at=as_utc(r.created_at)) for r in rows]
     return requests, feedback

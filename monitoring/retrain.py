@@ -19,7 +19,7 @@ from monitoring import observations as obs
 from monitoring.candidate_eval import Evaluator, VersionSpec
 from monitoring.compiler import CompileConfig, Task, compile_dataset
 from monitoring.config import MonitorConfig
-from monitoring.cycle import Cycle, Target
+from monitoring.cycle import Cycle, WatchedAdapter
 from monitoring.metrics import Metrics
 from monitoring.monitor_store import EventType
 from monitoring.policy import PromotionAction, RetrainPolicy, promotion_action
@@ -73,7 +73,7 @@ class Retrainer:
                 DatasetFile.task == task).limit(1))
         return existing or store_file(self.platform, tenant, data, filename, task=task)
 
-    def start(self, target: Target, trigger: str, now: datetime, cycle: Cycle) -> None:
+    def start(self, target: WatchedAdapter, trigger: str, now: datetime, cycle: Cycle) -> None:
         from training.jobs.intake import create_job
 
         tenant, adapter, champion = target.tenant, target.adapter, target.champion

@@ -10,6 +10,7 @@ from typing import Any
 from services import registry
 from services.adapter_validation import validate_adapter_dir
 from services.archive import find_adapter_root, safe_extract
+from services.names import NameKind, check_name
 from services.platform import Platform
 from services.store.models import AdapterVersion, Tenant, VersionState
 from services.tenants import get_tenant
@@ -30,7 +31,7 @@ def register_adapter_dir(
 ) -> AdapterVersion:
     """Validate ``adapter_dir`` and register it as the next version of (tenant, name)."""
     s = platform.settings
-    registry.check_adapter_name(name)
+    check_name(name, NameKind.ADAPTER)
     registry.check_classification_spec(task, labels, prompt_template)
     info = validate_adapter_dir(
         adapter_dir, platform.base_model_dir, max_rank=s.max_lora_rank, max_bytes=s.max_adapter_bytes

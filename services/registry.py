@@ -15,6 +15,8 @@ from sqlalchemy.orm import Session
 
 from services.adapter_validation import AdapterInfo
 from services.errors import Conflict, InvalidInput, NotFound
+from services.labels import check_labels
+from services.names import NameKind, check_name
 from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, validate_template
 from services.store.models import (
     Adapter,
@@ -26,18 +28,7 @@ from services.store.models import (
     VersionState,
 )
 
-_ADAPTER_NAME_RE = re.compile(r"^[a-zA-Z0-9][a-zA-Z0-9_-]{0,63}$")
 _REF_RE = re.compile(r"^(?P<name>[^@]+?)(?:@v?(?P<version>\d+))?$")
-
-
-def check_adapter_name(name: str) -> str:
-    if not isinstance(name, str) or not _ADAPTER_NAME_RE.match(name):
-        raise InvalidInput(
-            f"adapter name {name!r} is invalid: use 1-64 letters, digits, '_' and '-', "
-            "starting with a letter or digit",
-            param="name",
-        )
-    return name
 
 
 def parse_model_ref(ref: str) -> tuple[str, int | None]:
@@ -111,12 +102,7 @@ def check_classification_spec(
         raise InvalidInput(f"task {task!r} is invalid; use 'chat' or 'classification'", param="task")
     if task == AdapterTask.CHAT:
         return None, None
-    labels = [str(label).strip() for label in (labels or [])]
-    if len(labels) < 2 or len(set(labels)) != len(labels) or any(not label for label in labels):
-        raise InvalidInput(
-            "a classification adapter needs a list of at least 2 distinct, non-empty labels",
-            param="labels",
-        )
+    labels = check_labels(labels)
     template = prompt_template or DEFAULT_CLASSIFICATION_TEMPLATE
     try:
         validate_template(template)
@@ -143,7 +129,7 @@ class NewVersion:
 def register_version(session: Session, tenant: Tenant, name: str,
                      new: NewVersion) -> AdapterVersion:
     """Add version N+1 of (tenant, name); the first ready version becomes the champion."""
-    check_adapter_name(name)
+    check_name(name, NameKind.ADAPTER)
     task, info, state = new.task, new.info, new.state
     labels, prompt_template = check_classification_spec(task, new.labels, new.prompt_template)
     adapter = session.scalar(

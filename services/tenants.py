@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 from dataclasses import dataclass
 
@@ -12,12 +11,12 @@ from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
-from services.errors import Conflict, InvalidInput, NotFound, Unauthorized
+from services.errors import Conflict, NotFound, Unauthorized
+from services.names import NameKind, check_name
 from services.store.models import AdminKey, ApiKey, Tenant, TenantState, utcnow
 
 TENANT_KEY_PREFIX = "tl-"
 ADMIN_KEY_PREFIX = "tla-"
-_NAME_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 
 
 def hash_key(key: str) -> str:
@@ -26,16 +25,6 @@ def hash_key(key: str) -> str:
 
 def new_key(prefix: str) -> str:
     return prefix + secrets.token_urlsafe(32)
-
-
-def check_name(name: str, what: str = "tenant") -> str:
-    if not isinstance(name, str) or not _NAME_RE.match(name):
-        raise InvalidInput(
-            f"{what} name {name!r} is invalid: use 1-63 lowercase letters, digits and '-', "
-            "starting with a letter or digit",
-            param="name",
-        )
-    return name
 
 
 @dataclass(frozen=True)
@@ -47,7 +36,7 @@ class CreatedKey:
 
 
 def create_tenant(session: Session, name: str) -> Tenant:
-    check_name(name)
+    check_name(name, NameKind.TENANT)
     tenant = Tenant(name=name, state=TenantState.ACTIVE)
     session.add(tenant)
     try:

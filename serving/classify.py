@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 from services.errors import InvalidInput
 from services.label_scoring import Prefix, ScoringPlan, label_probabilities, plan_scoring
+from services.labels import check_labels
 from services.prompts import classification_messages
 from serving.engine_client import EngineClient
 
@@ -42,18 +43,6 @@ MAX_LOGPROB_TOKEN_IDS = 128  # vLLM's limit on logprob_token_ids; beyond it top-
 _PROBE_TEXT = "x"  # label tokens in context do not depend on the text; any text will do
 
 # -- pure core ------------------------------------------------------------------------------------
-
-
-def validate_labels(labels: Sequence[str]) -> list[str]:
-    """The label set as a list; raises :class:`InvalidInput` if empty, blank or repeated."""
-    labels = list(labels)
-    if len(labels) < 2:
-        raise InvalidInput(f"a classifier needs at least 2 labels, got {labels!r}", param="labels")
-    if any(not label.strip() for label in labels):
-        raise InvalidInput("labels must not be blank", param="labels")
-    if len(set(labels)) != len(labels):
-        raise InvalidInput(f"labels must be distinct, got {labels!r}", param="labels")
-    return labels
 
 
 def parse_chat_logprobs(response: Mapping) -> dict[int, float]:
@@ -108,7 +97,7 @@ class Classifier:
 
     async def classify(self, model: str, template: str, text: str, labels: Sequence[str]) -> Classification:
         """Classify one ``text`` with the prompt ``template`` over ``labels``."""
-        labels = validate_labels(labels)
+        labels = check_labels(labels)
         plan = await self.plan(model, template, labels)
         messages = classification_messages(template, text, labels)
         root_tokens = list(plan.root.children)

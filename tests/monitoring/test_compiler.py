@@ -9,8 +9,8 @@ import pytest
 
 from monitoring.compiler import (
     CompileConfig,
-    FeedbackRecord,
-    RequestRecord,
+    ResponseFeedback,
+    ServedResponse,
     compile_dataset,
     example_key,
 )
@@ -20,12 +20,12 @@ from training.datasets import validate_chat_dataset, validate_classification_dat
 LABELS = ("negative", "neutral", "positive")
 
 
-def classify_request(i: int, text: str, output: str = "neutral") -> RequestRecord:
-    return RequestRecord(id=f"req-{i}", task="classification", input=text, output=output)
+def classify_request(i: int, text: str, output: str = "neutral") -> ServedResponse:
+    return ServedResponse(id=f"req-{i}", task="classification", input=text, output=output)
 
 
-def chat_request(i: int, prompt: str, reply: str) -> RequestRecord:
-    return RequestRecord(
+def chat_request(i: int, prompt: str, reply: str) -> ServedResponse:
+    return ServedResponse(
         id=f"chat-{i}", task="chat",
         input=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": prompt}],
         output=reply,
@@ -36,10 +36,10 @@ def test_classification_examples_from_labels_and_positive_ratings():
     requests = [classify_request(1, "I love it", "positive"), classify_request(2, "meh", "positive"),
                 classify_request(3, "awful", "positive"), classify_request(4, "ok", "neutral")]
     feedback = [
-        FeedbackRecord("req-1", rating=1),
-        FeedbackRecord("req-2", label="neutral"),
-        FeedbackRecord("req-3", rating=-1),
-        FeedbackRecord("req-4", comment="no opinion"),
+        ResponseFeedback("req-1", rating=1),
+        ResponseFeedback("req-2", label="neutral"),
+        ResponseFeedback("req-3", rating=-1),
+        ResponseFeedback("req-4", comment="no opinion"),
     ]
     ds = compile_dataset("classification", requests, feedback,
                          config=CompileConfig(eval_fraction=0.0, labels=LABELS))
@@ -73,8 +73,8 @@ def test_chat_examples_from_corrections_and_positive_replies():
 def test_outputs_pass_the_training_validators():
     requests = [classify_request(i, f"text number {i}", "positive") for i in range(40)]
     requests += [chat_request(i, f"question {i}", f"answer {i}") for i in range(40)]
-    feedback = [FeedbackRecord(f"req-{i}", label=LABELS[i % 3]) for i in range(40)]
-    feedback += [FeedbackRecord(f"chat-{i}", rating=1) for i in range(40)]
+    feedback = [ResponseFeedback(f"req-{i}", label=LABELS[i % 3]) for i in range(40)]
+    feedback += [ResponseFeedback(f"chat-{i}", rating=1) for i in range(40)]
     config = CompileConfig(eval_fraction=0.25, labels=LABELS)
     cls = compile_dataset("classification", requests, feedback, config=config)
     chat = compile_dataset("chat", requests, feedback, config=config)
@@ -87,7 +87,7 @@ def test_outputs_pass_the_training_validators():
 def test_feedback_on_unknown_response_and_labels_outside_the_set():
     ds = compile_dataset(
         "classification", [classify_request(1, "x y")],
-        [FeedbackRecord("nope", label="positive"), FeedbackRecord("req-1", label="angry")],
+        [ResponseFeedback("nope", label="positive"), ResponseFeedback("req-1", label="angry")],
         config=CompileConfig(labels=LABELS),
     )
     assert ds.counts["feedback_unknown_response"] == 1
@@ -97,8 +97,8 @@ def test_feedback_on_unknown_response_and_labels_outside_the_set():
 
 def test_latest_feedback_wins():
     feedback = [
-        FeedbackRecord("req-1", label="negative", id="a", created_at="2026-11-01T10:00:00"),
-        FeedbackRecord("req-1", label="positive", id="b", created_at="2026-11-02T10:00:00"),
+        ResponseFeedback("req-1", label="negative", id="a", created_at="2026-11-01T10:00:00"),
+        ResponseFeedback("req-1", label="positive", id="b", created_at="2026-11-02T10:00:00"),
     ]
     for order in (feedback, feedback[::-1]):
         ds = compile_dataset("classification", [classify_request(1, "fine")], order,
@@ -110,9 +110,9 @@ def test_duplicate_texts_are_merged_and_conflicts_counted():
     requests = [classify_request(1, "Great  phone"), classify_request(2, "great phone"),
                 classify_request(3, "GREAT PHONE")]
     feedback = [
-        FeedbackRecord("req-1", label="positive", created_at="2026-11-01"),
-        FeedbackRecord("req-2", label="positive", created_at="2026-11-02"),
-        FeedbackRecord("req-3", label="negative", created_at="2026-11-03"),
+        ResponseFeedback("req-1", label="positive", created_at="2026-11-01"),
+        ResponseFeedback("req-2", label="positive", created_at="2026-11-02"),
+        ResponseFeedback("req-3", label="negative", created_at="2026-11-03"),
     ]
     ds = compile_dataset("classification", requests, feedback,
                          config=CompileConfig(eval_fraction=0.0))
@@ -123,7 +123,7 @@ def test_duplicate_texts_are_merged_and_conflicts_counted():
 def test_deterministic_and_order_independent():
     texts = texts_by_domain()["product_review"][:300]
     requests = [classify_request(i, t) for i, t in enumerate(texts)]
-    feedback = [FeedbackRecord(f"req-{i}", label=LABELS[i % 3], id=f"fb-{i}")
+    feedback = [ResponseFeedback(f"req-{i}", label=LABELS[i % 3], id=f"fb-{i}")
                 for i in range(len(texts))]
     first = compile_dataset("classification", requests, feedback)
     random.Random(0).shuffle(requests)
@@ -135,19 +135,19 @@ def test_deterministic_and_order_independent():
 
 def test_version_changes_with_content_only():
     requests = [classify_request(i, f"text {i}") for i in range(20)]
-    feedback = [FeedbackRecord(f"req-{i}", label="positive") for i in range(20)]
+    feedback = [ResponseFeedback(f"req-{i}", label="positive") for i in range(20)]
     base = compile_dataset("classification", requests, feedback)
-    renamed = [RequestRecord(f"other-{r.id}", r.task, r.input, r.output) for r in requests]
-    refeed = [FeedbackRecord(f"other-{f.response_id}", label=f.label) for f in feedback]
+    renamed = [ServedResponse(f"other-{r.id}", r.task, r.input, r.output) for r in requests]
+    refeed = [ResponseFeedback(f"other-{f.response_id}", label=f.label) for f in feedback]
     assert compile_dataset("classification", renamed, refeed).version == base.version
-    changed = feedback[:-1] + [FeedbackRecord("req-19", label="negative")]
+    changed = feedback[:-1] + [ResponseFeedback("req-19", label="negative")]
     assert compile_dataset("classification", requests, changed).version != base.version
 
 
 def test_split_is_stable_as_data_grows():
     texts = texts_by_domain()["editorial"][:1000]
     requests = [classify_request(i, t) for i, t in enumerate(texts)]
-    feedback = [FeedbackRecord(f"req-{i}", label="neutral") for i in range(len(texts))]
+    feedback = [ResponseFeedback(f"req-{i}", label="neutral") for i in range(len(texts))]
     small = compile_dataset("classification", requests[:500], feedback[:500])
     large = compile_dataset("classification", requests, feedback)
     small_eval = {e.request_id for e in small.eval}
@@ -161,7 +161,7 @@ def test_replay_share_of_champion_data():
     champion = [{"text": t, "label": "positive", "request_id": f"old-{i}"}
                 for i, t in enumerate(texts_by_domain()["tweet"][:1000])]
     new_request = classify_request(1, champion[0]["text"])  # collides with a replayed example
-    feedback = [FeedbackRecord("req-1", label="negative")]
+    feedback = [ResponseFeedback("req-1", label="negative")]
     config = CompileConfig(replay_fraction=0.3, eval_fraction=0.0)
     ds = compile_dataset("classification", [new_request], feedback,
                          champion_examples=champion, config=config)
@@ -179,15 +179,15 @@ def test_replay_share_of_champion_data():
 
 
 def test_invalid_chat_prompts_are_dropped():
-    bad = RequestRecord("chat-1", "chat", [{"role": "user", "content": "x"},
+    bad = ServedResponse("chat-1", "chat", [{"role": "user", "content": "x"},
                                            {"role": "system", "content": "late"}], "y")
-    ds = compile_dataset("chat", [bad], [FeedbackRecord("chat-1", rating=1)])
+    ds = compile_dataset("chat", [bad], [ResponseFeedback("chat-1", rating=1)])
     assert ds.counts["invalid_input"] == 1
 
 
 def test_plain_string_chat_input_becomes_a_user_message():
-    req = RequestRecord("c", "chat", "hello", "hi there")
-    ds = compile_dataset("chat", [req], [FeedbackRecord("c", correction="Hello!")],
+    req = ServedResponse("c", "chat", "hello", "hi there")
+    ds = compile_dataset("chat", [req], [ResponseFeedback("c", correction="Hello!")],
                          config=CompileConfig(eval_fraction=0.0))
     assert ds.records("train") == [{"messages": [{"role": "user", "content": "hello"},
                                                  {"role": "assistant", "content": "Hello!"}]}]
@@ -198,5 +198,5 @@ def test_bad_arguments():
         compile_dataset("regression", [], [])
     with pytest.raises(ValueError, match="eval_fraction"):
         CompileConfig(eval_fraction=1.0)
-    with pytest.raises(TypeError, match="RequestRecord"):
+    with pytest.raises(TypeError, match="ServedResponse"):
         compile_dataset("chat", [42], [])

@@ -9,11 +9,11 @@ import pytest
 
 from services.errors import InvalidInput
 from services.label_scoring import MIN_FLOOR, branch_distribution, label_probabilities, plan_scoring
+from services.labels import check_labels
 from serving.classify import (
     Classifier,
     parse_chat_logprobs,
     parse_completion_logprobs,
-    validate_labels,
 )
 
 END = 2
@@ -83,7 +83,7 @@ def test_all_labels_missing_gives_uniform():
 @pytest.mark.parametrize("labels", [["a"], ["a", "a"], ["a", " "], []])
 def test_bad_label_sets_are_rejected(labels):
     with pytest.raises(InvalidInput):
-        validate_labels(labels)
+        check_labels(labels)
 
 
 def test_parse_engine_logprob_shapes():

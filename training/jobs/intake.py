@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session
 
 from services import registry
 from services.errors import InvalidInput, NotFound, RateLimited
+from services.names import NameKind, check_name
 from services.platform import Platform
 from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
 from services.settings import Settings
@@ -92,8 +93,8 @@ def create_job(
             if parent.task != task:
                 raise InvalidInput(f"model {model!r} is a {parent.task} adapter; a {task} job "
                                    "cannot warm-start from it", param="model")
-        name = registry.check_adapter_name(suffix or (parent.name if parent else
-                                                      f"ft-{job_id[6:14]}"))
+        name = check_name(suffix or (parent.name if parent else f"ft-{job_id[6:14]}"),
+                          NameKind.ADAPTER)
         existing = session.scalar(
             select(Adapter).where(Adapter.tenant_id == tenant.id, Adapter.name == name))
         if existing is not None and existing.task != task:

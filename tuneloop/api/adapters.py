@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 from services import registry
 from services.adapter_intake import register_adapter_archive
 from services.errors import InvalidInput, TooLarge
+from services.names import NameKind, check_name
 from services.platform import Platform
 from services.store.models import AdapterVersion, Tenant
 from tuneloop.api.deps import app_state, current_tenant, platform
@@ -127,7 +128,7 @@ async def register_version(
     tenant: Tenant = Depends(current_tenant),
 ) -> VersionOut:
     p = platform(request)
-    registry.check_adapter_name(name)
+    check_name(name, NameKind.ADAPTER)
     parsed_labels = _parse_labels(labels)
     parsed_metrics = _parse_json_object(metrics, "metrics")
     parsed_lineage = _parse_json_object(lineage, "lineage")
