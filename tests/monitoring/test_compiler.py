@@ -14,7 +14,7 @@ from monitoring.compiler import (
     compile_dataset,
     example_key,
 )
-from tests.monitoring.drift_data import texts_by_domain
+from tests.support.drift_data import texts_by_domain
 from training.datasets import validate_chat_dataset, validate_classification_dataset
 
 LABELS = ("negative", "neutral", "positive")

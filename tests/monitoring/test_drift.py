@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from monitoring.drift import DriftStatus, input_drift, prediction_drift
-from tests.monitoring.drift_data import texts_by_domain
+from tests.support.drift_data import texts_by_domain
 
 
 @pytest.fixture(scope="module")

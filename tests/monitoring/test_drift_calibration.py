@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from monitoring.drift import DEFAULT_THRESHOLD, input_drift
-from tests.monitoring.drift_data import DOMAINS, texts_by_domain
+from tests.support.drift_data import DOMAINS, texts_by_domain
 
 TRIALS = 120
 REFERENCE = 500

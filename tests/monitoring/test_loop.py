@@ -6,13 +6,11 @@ v1 is trained on tweets and movie reviews; the traffic shifts to editorials and 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import time
 import uuid
 from dataclasses import dataclass
 from datetime import timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import select, update
@@ -38,19 +36,12 @@ from services.store.models import (
     utcnow,
 )
 from services.tenants import create_tenant
-from tests.training.jobs.scripted_runner import ScriptedRunner
+from tests.support.scripted_runner import ScriptedRunner
+from tests.support.vader import NEW, OLD
 from training.jobs.files import file_bytes, store_file
 from training.jobs.intake import create_job
 from training.jobs.manager import JobManager
 
-DATA = (Path(__file__).resolve().parents[2] / "tuneloop" / "data" / "vader_sentiment"
-        / "vader_sentiment.jsonl")
-# Shuffled by a salted hash of the text (the file is ordered by domain and label; the unsalted
-# hash was used to select it, so it orders by domain too).
-ROWS = sorted((json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines()),
-              key=lambda r: hashlib.sha256(b"shuffle\0" + r["text"].encode()).hexdigest())
-OLD = [r for r in ROWS if r["domain"] in ("tweet", "movie_review")]
-NEW = [r for r in ROWS if r["domain"] in ("editorial", "product_review")]
 CONFIG = MonitorConfig(window_size=100, window_step=50, min_window=50, min_reference=50,
                        n_permutations=200, quality_min_labels=30, hyperparameters={"n_epochs": 1})
 EAGER = RetrainPolicy(drift_windows_m=1, drift_windows_n=1, min_new_labels=None)
@@ -59,19 +50,6 @@ EAGER = RetrainPolicy(drift_windows_m=1, drift_windows_n=1, min_new_labels=None)
 def jsonl(rows: list[dict]) -> bytes:
     return "".join(json.dumps({"text": r["text"], "label": r["label"]}) + "\n"
                    for r in rows).encode()
-
-
-@pytest.fixture(scope="session")
-def peft_adapter(base_model_dir, tmp_path_factory) -> Path:
-    """An untrained PEFT LoRA (r=4) standing in for every run's output."""
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    out = tmp_path_factory.mktemp("adapter")
-    model = AutoModelForCausalLM.from_pretrained(str(base_model_dir))
-    get_peft_model(model, LoraConfig(r=4, lora_alpha=8, target_modules="all-linear")
-                   ).save_pretrained(str(out))
-    return out
 
 
 class ScriptedEvaluator:

@@ -14,46 +14,18 @@ model): upload, create a job, poll to ``succeeded``, use ``fine_tuned_model``.
 
 from __future__ import annotations
 
-import json
 import time
-from collections import Counter
-from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
 
+from tests.support.vader import source_files, write_jsonl
+
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 
-DATA = (Path(__file__).resolve().parents[3] / "tuneloop" / "data" / "vader_sentiment"
-        / "vader_sentiment.jsonl")
 ADMIN = {"Authorization": "Bearer admin-test-key"}
 SHORT_TEMPLATE = "Text: {text}\nSource ({labels}):"
-SOURCES = {"tweet": "tweet", "movie_review": "film", "product_review": "product",
-           "editorial": "news"}
 TERMINAL = ("succeeded", "failed", "cancelled")
-
-
-def write_jsonl(path: Path, rows: list[dict]) -> Path:
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return path
-
-
-def source_files(tmp_path: Path, per_train: int = 12, per_eval: int = 8) -> tuple[Path, Path]:
-    """Short real texts labelled by their source: a training and a held-out file."""
-    seen: Counter[str] = Counter()
-    train, held_out = [], []
-    for line in DATA.read_text(encoding="utf-8").splitlines():
-        row = json.loads(line)
-        if len(row["text"]) > 70:
-            continue
-        example = {"text": row["text"], "label": SOURCES[row["domain"]]}
-        if seen[row["domain"]] < per_train:
-            train.append(example)
-        elif seen[row["domain"]] < per_train + per_eval:
-            held_out.append(example)
-        seen[row["domain"]] += 1
-    return (write_jsonl(tmp_path / "train.jsonl", train),
-            write_jsonl(tmp_path / "valid.jsonl", held_out))
 
 
 def tenant_client(http: TestClient):

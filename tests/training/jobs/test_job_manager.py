@@ -7,10 +7,10 @@ import json
 import time
 
 import pytest
-from scripted_runner import ScriptedRunner
 
 from services import registry
 from services.store.models import JobStatus
+from tests.support.scripted_runner import ScriptedRunner
 from training.jobs import store
 from training.jobs.execute import job_dir
 from training.jobs.files import store_file

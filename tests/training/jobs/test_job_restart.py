@@ -16,7 +16,8 @@ from pathlib import Path
 
 import httpx
 import pytest
-from test_job_end_to_end import source_files
+
+from tests.support.vader import source_files
 
 pytestmark = [pytest.mark.integration, pytest.mark.ray]
 

@@ -10,11 +10,11 @@ from __future__ import annotations
 import json
 
 import pytest
-from scripted_runner import ScriptedRunner
 
 from services import registry
 from services.errors import NotFound
 from services.store.models import JobStatus
+from tests.support.scripted_runner import ScriptedRunner
 from training.jobs import store
 from training.jobs.files import store_file
 from training.jobs.intake import create_job

@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from tests.training.jobs.scripted_runner import ScriptedRunner
+from tests.support.scripted_runner import ScriptedRunner
 from tuneloop.cli.main import app
 
 COMMANDS = [["files"], ["files", "upload"], ["files", "list"], ["files", "show"], ["jobs"],

@@ -14,15 +14,10 @@ from monitoring.metrics import Metrics
 from services.adapter_intake import register_adapter_dir
 from services.platform import Platform
 from services.store.models import RequestRecord, Tenant, utcnow
-from tests.conftest import ADMIN_HEADERS, tenant_key
-from tests.monitoring.test_loop import NEW, peft_adapter  # noqa: F401 - a fixture
+from tests.support.api import ADMIN_HEADERS, tenant_key
+from tests.support.vader import NEW
 
 ADMIN = ADMIN_HEADERS
-
-
-@pytest.fixture
-def platform(api_platform):
-    return api_platform
 
 
 @pytest.fixture
@@ -38,7 +33,7 @@ def tenant_row(platform: Platform, name: str) -> Tenant:
 
 
 @pytest.fixture
-def acme(client, platform, peft_adapter):  # noqa: F811
+def acme(client, platform, peft_adapter):
     """Tenant acme with a classification adapter 'sentiment' (v1 registered from outside)."""
     headers = tenant_key(client, "acme")
     register_adapter_dir(platform, tenant_row(platform, "acme"), "sentiment", peft_adapter,
