@@ -15,7 +15,6 @@ from __future__ import annotations
 import logging
 import threading
 import time
-import zlib
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -25,9 +24,9 @@ from monitoring import observations as obs
 from monitoring.candidate_eval import Evaluator, ScoringEvaluator
 from monitoring.config import MonitorConfig
 from monitoring.cycle import Cycle, WatchedAdapter
-from monitoring.drift import DriftStatus, input_drift, prediction_drift
 from monitoring.metrics import Metrics
 from monitoring.monitor_store import EventType
+from monitoring.observe import Observation, ObservationInputs, observe
 from monitoring.policy import (
     Action,
     Decision,
@@ -37,7 +36,7 @@ from monitoring.policy import (
     should_retrain,
     should_rollback,
 )
-from monitoring.quality import Baseline, QualityReport, quality_report
+from monitoring.quality import Baseline, QualityReport
 from monitoring.retrain import Retrainer
 from services import registry
 from services.hot_swap import ChampionSwitcher, HotSwap
@@ -157,8 +156,8 @@ class Monitor:
     # -- observe ----------------------------------------------------------------------------
 
     def _observe(self, target: WatchedAdapter, now: datetime, cycle: Cycle) -> QualityReport:
+        """Read the inputs, :func:`monitoring.observe.observe`, set the metrics, store the report."""
         cfg, adapter, champion = self.config, target.adapter, target.champion
-        tenant_label, adapter_label = self.metrics.labels_for(target.tenant.name, adapter.name)
         with self.platform.store.read() as session:
             last = ms.last_window(session, adapter.id, champion.version)
             after = as_utc(last.window_end) if last and last.window_end else target.since
@@ -170,57 +169,30 @@ class Monitor:
             counts = obs.quality_counts(session, adapter, champion.version, target.since,
                                         cfg.quality_window)
             previous = ms.list_reports(session, adapter.id, limit=1)
-        report: dict[str, Any] = {}
-        if window is not None:
+        ref_texts: list[str] = []
+        ref_labels: list[str] = []
+        predicted = None
+        if window is not None:  # the reference is only read when there is a window to test
             ref_texts, ref_labels = obs.reference(self._version_data(champion))
-            seed = zlib.crc32(f"{adapter.id}:{champion.version}:{window.newest}".encode())
-            drift = input_drift(ref_texts, window.texts, threshold=cfg.drift_threshold,
-                                n_permutations=cfg.n_permutations,
-                                min_reference=cfg.min_reference, min_window=cfg.min_window,
-                                seed=seed)
-            tests = {"input": drift}
             if champion.task == AdapterTask.CLASSIFICATION:
                 predicted = obs.predicted_label_counts(champion)
-                tests["prediction"] = prediction_drift(
-                    predicted or ref_labels, window.labels, threshold=cfg.drift_threshold,
-                    min_reference=min(cfg.min_reference, 20) if predicted else cfg.min_reference,
-                    min_window=cfg.min_window)
-                tests["prediction"].details["reference"] = (
-                    "predictions on the held-out split" if predicted else "training labels")
-            evaluated = [r for r in tests.values() if r.status is not DriftStatus.INSUFFICIENT_DATA]
-            cycle.drifted = any(r.drifted for r in evaluated) if evaluated else None
-            for name, result in tests.items():
-                if result.statistic is not None and result.p_value is not None:
-                    self.metrics.drift_statistic.labels(tenant_label, adapter_label, name).set(
-                        result.statistic)
-                    self.metrics.drift_p_value.labels(tenant_label, adapter_label, name).set(
-                        result.p_value)
-            cycle.input_drift = drift.to_dict()
-            if not ref_texts:
-                cycle.input_drift["details"]["reference"] = (
-                    f"{registry.version_ref(adapter.name, champion.version)} has no training file in its lineage, so there is no reference; versions "
-                    "trained through tuneloop have one")
-            cycle.prediction_drift = tests["prediction"].to_dict() if "prediction" in tests \
-                else None
-            report = {"new_window": True, "drifted": cycle.drifted, "n_window": len(window.texts),
-                      "window_end": window.newest or target.since,
-                      "input_drift": cycle.input_drift,
-                      "prediction_drift": cycle.prediction_drift}
         accuracy, negative = self._baselines(target)
-        quality = quality_report(
-            correct=counts.correct, labeled=counts.labeled, negative=counts.negative,
-            rated=counts.rated, baseline_accuracy=accuracy, baseline_negative_rate=negative,
-            threshold=cfg.quality_threshold, min_labels=cfg.quality_min_labels,
-            min_ratings=cfg.quality_min_ratings)
-        cycle.quality = {**quality.to_dict(), "counts": {
-            "correct": counts.correct, "labeled": counts.labeled, "negative": counts.negative,
-            "rated": counts.rated}}
-        for name, check in quality.checks.items():
-            if check.value is not None:
-                self.metrics.quality.labels(tenant_label, adapter_label, name).set(check.value)
-        unchanged = (previous and previous[0].version == champion.version
-                     and (previous[0].quality or {}).get("counts") == cycle.quality["counts"])
-        if report or not unchanged:
+        seen = previous[0] if previous else None
+        observed = observe(ObservationInputs(
+            adapter_id=adapter.id, champion_ref=registry.version_ref(adapter.name, champion.version),
+            champion_version=champion.version, champion_task=champion.task, since=target.since,
+            window=window, reference_texts=ref_texts, reference_labels=ref_labels,
+            predicted=predicted, counts=counts, baseline_accuracy=accuracy,
+            baseline_negative=negative, previous_version=seen.version if seen else None,
+            previous_counts=(seen.quality or {}).get("counts") if seen else None), cfg)
+        if window is not None:
+            cycle.drifted = observed.drifted
+            cycle.input_drift = observed.input_drift
+            cycle.prediction_drift = observed.prediction_drift
+        cycle.quality = observed.quality_summary
+        self._set_observation_metrics(target, observed)
+        if observed.store_report:
+            report = observed.new_window or {}
             with self.platform.store.write() as session:
                 ms.add_report(session, adapter.id, version=champion.version,
                               new_window=report.get("new_window", False),
@@ -229,7 +201,20 @@ class Monitor:
                               input_drift=report.get("input_drift"),
                               prediction_drift=report.get("prediction_drift"),
                               quality=cycle.quality, created_at=now)
-        return quality
+        return observed.quality
+
+    def _set_observation_metrics(self, target: WatchedAdapter, observed: Observation) -> None:
+        tenant_label, adapter_label = self.metrics.labels_for(target.tenant.name,
+                                                              target.adapter.name)
+        for name, result in observed.drift_tests.items():
+            if result.statistic is not None and result.p_value is not None:
+                self.metrics.drift_statistic.labels(tenant_label, adapter_label, name).set(
+                    result.statistic)
+                self.metrics.drift_p_value.labels(tenant_label, adapter_label, name).set(
+                    result.p_value)
+        for name, check in observed.quality.checks.items():
+            if check.value is not None:
+                self.metrics.quality.labels(tenant_label, adapter_label, name).set(check.value)
 
     def _baselines(self, target: WatchedAdapter) -> tuple[Baseline | None, Baseline | None]:
         """Quality when the champion was promoted: stored by the monitor's promotion, else the
