@@ -74,7 +74,7 @@ class Retrainer:
         return existing or store_file(self.platform, tenant, data, filename, task=task)
 
     def start(self, target: WatchedAdapter, trigger: str, now: datetime, cycle: Cycle) -> None:
-        from training.jobs.intake import create_job
+        from training.jobs.intake import JobRequest, create_job
 
         tenant, adapter, champion = target.tenant, target.adapter, target.champion
         cfg = self.config
@@ -107,10 +107,10 @@ class Retrainer:
         summary["lineage_key"] = self.platform.artifacts.put_bytes(
             json.dumps(dataset.lineage()).encode("utf-8"))
         parent = registry.version_ref(adapter.name, champion.version)
-        job = create_job(self.platform, tenant, model=parent, training_file=train.id,
+        job = create_job(self.platform, tenant, JobRequest(model=parent, training_file=train.id,
                          validation_file=valid.id, suffix=adapter.name,
                          hyperparameters=cfg.hyperparameters, task=champion.task,
-                         auto_promote=False, seed=int(dataset.version[:8], 16) % 2**31)
+                         auto_promote=False, seed=int(dataset.version[:8], 16) % 2**31))
         with self.platform.store.write() as session:
             run = ms.add_run(session, adapter_id=adapter.id, tenant_id=tenant.id,
                              status=str(RetrainRunStatus.TRAINING), trigger=trigger,

@@ -39,7 +39,7 @@ from services.tenants import create_tenant
 from tests.support.scripted_runner import ScriptedRunner
 from tests.support.vader import NEW, OLD
 from training.jobs.files import file_bytes, store_file
-from training.jobs.intake import create_job
+from training.jobs.intake import JobRequest, create_job
 from training.jobs.manager import JobManager
 
 CONFIG = MonitorConfig(window_size=100, window_step=50, min_window=50, min_reference=50,
@@ -128,9 +128,9 @@ def world(database_url, make_settings, peft_adapter):
     train = store_file(platform, tenant, jsonl(OLD[:120]), "v1-train.jsonl")
     valid = store_file(platform, tenant, jsonl(OLD[120:150]), "v1-valid.jsonl")
     manager = JobManager(platform, runner=ScriptedRunner(peft_adapter, steps=1), poll_s=0.0)
-    job = create_job(platform, tenant, model="base", training_file=train.id,
+    job = create_job(platform, tenant, JobRequest(model="base", training_file=train.id,
                      validation_file=valid.id, suffix="sentiment",
-                     hyperparameters={"n_epochs": 1})
+                     hyperparameters={"n_epochs": 1}))
     assert manager.run_job(job.id) is JobStatus.SUCCEEDED
     # Move v1's history 12 hours back so the test's clock (t0 + hours) can run ahead of it.
     t0 = utcnow() - timedelta(hours=12)

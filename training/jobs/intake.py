@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import random
 import tempfile
+from dataclasses import dataclass
 from typing import Any, cast
 
 from sqlalchemy import select
@@ -58,21 +59,36 @@ def _parent(session: Session, tenant: Tenant, model: str) -> registry.ResolvedAd
             param="model", code="model_not_found") from exc
 
 
-def create_job(
-    platform: Platform, tenant: Tenant, *, model: str, training_file: str,
-    validation_file: str | None = None, suffix: str | None = None,
-    hyperparameters: dict[str, Any] | None = None, task: str | None = None,
-    labels: list[str] | None = None, prompt_template: str | None = None,
-    auto_promote: bool = False, seed: int | None = None,
-    max_active: int = DEFAULT_MAX_ACTIVE_JOBS,
-) -> FineTuningJob:
+@dataclass(frozen=True)
+class JobRequest:
+    """What a client asks for (the OpenAI fine-tuning job fields plus tuneloop's)."""
+
+    model: str
+    """The base model's name, or ``name`` / ``name@vN`` of an adapter to warm-start from."""
+    training_file: str
+    validation_file: str | None = None
+    suffix: str | None = None
+    """The adapter's name (default: the parent's name, else ``ft-<job>``)."""
+    hyperparameters: dict[str, Any] | None = None
+    task: str | None = None
+    labels: list[str] | None = None
+    prompt_template: str | None = None
+    auto_promote: bool = False
+    seed: int | None = None
+
+
+def create_job(platform: Platform, tenant: Tenant, request: JobRequest, *,
+               max_active: int = DEFAULT_MAX_ACTIVE_JOBS) -> FineTuningJob:
     """Check the request and store the job as ``validating_files`` with a ``created`` event.
 
-    ``model``: the base model name or a tenant adapter (``name`` / ``name@vN``) to warm-start
-    from; ``suffix``: the adapter name (default: the parent's name, else ``ft-<job>``).
     Raises InvalidInput (400) naming the bad field, RateLimited (429) when the queue is full.
     """
     settings = platform.settings
+    model, training_file, validation_file = (request.model, request.training_file,
+                                             request.validation_file)
+    task, labels, prompt_template = request.task, request.labels, request.prompt_template
+    suffix, hyperparameters, seed = request.suffix, request.hyperparameters, request.seed
+    auto_promote = request.auto_promote
     job_id = store.new_job_id()
     with platform.store.read() as session:
         train = _file(session, tenant, training_file, "training_file")

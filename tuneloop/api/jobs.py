@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from services.errors import InvalidInput
 from services.store.models import FineTuningCheckpoint, FineTuningEvent, FineTuningJob, Tenant
 from training.jobs import store
-from training.jobs.intake import create_job
+from training.jobs.intake import JobRequest, create_job
 from training.jobs.store import unix
 from tuneloop.api.deps import app_state, current_tenant, platform
 from tuneloop.api.schemas_jobs import CheckpointOut, EventOut, JobCreate, JobOut, Page
@@ -67,10 +67,12 @@ async def create(body: JobCreate, request: Request,
                  tenant: Tenant = Depends(current_tenant)) -> JobOut:
     p = platform(request)
     job = await run_in_threadpool(
-        create_job, p, tenant, model=body.model, training_file=body.training_file,
-        validation_file=body.validation_file, suffix=body.suffix,
-        hyperparameters=_hyperparameters(body), task=body.task, labels=body.labels,
-        prompt_template=body.prompt_template, auto_promote=body.auto_promote, seed=body.seed)
+        create_job, p, tenant, JobRequest(
+            model=body.model, training_file=body.training_file,
+            validation_file=body.validation_file, suffix=body.suffix,
+            hyperparameters=_hyperparameters(body), task=body.task, labels=body.labels,
+            prompt_template=body.prompt_template, auto_promote=body.auto_promote,
+            seed=body.seed))
     app_state(request).jobs.wake()
     return job_out(job, tenant.name)
 

@@ -78,7 +78,7 @@ def create(
 ) -> None:
     """Create a fine-tuning job; by default run it here with a live progress bar."""
     from training.jobs.files import store_file
-    from training.jobs.intake import create_job
+    from training.jobs.intake import JobRequest, create_job
 
     with opened_platform() as p:
         t = _tenant(p, tenant)
@@ -90,12 +90,12 @@ def create(
             typer.echo(f"uploaded {value} as {row.id}", err=True)
             return row.id
 
-        job = create_job(
-            p, t, model=model or p.base_model_name, training_file=file_id(training_file),
+        job = create_job(p, t, JobRequest(
+            model=model or p.base_model_name, training_file=file_id(training_file),
             validation_file=file_id(validation_file) if validation_file is not None else None,
             suffix=suffix, hyperparameters=_parse_hp(hp),
             task=task, labels=[x.strip() for x in labels.split(",")] if labels else None,
-            prompt_template=prompt_template, auto_promote=auto_promote, seed=seed)
+            prompt_template=prompt_template, auto_promote=auto_promote, seed=seed))
         typer.echo(f"created {job.id} ({job.task} adapter {job.adapter_name!r})", err=True)
         if detach:
             typer.echo(job.id)

@@ -14,7 +14,7 @@ from tests.support.scripted_runner import ScriptedRunner
 from training.jobs import store
 from training.jobs.execute import job_dir
 from training.jobs.files import store_file
-from training.jobs.intake import create_job
+from training.jobs.intake import JobRequest, create_job
 from training.jobs.manager import JobManager
 
 
@@ -42,8 +42,8 @@ def events(platform, job_id):
 def test_successful_job_publishes_a_version_with_lineage(platform, tenant, training_file,
                                                          peft_adapter):
     runner = ScriptedRunner(peft_adapter, steps=3)
-    job = create_job(platform, tenant, model="base", training_file=training_file.id,
-                     suffix="sentiment", hyperparameters={"n_epochs": 1, "lora_r": 4}, seed=3)
+    job = create_job(platform, tenant, JobRequest(model="base", training_file=training_file.id,
+                     suffix="sentiment", hyperparameters={"n_epochs": 1, "lora_r": 4}, seed=3))
     manager = JobManager(platform, runner=runner, poll_s=0.01)
     assert manager.run_job(job.id) is JobStatus.SUCCEEDED
 
@@ -87,16 +87,16 @@ def test_successful_job_publishes_a_version_with_lineage(platform, tenant, train
 def test_warm_start_and_auto_promote(platform, tenant, training_file, peft_adapter):
     runner = ScriptedRunner(peft_adapter, steps=1)
     manager = JobManager(platform, runner=runner, poll_s=0.01)
-    first = create_job(platform, tenant, model="base", training_file=training_file.id,
-                       suffix="sent")
+    first = create_job(platform, tenant, JobRequest(model="base", training_file=training_file.id,
+                       suffix="sent"))
     assert manager.run_job(first.id) is JobStatus.SUCCEEDED
     # v2 warm-starts from v1 (no suffix: same adapter name) and is not promoted
-    second = create_job(platform, tenant, model="sent@v1", training_file=training_file.id)
+    second = create_job(platform, tenant, JobRequest(model="sent@v1", training_file=training_file.id))
     assert second.adapter_name == "sent"
     assert manager.run_job(second.id) is JobStatus.SUCCEEDED
     assert runner.configs[second.id].parent_adapter is not None
-    third = create_job(platform, tenant, model="sent", training_file=training_file.id,
-                       auto_promote=True)
+    third = create_job(platform, tenant, JobRequest(model="sent", training_file=training_file.id,
+                       auto_promote=True))
     assert manager.run_job(third.id) is JobStatus.SUCCEEDED
     with platform.store.read() as session:
         assert registry.resolve(session, tenant, "sent").version == 3
@@ -115,7 +115,7 @@ def test_warm_start_and_auto_promote(platform, tenant, training_file, peft_adapt
 def test_failed_run_reports_the_recipe_reason(platform, tenant, training_file, peft_adapter):
     runner = ScriptedRunner(peft_adapter, steps=1, fail_with="out of memory on worker 0; "
                             "lower batch_size")
-    job = create_job(platform, tenant, model="base", training_file=training_file.id)
+    job = create_job(platform, tenant, JobRequest(model="base", training_file=training_file.id))
     assert JobManager(platform, runner=runner, poll_s=0.01).run_job(job.id) is JobStatus.FAILED
     row = job_row(platform, job.id)
     assert row.error["code"] == "training_failed"
@@ -136,8 +136,8 @@ def test_background_manager_runs_one_job_at_a_time_and_cancels(platform, tenant,
                                                                peft_adapter):
     runner = ScriptedRunner(peft_adapter, hold=True)
     manager = JobManager(platform, runner=runner, poll_s=0.02)
-    a = create_job(platform, tenant, model="base", training_file=training_file.id)
-    b = create_job(platform, tenant, model="base", training_file=training_file.id)
+    a = create_job(platform, tenant, JobRequest(model="base", training_file=training_file.id))
+    b = create_job(platform, tenant, JobRequest(model="base", training_file=training_file.id))
     manager.start()
     try:
         assert wait_for(lambda: job_row(platform, a.id).status == "running")

@@ -17,7 +17,7 @@ from services.store.models import JobStatus
 from tests.support.scripted_runner import ScriptedRunner
 from training.jobs import store
 from training.jobs.files import store_file
-from training.jobs.intake import create_job
+from training.jobs.intake import JobRequest, create_job
 from training.jobs.manager import JobManager
 from training.jobs.parity import (
     LABEL_TOLERANCE,
@@ -216,8 +216,8 @@ class FakeEngine:
 def run(platform, tenant, training_file, peft_adapter, engine, checks=False, **job):
     runner = ScriptedRunner(peft_adapter, steps=1, accuracy=job.pop("accuracy", 0.9),
                             checks=checks)
-    created = create_job(platform, tenant, model=job.pop("model", "base"),
-                         training_file=training_file.id, **job)
+    created = create_job(platform, tenant, JobRequest(model=job.pop("model", "base"),
+                         training_file=training_file.id, **job))
     status = JobManager(platform, runner=runner, poll_s=0.01, parity_engine=engine
                         ).run_job(created.id)
     with platform.store.read() as session:
