@@ -70,18 +70,33 @@ def engine_settings(tmp_path_factory: pytest.TempPathFactory, base_model_dir: Pa
     )
 
 
-@pytest.fixture(scope="session")
-def engine(loop_thread: LoopThread, engine_settings: Settings) -> Iterator[EngineProcess]:
-    """The session's one vLLM engine (started once, stopped at the end)."""
+def _started_engine(loop_thread: LoopThread, settings: Settings) -> EngineProcess:
     from serving.engine_process import Backoff
 
     process = EngineProcess(
-        engine_settings,
+        settings,
         kv_cache_bytes=ENGINE_KV_CACHE_BYTES,
         backoff=Backoff(initial_s=0.5, max_s=5.0),
         stop_grace_s=10,
     )
-    loop_thread.run(process.start(), timeout_s=engine_settings.engine_start_timeout_s + 60)
+    loop_thread.run(process.start(), timeout_s=settings.engine_start_timeout_s + 60)
+    return process
+
+
+@pytest.fixture(scope="session")
+def engine(loop_thread: LoopThread, engine_settings: Settings) -> Iterator[EngineProcess]:
+    """The session's one vLLM engine (started once, stopped at the end)."""
+    process = _started_engine(loop_thread, engine_settings)
+    yield process
+    loop_thread.run(process.stop(), timeout_s=60)
+
+
+@pytest.fixture
+def doomed_engine(loop_thread: LoopThread, engine_settings: Settings, tmp_path: Path) -> Iterator[EngineProcess]:
+    """An engine of its own for a test that kills it: killing the session engine would make
+    every later test that shares it depend on that test's restart."""
+    settings = engine_settings.model_copy(update={"data_dir": tmp_path, "engine_port": free_port()})
+    process = _started_engine(loop_thread, settings)
     yield process
     loop_thread.run(process.stop(), timeout_s=60)
 

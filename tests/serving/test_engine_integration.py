@@ -1,6 +1,6 @@
 """The engine layer against the real vLLM engine (one per session) and a PEFT-trained LoRA.
 
-Tests run in file order; the crash/restart test is last because it replaces the engine process.
+The crash/restart test kills and restarts an engine of its own, so the session engine stays up.
 """
 
 from __future__ import annotations
@@ -262,15 +262,21 @@ def test_classification_with_shared_first_tokens_costs_one_more_request(
 
 
 def test_killed_engine_is_unavailable_then_restarts_with_adapters_reloaded(
-    loop_thread, engine: EngineProcess, counting, trained_adapter
+    loop_thread, doomed_engine: EngineProcess, engine_settings, trained_adapter
 ):
-    placement = AdapterPlacement(counting.client, capacity=4, engine_name="e0")
+    engine = doomed_engine
+
+    async def make() -> EngineClient:
+        return EngineClient(engine.url, timeout_s=engine_settings.request_timeout_s, retry_after_s=2.0)
+
+    client = loop_thread.run(make())
+    placement = AdapterPlacement(client, capacity=4, engine_name="e0")
     engine.add_restart_callback(placement.reload_all)
     name = "t5.survivor.v1"
 
     async def before_crash():
         async with placement.use(name, str(trained_adapter)):
-            await counting.client.chat_completions(chat_body(name, "Say something.", 4))
+            await client.chat_completions(chat_body(name, "Say something.", 4))
 
     loop_thread.run(before_crash())
     old_pid, restarts = engine.pid, engine.restart_count
@@ -278,24 +284,33 @@ def test_killed_engine_is_unavailable_then_restarts_with_adapters_reloaded(
 
     async def while_down():
         with pytest.raises(Unavailable) as info:
-            await counting.client.chat_completions(chat_body(name, "Say something.", 4))
+            await client.chat_completions(chat_body(name, "Say something.", 4))
         return info.value
 
     error = loop_thread.run(while_down())
     assert error.status == 503 and error.retry_after_s > 0
 
+    # Wait for the supervisor to notice (state leaves READY): the process's exit code can be
+    # known a moment before, and wait_ready() would still return at once.
+    deadline = time.monotonic() + 60
+    while engine.state is EngineState.READY:
+        assert time.monotonic() < deadline, "the supervisor did not notice the killed engine"
+        time.sleep(0.1)
+
     async def recovered():
         await engine.wait_ready(timeout_s=600)
-        models = await engine_adapters(counting.client)
+        models = await engine_adapters(client)
         async with placement.use(name, str(trained_adapter)):
-            response = await counting.client.chat_completions(chat_body(name, "Say something."))
+            response = await client.chat_completions(chat_body(name, "Say something."))
         return models, response["choices"][0]["message"]["content"]
 
-    deadline = time.monotonic() + 600
-    while engine.state is EngineState.READY and engine.pid == old_pid:
-        assert time.monotonic() < deadline
-        time.sleep(0.2)  # the supervisor has not noticed yet
-    models, reply = loop_thread.run(recovered(), timeout_s=700)
+    try:
+        models, reply = loop_thread.run(recovered(), timeout_s=700)
+    except Exception as exc:
+        raise AssertionError(f"the engine did not come back ({engine.state.value}); its log:\n"
+                             f"{engine._log_tail(60)}") from exc
+    finally:
+        loop_thread.run(client.aclose())
     assert engine.restart_count == restarts + 1 and engine.pid != old_pid
     assert name in models  # re-loaded by the restart callback, not by this request
     assert reply == lora_training.FIXED_REPLY
