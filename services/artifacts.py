@@ -17,15 +17,36 @@ from pathlib import Path
 
 import fsspec
 
-from services.errors import InvalidInput, NotFound
+from services.errors import InvalidInput, NotFound, TuneloopError
 
-_KEY_RE = re.compile(r"^[0-9a-f]{64}$")
+_KEY_RE = re.compile(r"[0-9a-f]{64}")
+ARTIFACT_REF_PREFIX = "artifact:"
 
 
 def check_key(key: str) -> str:
-    if not isinstance(key, str) or not _KEY_RE.match(key):
+    if not isinstance(key, str) or not _KEY_RE.fullmatch(key):
         raise InvalidInput(f"artifact key {key!r} is not a sha256 hex digest")
     return key
+
+
+def artifact_ref(key: str) -> str:
+    """How one process names an artifact to another (``artifact:<sha256>``): never a local path,
+    so the receiver fetches it from the shared store itself."""
+    return ARTIFACT_REF_PREFIX + check_key(key)
+
+
+def parse_artifact_ref(value: str) -> str | None:
+    """The key of an ``artifact:<sha256>`` reference; None for anything else (a local path)."""
+    if not value.startswith(ARTIFACT_REF_PREFIX):
+        return None
+    return check_key(value.removeprefix(ARTIFACT_REF_PREFIX))
+
+
+class CorruptArtifact(TuneloopError):
+    """A stored blob's content does not match its key."""
+
+    status = 500
+    code = "artifact_corrupt"
 
 
 class ArtifactStore:
@@ -58,24 +79,33 @@ class ArtifactStore:
         return key
 
     def get_bytes(self, key: str) -> bytes:
+        """The blob of ``key``, checked against its hash (a corrupt blob is never returned)."""
         try:
             with self.fs.open(self._path(key), "rb") as fh:
-                return fh.read()
+                data = fh.read()
         except FileNotFoundError as exc:
             raise NotFound(f"artifact {key} is missing from the artifact store") from exc
+        if hashlib.sha256(data).hexdigest() != key:
+            raise CorruptArtifact(
+                f"artifact {key} in the store does not match its hash; restore it from a backup "
+                "or register the adapter again"
+            )
+        return data
 
     def put_dir(self, directory: Path) -> str:
         """Store the regular files of ``directory`` (recursively); returns the content key."""
         return self.put_bytes(pack_dir(Path(directory)))
 
-    def materialize_dir(self, key: str) -> Path:
-        """A local directory with the content of ``key`` (cached; safe to call repeatedly)."""
-        target = self.cache_dir / key
+    def materialize_dir(self, key: str, *, into: Path | None = None) -> Path:
+        """A local directory ``<into>/<key>`` with the content of ``key`` (``into`` defaults to
+        the store's cache dir; cached, hash verified, safe to call repeatedly and concurrently)."""
+        cache_dir = Path(into) if into is not None else self.cache_dir
+        target = cache_dir / check_key(key)
         if (target / ".complete").exists():
             return target
         data = self.get_bytes(key)
-        self.cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(dir=self.cache_dir))
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(dir=cache_dir))
         with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
             tar.extractall(tmp, filter="data")
         (tmp / ".complete").touch()

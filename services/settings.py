@@ -65,6 +65,16 @@ class Settings(BaseSettings):
     precedence over ``engine_memory_fraction``, whose share of RAM can come out negative on
     small CPU machines. Unset it (empty) to size the cache by the fraction (GPUs)."""
 
+    engine_api_key: SecretStr | None = None
+    """The engine key: engines (vLLM ``--api-key``) refuse every request without it except
+    ``/health``, and gateways, the monitor and training jobs send it. Unset: ``tuneloop serve``
+    makes a random one for the engine it spawns; remote engines need it set on both sides."""
+
+    engine_adapter_cache_entries: int = Field(default=32, ge=1)
+    """Adapter versions an engine host keeps unpacked on local disk (fetched from the artifact
+    store, hash verified); the least recently used beyond it are deleted. Keep it above
+    ``max_cpu_loras``: vLLM reads a cached adapter's files again when it re-activates it."""
+
     max_model_len: int = Field(default=1024, ge=64)
     """Maximum prompt + completion tokens per request (vLLM ``--max-model-len``)."""
 
@@ -84,6 +94,11 @@ class Settings(BaseSettings):
 
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     """Largest file accepted by the files API."""
+
+    serving_sync_interval_s: float = Field(default=0.5, gt=0, le=60)
+    """How often each gateway checks the store for changes made by other processes (keys,
+    tenants, adapters, promotions) and drops its caches: the bound on how long a revocation or
+    promotion made elsewhere takes to be in force here (plus one store read)."""
 
     request_timeout_s: float = Field(default=300.0, gt=0)
     """Timeout of one engine request made by the gateway."""
@@ -109,6 +124,11 @@ class Settings(BaseSettings):
 
     request_log_redact: bool = True
     """Mask emails, phone numbers and card numbers in logged inputs and outputs."""
+
+    request_log_max_chars: int = Field(default=65_536, ge=256)
+    """Characters of a request's input (and, separately, of its output) kept in the request log;
+    longer ones are cut and marked ``[TRUNCATED]`` (and left out of compiled datasets). Only the
+    ``role`` and ``content`` of chat messages (and the text of content parts) are logged."""
 
     ray_address: str | None = None
     """Ray cluster address (``ray://host:10001`` or ``http://host:8265`` for the Jobs API).
@@ -143,6 +163,12 @@ class Settings(BaseSettings):
 
     train_workers: int = Field(default=1, ge=1)
     """Ray Train workers per training job."""
+
+    train_cpus_per_worker: float | None = Field(default=None, gt=0)
+    """CPUs (and torch threads) per Ray Train worker. Unset: the Ray cluster's CPUs shared by
+    the job's workers, at most a node's (all cores here with the embedded Ray); set it when
+    several jobs train at once (TUNELOOP_TRAIN_CONCURRENCY) or to size KubeRay worker pods
+    (unset: 1 CPU each)."""
 
     train_use_gpu: bool = False
     """Train on GPUs (nccl) instead of CPUs (gloo)."""

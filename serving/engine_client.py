@@ -50,6 +50,10 @@ def engine_error(status: int, body: bytes | str, *, url: str, retry_after_s: flo
             param = err.get("param")
     except ValueError:
         pass
+    if status == 401:
+        return EngineError(
+            f"engine {url} refused the engine key; give gateways and engines the same "
+            "TUNELOOP_ENGINE_API_KEY", retry_after_s=retry_after_s)
     if status == 404:
         return EngineAdapterMissing(f"engine {url}: {message}")
     if status == 413:
@@ -126,8 +130,11 @@ class EngineClient:
         connect_timeout_s: float = 5.0,
         retry_after_s: float = 5.0,
         session: aiohttp.ClientSession | None = None,
+        api_key: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
+        # The engine key (vLLM --api-key), sent with every request.
+        self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.retry_after_s = retry_after_s
         self.timeout_s = timeout_s
         self.connect_timeout_s = connect_timeout_s
@@ -230,7 +237,7 @@ class EngineClient:
         try:
             async with self.session.request(
                 method, f"{self.base_url}{path}", data=data,
-                headers=_JSON_HEADERS if data is not None else None, **extra,
+                headers={**self._auth, **(_JSON_HEADERS if data is not None else {})}, **extra,
             ) as response:
                 status, content = response.status, await response.read()
         except _TRANSPORT_ERRORS as exc:
@@ -249,7 +256,7 @@ class EngineClient:
         data = json.dumps({**body, "stream": True}).encode()
         try:
             response = await self.session.post(f"{self.base_url}{path}", data=data,
-                                               headers=_JSON_HEADERS)
+                                               headers={**self._auth, **_JSON_HEADERS})
         except _TRANSPORT_ERRORS as exc:
             raise self._unavailable(exc) from exc
         self.reachable = True

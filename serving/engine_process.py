@@ -80,13 +80,23 @@ def engine_command(settings: Settings, *, model_dir: Path, host: str, port: int)
         "--max-model-len", str(settings.max_model_len),
         "--gpu-memory-utilization", str(settings.engine_memory_fraction),
         "--enable-prefix-caching",
+        # The engine key on every route and adapters fetched by content key (engine_middleware).
+        "--middleware", "serving.engine_middleware.EngineHostMiddleware",
     ]  # fmt: skip
 
 
-def engine_environment(base: dict[str, str] | None = None) -> dict[str, str]:
-    """Environment of the engine process: the caller's plus runtime LoRA updating."""
+def engine_environment(settings: Settings, base: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment of the engine process: the caller's, runtime LoRA updating, and the settings
+    its middleware reads (engine key, artifact store, adapter cache) as ``TUNELOOP_*``."""
     env = dict(os.environ if base is None else base)
     env["VLLM_ALLOW_RUNTIME_LORA_UPDATING"] = "True"
+    env["TUNELOOP_DATA_DIR"] = str(Path(settings.data_dir).resolve())
+    env["TUNELOOP_ARTIFACTS_URL"] = settings.resolved_artifacts_url
+    env["TUNELOOP_ENGINE_ADAPTER_CACHE_ENTRIES"] = str(settings.engine_adapter_cache_entries)
+    if settings.engine_api_key is not None:
+        env["TUNELOOP_ENGINE_API_KEY"] = settings.engine_api_key.get_secret_value()
+    else:
+        env.pop("TUNELOOP_ENGINE_API_KEY", None)
     # Without a TTY vLLM's progress bars and colours only clutter the log file.
     env.setdefault("VLLM_CONFIGURE_LOGGING", "1")
     env.setdefault("NO_COLOR", "1")
@@ -247,7 +257,7 @@ class EngineProcess:
                 stdin=asyncio.subprocess.DEVNULL,
                 stdout=log_file,
                 stderr=asyncio.subprocess.STDOUT,
-                env=engine_environment(),
+                env=engine_environment(self.settings),
                 start_new_session=True,
                 preexec_fn=_parent_death_signal(),
             )
@@ -284,7 +294,10 @@ class EngineProcess:
     async def _warm_up(self) -> None:
         # The first request pays for lazy initialisation (~11 s on CPU); do it before traffic.
         body = {"model": self.settings.resolved_base_model_name, "prompt": "Hello", "max_tokens": 1}
-        async with httpx.AsyncClient(timeout=self.settings.engine_start_timeout_s) as http:
+        key = self.settings.engine_api_key
+        headers = {"Authorization": f"Bearer {key.get_secret_value()}"} if key else {}
+        async with httpx.AsyncClient(timeout=self.settings.engine_start_timeout_s,
+                                     headers=headers) as http:
             response = await http.post(f"{self.url}/v1/completions", json=body)
             if response.status_code != 200:
                 raise EngineStartError(

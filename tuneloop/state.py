@@ -17,6 +17,7 @@ from monitoring.config import MonitorConfig
 from monitoring.feedback import FeedbackBatcher
 from monitoring.loop import Monitor, MonitorThread
 from monitoring.metrics import Metrics
+from services.cache_sync import ChangeWatcher
 from services.hot_swap import HotSwap
 from services.platform import Platform
 from serving.gateway.parity_engine import GatewayEngine
@@ -58,6 +59,12 @@ class AppState:
     gateway: Gateway | None = None
     monitor: Monitor | None = None
 
+    def drop_caches(self) -> None:
+        """Forget cached keys and model resolutions (another process changed them)."""
+        self.keys.clear()
+        if self.gateway is not None:
+            self.gateway.resolver.invalidate()
+
 
 @asynccontextmanager
 async def open_state(platform: Platform, *, serve: ServeOptions | None = None,
@@ -86,6 +93,9 @@ async def open_state(platform: Platform, *, serve: ServeOptions | None = None,
                          feedback=FeedbackBatcher(platform.store), metrics=metrics,
                          gateway=gateway)
         stack.push_async_callback(state.feedback.close)
+        watcher = ChangeWatcher(platform.store, state.drop_caches, settings.serving_sync_interval_s)
+        await watcher.check()
+        stack.push_async_callback(_cancel, asyncio.create_task(watcher.run(), name="serving-sync"))
         if monitor is not None:
             state.monitor = Monitor(platform, metrics=metrics, switcher=swap,
                                     config=monitor.config, on_job_created=lambda _: manager.wake(),
@@ -95,3 +105,11 @@ async def open_state(platform: Platform, *, serve: ServeOptions | None = None,
             thread.start()
             stack.push_async_callback(run_in_threadpool, thread.stop)
         yield state
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    try:
+        await task
+    except asyncio.CancelledError:
+        pass

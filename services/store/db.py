@@ -12,8 +12,11 @@ from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.pool import NullPool
+
+from services.store.changes import track_changes
 
 MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
 
@@ -58,6 +61,8 @@ class Store:
         self._write_engine = self.engine.execution_options(sqlite_begin="IMMEDIATE")
         self._write_sessions = sessionmaker(self._write_engine, expire_on_commit=False)
         self._write_lock = threading.Lock()
+        track_changes(self._sessions)
+        track_changes(self._write_sessions)
 
     @property
     def is_sqlite(self) -> bool:
@@ -96,12 +101,50 @@ def alembic_config(url: str):  # noqa: ANN201
 
 
 def upgrade(url: str, revision: str = "head") -> None:
-    """Bring the database at ``url`` to ``revision`` (creates it from empty)."""
+    """Bring the database at ``url`` to ``revision`` (creates it from empty).
+
+    Processes that start at the same moment (several gateways, the monitor) take turns: the
+    upgrade runs under a lock (a PostgreSQL advisory lock; a file lock next to a SQLite
+    database), so the second finds the schema current instead of racing to create it."""
     from alembic import command
 
     if url.startswith("sqlite"):
         make_engine(url).dispose()  # creates the parent directory
-    command.upgrade(alembic_config(url), revision)
+    with _migration_lock(url):
+        command.upgrade(alembic_config(url), revision)
+
+
+MIGRATION_LOCK_ID = 0x7475_6E65  # "tune": the advisory lock key of tuneloop's migrations
+
+
+@contextmanager
+def _migration_lock(url: str) -> Iterator[None]:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if not path or path == ":memory:":
+            yield
+            return
+        import fcntl
+
+        with open(f"{path}.migrate-lock", "a") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh, fcntl.LOCK_UN)
+        return
+    engine = create_engine(url, poolclass=NullPool)
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("SELECT pg_advisory_lock(:id)"), {"id": MIGRATION_LOCK_ID})
+            conn.commit()
+            try:
+                yield
+            finally:
+                conn.execute(text("SELECT pg_advisory_unlock(:id)"), {"id": MIGRATION_LOCK_ID})
+                conn.commit()
+    finally:
+        engine.dispose()
 
 
 def current_revision(url: str) -> str | None:

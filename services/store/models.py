@@ -393,3 +393,13 @@ class RetrainRun(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     promoted_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class ServingChanges(Base):
+    """One row counting committed changes to what serving caches (tenants, keys, adapters,
+    versions): every process polls it and drops its caches when it moves (services/store/changes.py)."""
+
+    __tablename__ = "serving_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    counter: Mapped[int] = mapped_column(BigInteger, default=0)

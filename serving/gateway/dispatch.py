@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import secrets
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
-from pathlib import Path
 
 import anyio
-from starlette.concurrency import run_in_threadpool
+from pydantic import SecretStr
 
 from monitoring.metrics import Metrics
+from services.artifacts import artifact_ref
 from services.errors import Unavailable
 from services.platform import Platform
 from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
@@ -66,13 +67,14 @@ class Dispatcher:
         self.processes: list[EngineProcess] = []
         self.classifiers: dict[str, Classifier] = {}
         self._health_task: asyncio.Task | None = None
-        self._paths: dict[str, str] = {}  # artifact key -> local adapter dir
         self._remote_ready: dict[str, bool] = {}
 
     # -- engines --------------------------------------------------------------------------
 
     def _slot(self, name: str, url: str, is_ready: Callable[[], bool]) -> EngineSlot:
-        client = EngineClient(url, timeout_s=self.settings.request_timeout_s)
+        key = self.settings.engine_api_key
+        client = EngineClient(url, timeout_s=self.settings.request_timeout_s,
+                              api_key=key.get_secret_value() if key else None)
         placement = AdapterPlacement(
             client, self.settings.max_cpu_loras, engine_name=name, on_event=self._on_event
         )
@@ -80,7 +82,12 @@ class Dispatcher:
         return EngineSlot(name=name, client=client, placement=placement, is_ready=is_ready)
 
     async def start_local_engine(self) -> None:
-        """Spawn one engine; requests get 503 until it is ready. Restarts re-load adapters."""
+        """Spawn one engine; requests get 503 until it is ready. Restarts re-load adapters.
+
+        Without a configured engine key, the engine gets a random one for this run."""
+        if self.settings.engine_api_key is None:
+            self.settings = self.settings.model_copy(
+                update={"engine_api_key": SecretStr(secrets.token_urlsafe(32))})
         proc = EngineProcess(self.settings, model_dir=self.platform.base_model_dir)
         self.processes.append(proc)
         slot = self._slot("local", proc.url, lambda: proc.state is EngineState.READY)
@@ -169,14 +176,9 @@ class Dispatcher:
         return self.pool
 
     async def adapter_path(self, adapter: ResolvedAdapter | None) -> str | None:
-        """The adapter's local directory for the engines (materialized once per artifact)."""
-        if adapter is None:
-            return None
-        path = self._paths.get(adapter.artifact_key)
-        if path is None or not Path(path).is_dir():
-            path = str(await run_in_threadpool(self.platform.artifacts.materialize_dir, adapter.artifact_key))
-            self._paths[adapter.artifact_key] = path
-        return path
+        """How the engines find the adapter: its content key (``artifact:<sha256>``), which each
+        engine fetches from the artifact store itself (serving/engine_middleware.py)."""
+        return None if adapter is None else artifact_ref(adapter.artifact_key)
 
     # -- requests -------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from services.settings import Settings
 from serving.engine_client import EngineClient
 from serving.engine_process import EngineProcess, free_port
 from tests.support import lora_training
+from tests.support.engine_key import ENGINE_KEY
 
 T = TypeVar("T")
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -67,6 +68,7 @@ def engine_settings(tmp_path_factory: pytest.TempPathFactory, base_model_dir: Pa
         max_lora_rank=8,
         max_model_len=1024,
         request_timeout_s=120,
+        engine_api_key=ENGINE_KEY,
     )
 
 
@@ -115,7 +117,7 @@ class CountingClient:
         session = aiohttp.ClientSession(
             timeout=aiohttp.ClientTimeout(total=None, sock_connect=5.0, sock_read=timeout_s),
             trace_configs=[trace])
-        self.client = EngineClient(url, session=session, retry_after_s=2.0)
+        self.client = EngineClient(url, session=session, retry_after_s=2.0, api_key=ENGINE_KEY)
 
 
 @pytest.fixture

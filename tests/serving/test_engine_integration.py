@@ -20,6 +20,7 @@ from serving.engine_client import EngineAdapterMissing, EngineClient
 from serving.engine_process import EngineProcess, EngineState
 from serving.placement import AdapterLoadError, AdapterPlacement, EnginePool, EngineSlot
 from tests.support import lora_training
+from tests.support.engine_key import ENGINE_AUTH, ENGINE_KEY
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -37,7 +38,7 @@ async def engine_adapters(client: EngineClient) -> set[str]:
 
 async def generated_tokens(client: EngineClient) -> float:
     """vLLM's running total of generated tokens (all requests)."""
-    async with httpx.AsyncClient() as http:
+    async with httpx.AsyncClient(headers=ENGINE_AUTH) as http:
         text = (await http.get(f"{client.base_url}/metrics")).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("vllm:generation_tokens_total"))
@@ -267,7 +268,8 @@ def test_killed_engine_is_unavailable_then_restarts_with_adapters_reloaded(
     engine = doomed_engine
 
     async def make() -> EngineClient:
-        return EngineClient(engine.url, timeout_s=engine_settings.request_timeout_s, retry_after_s=2.0)
+        return EngineClient(engine.url, timeout_s=engine_settings.request_timeout_s, retry_after_s=2.0,
+                            api_key=ENGINE_KEY)
 
     client = loop_thread.run(make())
     placement = AdapterPlacement(client, capacity=4, engine_name="e0")

@@ -20,6 +20,7 @@ import pytest
 from services.platform import Platform
 from services.settings import Settings
 from tests.support import lora_training
+from tests.support.engine_key import ENGINE_AUTH
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 ADMIN = "admin-gw-key"
@@ -67,6 +68,7 @@ def gateway(engine, engine_settings, base_model_dir, trained_adapter, tmp_path_f
     settings = Settings(
         data_dir=data, base_model=str(base_model_dir), base_model_name=engine_settings.resolved_base_model_name,
         admin_key=ADMIN, engine_urls=[engine.url], max_model_len=engine_settings.max_model_len,
+        artifacts_url=engine_settings.resolved_artifacts_url, engine_api_key=engine_settings.engine_api_key,  # the store the engine fetches from
         port=free_port(), tenant_rate_per_s=1000, tenant_max_concurrency=64,
     )
     platform = Platform.open(settings)
@@ -126,6 +128,69 @@ def test_openai_client_lists_models_chats_and_streams(gateway):
         max_tokens=20, temperature=0,
     )
     assert "Paris" in base.choices[0].message.content
+
+
+def _logged_tokens(gateway, response_id: str) -> tuple[int, int]:  # noqa: ANN001
+    """(prompt, completion) tokens of a logged response; a stream is logged when it closes."""
+    from sqlalchemy import select
+
+    from services.store.models import RequestRecord
+
+    deadline = time.monotonic() + 30
+    while True:
+        gateway.app.state.tuneloop.gateway.request_log.flush()
+        with gateway.platform.store.read() as s:
+            row = s.scalar(select(RequestRecord).where(RequestRecord.id == response_id))
+        if row is not None:
+            return row.prompt_tokens, row.completion_tokens
+        assert time.monotonic() < deadline, f"{response_id} never reached the request log"
+        time.sleep(0.2)
+
+
+def test_streams_send_the_usage_chunk_only_when_asked_and_always_count_tokens(gateway):
+    client = _client(gateway)
+    messages = [{"role": "user", "content": "Say something."}]
+    chat = dict(model="support@v1", messages=messages, max_tokens=8, temperature=0, stream=True)
+    plain = list(client.chat.completions.create(**chat))
+    text = "".join(c.choices[0].delta.content or "" for c in plain)  # every tutorial's loop
+    assert text and all(c.usage is None for c in plain)
+    asked = list(client.chat.completions.create(**chat, stream_options={"include_usage": True}))
+    assert asked[-1].choices == [] and asked[-1].usage.completion_tokens > 0
+    assert all(c.choices for c in asked[:-1])
+    prompt_tokens, completion_tokens = _logged_tokens(gateway, plain[0].id)
+    assert (prompt_tokens, completion_tokens) == (asked[-1].usage.prompt_tokens,
+                                                  asked[-1].usage.completion_tokens)
+
+    done = dict(model=gateway.base, prompt="The capital of France is", max_tokens=4, temperature=0,
+                stream=True)
+    plain_done = list(client.completions.create(**done))
+    assert all(c.choices and c.usage is None for c in plain_done)
+    asked_done = list(client.completions.create(**done, stream_options={"include_usage": True}))
+    usage = asked_done[-1].usage
+    assert asked_done[-1].choices == [] and usage.completion_tokens > 0
+    assert _logged_tokens(gateway, plain_done[0].id) == (usage.prompt_tokens, usage.completion_tokens)
+
+
+def test_models_retrieve_the_base_an_alias_and_a_version(gateway):
+    import openai
+
+    client = _client(gateway)
+    listed = {m.id: m.to_dict() for m in client.models.list().data}
+    base = client.models.retrieve(gateway.base).to_dict()
+    assert base["id"] == gateway.base and base["object"] == "model"
+    alias = client.models.retrieve("support").to_dict()
+    assert (alias["id"], alias["owned_by"], alias["parent"]) == ("support", "acme", gateway.base)
+    assert alias["root"] == listed["support"]["root"]
+    assert client.models.retrieve("support@v2").to_dict() == listed["support@v2"]
+    assert client.models.retrieve("topics@v1").id == "topics@v1"
+    for tenant, model in [("acme", "nope"), ("acme", "support@v9"), ("acme", "no@such@ref"),
+                          ("globex", "support"), ("globex", "support@v1")]:
+        with pytest.raises(openai.NotFoundError) as raised:
+            _client(gateway, tenant).models.retrieve(model)
+        assert (raised.value.code, raised.value.type) == ("model_not_found", "invalid_request_error")
+    with _http(gateway, "globex") as http:
+        r = http.get("/v1/models/support@v1")
+        assert r.status_code == 404 and set(r.json()["error"]) >= {"message", "type", "code"}
 
 
 def test_openai_parameters_pass_through(gateway):
@@ -239,7 +304,7 @@ def test_hot_swap_under_load_fails_no_request(gateway):
 
 
 def _generated_tokens(engine_url: str) -> float:
-    text = httpx.get(f"{engine_url}/metrics").text
+    text = httpx.get(f"{engine_url}/metrics", headers=ENGINE_AUTH).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("vllm:generation_tokens_total"))
 

@@ -76,6 +76,7 @@ def world(engine, engine_settings, base_model_dir, trained_adapter, tmp_path_fac
         data_dir=tmp_path_factory.mktemp("log-gateway"), base_model=str(base_model_dir),
         base_model_name=engine_settings.resolved_base_model_name, admin_key="admin-log",
         engine_urls=[engine.url], max_model_len=engine_settings.max_model_len, port=free_port(),
+        artifacts_url=engine_settings.resolved_artifacts_url, engine_api_key=engine_settings.engine_api_key,  # the store the engine fetches from
         tenant_rate_per_s=1000,
     )
     platform = Platform.open(settings)

@@ -25,6 +25,7 @@ from typing import Any
 
 from services import registry
 from services.adapter_intake import register_adapter_dir
+from services.artifacts import artifact_ref
 from services.hot_swap import ChampionSwitcher, HotSwap
 from services.platform import Platform
 from services.store.models import (
@@ -177,7 +178,7 @@ def publish(platform: Platform, job: FineTuningJob, output_dir: Path, *, config:
         ref = registry.version_ref(job.adapter_name, version.version)
         engine_name = registry.engine_adapter_name(tenant.name, job.adapter_name,
                                                    version.version)
-        adapter_path = str(platform.artifacts.materialize_dir(version.artifact_key))
+        adapter_path = artifact_ref(version.artifact_key)  # the engine fetches it from the store
         parity = check_parity(candidate, checks, parity_engine, engine_name, adapter_path,
                               version.prompt_template, list(version.labels or []))
     finally:

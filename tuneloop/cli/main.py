@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from tuneloop.cli import adapters, demo, files, jobs, keys, models, monitor, serve, tenants
+from tuneloop.cli import adapters, demo, engine, files, jobs, keys, models, monitor, serve, tenants
 
 app = typer.Typer(
     name="tuneloop",
@@ -19,6 +19,7 @@ app.add_typer(adapters.app, name="adapters")
 app.add_typer(files.app, name="files")
 app.add_typer(jobs.app, name="jobs")
 serve.register(app)
+engine.register(app)
 monitor.register(app)
 demo.register(app)
 

@@ -4,6 +4,7 @@ previous version costs no engine call; only one previous version per adapter sta
 from __future__ import annotations
 
 import asyncio
+import hashlib
 
 from services.registry import ResolvedAdapter
 from serving.gateway.dispatch import Dispatcher
@@ -28,15 +29,13 @@ class ProbingEngine(FakeEngine):
 
 def version(n: int, name: str = "support") -> ResolvedAdapter:
     return ResolvedAdapter(tenant="acme", name=name, version=n, version_id=n, task="chat",
-                           labels=None, prompt_template=None, artifact_key=f"{name}-v{n}")
+                           labels=None, prompt_template=None, artifact_key=hashlib.sha256(f"{name}-v{n}".encode()).hexdigest())
 
 
 def dispatcher(tmp_path, engines: list[ProbingEngine]) -> EngineSwap:
     d = Dispatcher(settings=None, platform=None, metrics=None)  # type: ignore[arg-type]
     d.pool = EnginePool([EngineSlot(f"e{i}", client=e, placement=AdapterPlacement(e, 8))  # type: ignore[arg-type]
                          for i, e in enumerate(engines)])
-    for n in (1, 2, 3):
-        d._paths[f"support-v{n}"] = str(tmp_path)  # already materialized
     return EngineSwap(d)
 
 

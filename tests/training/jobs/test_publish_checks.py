@@ -12,6 +12,7 @@ import json
 import pytest
 
 from services import registry
+from services.artifacts import parse_artifact_ref
 from services.errors import NotFound
 from services.store.models import JobStatus
 from tests.support.scripted_runner import ScriptedRunner
@@ -20,10 +21,14 @@ from training.jobs.files import store_file
 from training.jobs.intake import JobRequest, create_job
 from training.jobs.manager import JobManager
 from training.jobs.parity import (
+    GREEDY_TIE_MARGIN,
     LABEL_TOLERANCE,
+    Divergence,
     EngineUnavailable,
     compare_label_probabilities,
     compare_replies,
+    first_divergence,
+    peft_greedy_steps,
     peft_label_probabilities,
 )
 
@@ -40,6 +45,52 @@ def test_compare_replies_names_the_first_difference():
     assert "prompt 1 ('q1')" in message and "'B'" in message and "'b'" in message
     with pytest.raises(ValueError):
         compare_replies(prompts, ["a"], ["a", "b", "c"])
+
+
+# PEFT's greedy path "Snow is white." with its alternatives (log-probabilities) at each token
+SNOW = [[("Snow", -0.1), ("White", -2.9)],
+        [(" is", -0.05), (" looks", -3.5)],
+        [(" white", -0.62), (" usually", -0.83), (" cold", -4.0)],  # a near-tie: gap 0.21
+        [(".", -0.3), ("!", -0.6), (None, -2.0)],
+        [(None, -0.01), ("\n", -5.0)]]
+
+
+def test_first_divergence_finds_the_token_and_peft_s_gap_there():
+    assert first_divergence(" Snow is white. ", SNOW) is None
+    tie = first_divergence("Snow is usually white.", SNOW)
+    assert tie.step == 2 and tie.gap == pytest.approx(0.21)
+    assert first_divergence("Snow is white", SNOW).gap == pytest.approx(1.7)  # the engine ended
+    assert first_divergence("Snow is white.\nYes", SNOW).gap == pytest.approx(4.99)
+    unknown = first_divergence("Snow is blue.", SNOW)  # not among PEFT's alternatives
+    assert unknown.step == 2 and unknown.gap is None
+    assert unknown.gap_at_least == pytest.approx(3.38)
+    # PEFT ran out of new tokens (no end step) while the engine's text goes on
+    assert first_divergence("Snow is white. It", SNOW[:4]) == Divergence(4, None, None)
+
+
+def test_chat_parity_accepts_a_near_tie_and_refuses_a_clear_divergence():
+    prompts = [[{"role": "user", "content": "What is the color of snow?"}]]
+    peft = ["Snow is white."]
+    # exact text alone would refuse the near-tie
+    assert not compare_replies(prompts, ["Snow is usually white."], peft).passed
+    tie = compare_replies(prompts, ["Snow is usually white."], peft, steps=[SNOW])
+    assert tie.passed and tie.near_ties == 1 and tie.tolerance == GREEDY_TIE_MARGIN
+    assert tie.largest_difference == pytest.approx(0.21)
+    assert "1 of them up to a near-tie" in tie.message("c@v1")
+    same = compare_replies(prompts, ["Snow is white."], peft, steps=[SNOW])
+    assert same.passed and same.near_ties == 0 and same.largest_difference == 0.0
+
+    for reply, gap in [("White snow.", "2.800"), ("Snow is blue.", "at least 3.380")]:
+        refused = compare_replies(prompts, [reply], peft, steps=[SNOW])
+        assert not refused.passed and refused.mismatch["step"] in (0, 2)
+        message = refused.message("c@v1")
+        assert "held-out prompt 0 ('What is the color of snow?')" in message
+        assert gap in message and f"near-tie margin {GREEDY_TIE_MARGIN:g}" in message
+    # a tighter margin refuses the same near-tie
+    assert not compare_replies(prompts, ["Snow is usually white."], peft, steps=[SNOW],
+                               margin=0.1).passed
+    with pytest.raises(ValueError):
+        compare_replies(prompts, peft, peft, steps=[SNOW, SNOW])
 
 
 def test_label_parity_passes_a_near_tie_that_flips_the_top_label():
@@ -107,6 +158,27 @@ def test_label_parity_on_real_adapters(base_model_dir, peft_adapter, scrambled_a
     assert compare_label_probabilities(texts, probabilities(peft_adapter), reference).passed
     refused = compare_label_probabilities(texts, probabilities(scrambled_adapter), reference)
     assert not refused.passed, refused
+
+
+def test_chat_parity_steps_on_real_adapters(base_model_dir, peft_adapter, scrambled_adapter):
+    """PEFT's recorded path rebuilds its own reply; a different adapter's reply is no near-tie."""
+    from training.scoring import generate_replies, load_model
+
+    prompts = [[{"role": "user", "content": q}] for q in ("What is the color of snow?",
+                                                          "Name a fruit.")]
+    model, tokenizer = load_model(base_model_dir, peft_adapter)
+    replies, steps = peft_greedy_steps(model, tokenizer, prompts, 16)
+    assert replies == generate_replies(model, tokenizer, prompts, 16)
+    for reply, path in zip(replies, steps):
+        assert "".join(step[0][0] or "" for step in path).strip() == reply
+        assert all(len(step) == 6 and step[0][1] >= max(lp for _, lp in step) for step in path)
+        assert first_divergence(reply, path) is None
+    assert compare_replies(prompts, replies, replies, 16, steps).passed
+    other, _ = load_model(base_model_dir, scrambled_adapter)
+    different = generate_replies(other, tokenizer, prompts, 16)
+    refused = compare_replies(prompts, different, replies, 16, steps)
+    assert not refused.passed, (different, replies)
+    print(f"\nscrambled adapter: {refused.message('x@v1')}")
 
 
 # -- the manager with fake engines ------------------------------------------------------------
@@ -187,7 +259,13 @@ class FakeEngine:
         self._called(engine_name, adapter_path, conversations)
         if self.mode == "wrong":
             return ["I am not the adapter you trained."] * len(conversations)
-        return peft_greedy(self.base, adapter_path, conversations, max_tokens)
+        return peft_greedy(self.base, self._local(adapter_path), conversations, max_tokens)
+
+    def _local(self, adapter_path):
+        """A real engine fetches the ``artifact:<key>`` it is given; so does this one."""
+        key = parse_artifact_ref(adapter_path)
+        assert key is not None, f"the engine was sent a local path {adapter_path!r}"
+        return self.platform.artifacts.materialize_dir(key)
 
     def _called(self, engine_name, adapter_path, prompts):
         """Record the call; the version must be pending (not servable) while it is checked."""
@@ -202,7 +280,7 @@ class FakeEngine:
 
     def label_probabilities(self, engine_name, adapter_path, template, texts, labels):
         self._called(engine_name, adapter_path, texts)
-        faithful = peft_first_token_probabilities(self.base, adapter_path, template, texts,
+        faithful = peft_first_token_probabilities(self.base, self._local(adapter_path), template, texts,
                                                   labels)
         if self.mode == "wrong":
             return [{label: float(label == min(p, key=p.get)) for label in labels}
