@@ -70,6 +70,11 @@ class Settings(BaseSettings):
     ``/health``, and gateways, the monitor and training jobs send it. Unset: ``tuneloop serve``
     makes a random one for the engine it spawns; remote engines need it set on both sides."""
 
+    engine_extra_args: Annotated[list[str], NoDecode] = Field(default_factory=list)
+    """More vLLM server arguments for every engine this process starts (``tuneloop engine``, the
+    engine of ``tuneloop serve``), shell-quoted: ``--enable-auto-tool-choice
+    --tool-call-parser hermes``. The same list the chart's ``engine.extraArgs`` sets."""
+
     engine_adapter_cache_entries: int = Field(default=32, ge=1)
     """Adapter versions an engine host keeps unpacked on local disk (fetched from the artifact
     store, hash verified); the least recently used beyond it are deleted. Keep it above
@@ -99,6 +104,12 @@ class Settings(BaseSettings):
     """How often each gateway checks the store for changes made by other processes (keys,
     tenants, adapters, promotions) and drops its caches: the bound on how long a revocation or
     promotion made elsewhere takes to be in force here (plus one store read)."""
+
+    max_labels: int = Field(default=64, ge=2)
+    """Most labels a classification adapter may have (each classify call scores every label)."""
+
+    max_label_chars: int = Field(default=64, ge=1)
+    """Longest label, in characters, a classification adapter may have."""
 
     request_timeout_s: float = Field(default=300.0, gt=0)
     """Timeout of one engine request made by the gateway."""
@@ -180,6 +191,15 @@ class Settings(BaseSettings):
     @classmethod
     def _empty_is_none(cls, value: object) -> object:
         return None if value == "" else value
+
+    @field_validator("engine_extra_args", mode="before")
+    @classmethod
+    def _split_args(cls, value: object) -> object:
+        if isinstance(value, str):
+            import shlex
+
+            return shlex.split(value)
+        return value
 
     @field_validator("engine_urls", mode="before")
     @classmethod

@@ -155,7 +155,7 @@ class EngineProcess:
         # TUNELOOP_ENGINE_KV_CACHE_BYTES once Settings has it (requested from the settings owner).
         self.kv_cache_bytes = kv_cache_bytes or getattr(settings, "engine_kv_cache_bytes", None)
         self.block_size = block_size
-        self.extra_args = list(extra_args or [])
+        self.extra_args = list(settings.engine_extra_args if extra_args is None else extra_args)
         self._argv = list(argv) if argv else None
         self.state = EngineState.STOPPED
         self.restart_count = 0

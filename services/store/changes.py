@@ -27,9 +27,9 @@ def track_changes(factory: sessionmaker[Session]) -> None:
     def after_flush(session: Session, _context: Any) -> None:
         if any(isinstance(obj, WATCHED)
                for obj in chain(session.new, session.dirty, session.deleted)):
-            table = ServingChanges.__table__
             session.connection().execute(
-                update(table).where(table.c.id == 1).values(counter=table.c.counter + 1))
+                update(ServingChanges).where(ServingChanges.id == 1)
+                .values(counter=ServingChanges.counter + 1))
 
     event.listen(factory, "after_flush", after_flush)
 

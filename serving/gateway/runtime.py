@@ -17,6 +17,7 @@ from monitoring.metrics import Metrics
 from monitoring.request_log import RequestLog
 from services.platform import Platform
 from services.settings import Settings
+from serving.gateway.background import TaskWatch
 from serving.gateway.dispatch import Dispatcher
 from serving.gateway.engine_swap import EngineSwap
 from serving.gateway.limits import TenantLimiter
@@ -34,6 +35,8 @@ class Gateway:
     dispatch: Dispatcher
     swap: EngineSwap
     request_log: RequestLog | None
+    tasks: TaskWatch
+    """Background tasks whose failure makes the gateway unready (``/readyz`` says why)."""
 
 
 @asynccontextmanager
@@ -50,8 +53,10 @@ async def open_gateway(platform: Platform, *, spawn_engine: bool | None = None,
     dispatch = Dispatcher(settings, platform, metrics)
     spawn = not settings.engine_urls if spawn_engine is None else spawn_engine
     start_task: asyncio.Task | None = None
+    tasks = TaskWatch()
     if spawn:
-        start_task = asyncio.create_task(dispatch.start_local_engine(), name="engine-start")
+        start_task = tasks.watch(asyncio.create_task(dispatch.start_local_engine(),
+                                                     name="engine-start"), "the local engine")
     else:
         await dispatch.connect(settings.engine_urls)
     resolver = Resolver(platform.store, platform.base_model_name)
@@ -60,7 +65,7 @@ async def open_gateway(platform: Platform, *, spawn_engine: bool | None = None,
         yield Gateway(
             settings=settings, metrics=metrics,
             limiter=TenantLimiter(settings.tenant_max_concurrency, settings.tenant_rate_per_s),
-            resolver=resolver, dispatch=dispatch, swap=swap, request_log=log_writer,
+            resolver=resolver, dispatch=dispatch, swap=swap, request_log=log_writer, tasks=tasks,
         )
     finally:
         if start_task is not None and not start_task.done():

@@ -51,12 +51,14 @@ class StreamRecord:
 
 
 async def rewrite_events(
-    lines: AsyncIterable[str], response_id: str, public_model: str, record: StreamRecord
+    lines: AsyncIterable[str], response_id: str, public_model: str, record: StreamRecord,
+    *, include_usage: bool,
 ) -> AsyncGenerator[bytes, None]:
     """Engine SSE lines -> client SSE events with the gateway's ``id`` and ``model``.
 
-    Content and usage are collected into ``record``; an engine failure mid-stream becomes a
-    final OpenAI error event (the status line was sent long ago).
+    Content and usage are collected into ``record``; the usage-only chunk (``choices: []``) is
+    passed on only with ``include_usage`` (the client's ``stream_options``). An engine failure
+    mid-stream becomes a final OpenAI error event (the status line was sent long ago).
     """
     try:
         async for line in lines:
@@ -78,6 +80,8 @@ async def rewrite_events(
                     record.pieces.append(delta.get("content") or choice.get("text") or "")
                 if event.get("usage"):
                     record.usage = event["usage"]
+                if not include_usage and event.get("choices") == []:
+                    continue
             yield b"data: " + json.dumps(event).encode() + b"\n\n"
     except TuneloopError as exc:
         err = {"error": {"message": exc.message, "type": exc.type, "code": exc.code}}

@@ -42,3 +42,12 @@ def test_unsupported_database_is_refused():
 def test_out_of_range_values_are_refused():
     with pytest.raises(ValidationError):
         Settings(engine_memory_fraction=1.5)
+
+
+def test_engine_extra_args_are_shell_split_and_reach_the_engine_command(tmp_path):
+    from serving.engine_process import EngineProcess
+
+    s = load_settings({"TUNELOOP_ENGINE_EXTRA_ARGS": "--tool-call-parser 'hermes' --enable-auto-tool-choice",
+                       "TUNELOOP_DATA_DIR": str(tmp_path)})
+    assert s.engine_extra_args == ["--tool-call-parser", "hermes", "--enable-auto-tool-choice"]
+    assert EngineProcess(s).command[-3:] == s.engine_extra_args

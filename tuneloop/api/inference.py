@@ -17,8 +17,8 @@ from pydantic import BaseModel, ValidationError
 from starlette.concurrency import run_in_threadpool
 
 from services import registry
-from services.errors import InvalidInput, TooLarge, Unavailable
-from services.store.models import Tenant
+from services.errors import InvalidInput, NotFound, TooLarge, Unavailable
+from services.store.models import AdapterVersion, Tenant
 from serving.gateway.bookkeeping import InferenceCall, inference_call
 from serving.gateway.disconnect import CLIENT_CLOSED_STATUS, cancel_on_disconnect
 from serving.gateway.dispatch import OpenStream
@@ -76,6 +76,14 @@ async def _tenant(request: Request) -> Tenant:
     return tenant
 
 
+def _check_background(gw: Gateway) -> None:
+    """Raise Unavailable with the reason when a gateway task died (e.g. the engine's start):
+    waiting would not help, so "starting" would be a lie."""
+    failure = gw.tasks.failure()
+    if failure is not None:
+        raise Unavailable(f"not ready: {failure}", retry_after_s=30)
+
+
 async def _resolve(gw: Gateway, tenant: Tenant, model: str) -> Target:
     hit = gw.resolver.cached(tenant, model)
     if hit is not None:
@@ -83,32 +91,72 @@ async def _resolve(gw: Gateway, tenant: Tenant, model: str) -> Target:
     return await run_in_threadpool(gw.resolver.resolve, tenant, model)
 
 
+def _base_entry(base_model_name: str, created: int) -> dict:
+    return {"id": base_model_name, "object": "model", "created": created, "owned_by": "tuneloop"}
+
+
+def _alias_entry(name: str, champion_ref: str, tenant: Tenant, base_model_name: str,
+                 created: int) -> dict:
+    return {"id": name, "object": "model", "created": created, "owned_by": tenant.name,
+            "parent": base_model_name, "root": champion_ref}
+
+
+def _version_entry(ref: str, version: AdapterVersion, tenant: Tenant, base_model_name: str) -> dict:
+    return {"id": ref, "object": "model", "created": int(version.created_at.timestamp()),
+            "owned_by": tenant.name, "parent": base_model_name}
+
+
 @router.get("/v1/models")
 def list_models(request: Request, tenant: Tenant = Depends(current_tenant)) -> dict:
     p = platform(request)
     created = int(time.time())
-    data = [{"id": p.base_model_name, "object": "model", "created": created, "owned_by": "tuneloop"}]
+    data = [_base_entry(p.base_model_name, created)]
     with p.store.read() as session:
         for adapter in registry.list_adapters(session, tenant):
             versions = registry.list_versions(session, adapter)
             champion = next((v for v in versions if v.id == adapter.champion_version_id), None)
             if champion is not None:
-                data.append({"id": adapter.name, "object": "model", "created": created,
-                             "owned_by": tenant.name, "parent": p.base_model_name,
-                             "root": registry.version_ref(adapter.name, champion.version)})
+                champion_ref = registry.version_ref(adapter.name, champion.version)
+                data.append(_alias_entry(adapter.name, champion_ref, tenant, p.base_model_name,
+                                         created))
             for v in versions:
                 if v.state == "ready":
-                    data.append({"id": registry.version_ref(adapter.name, v.version),
-                                 "object": "model", "created": int(v.created_at.timestamp()),
-                                 "owned_by": tenant.name, "parent": p.base_model_name})
+                    data.append(_version_entry(registry.version_ref(adapter.name, v.version), v,
+                                               tenant, p.base_model_name))
     return {"object": "list", "data": data}
 
 
+@router.get("/v1/models/{model_id:path}")
+def retrieve_model(model_id: str, request: Request,
+                   tenant: Tenant = Depends(current_tenant)) -> dict:
+    """One entry of ``/v1/models``: the base, an alias (``root``: its champion) or ``name@vN``.
+    Raises NotFound (``model_not_found``) for anything the list would not show this tenant."""
+    p = platform(request)
+    if model_id == p.base_model_name:
+        return _base_entry(p.base_model_name, int(time.time()))
+    with p.store.read() as session:
+        try:
+            resolved = registry.resolve(session, tenant, model_id)
+        except InvalidInput as exc:  # not a ref at all: as unknown as any other name
+            raise NotFound(f"model {model_id!r} does not exist", param="model",
+                           code="model_not_found") from exc
+        if registry.parse_model_ref(model_id)[1] is None:
+            return _alias_entry(model_id, resolved.ref, tenant, p.base_model_name, int(time.time()))
+        version = registry.get_version(session, tenant, resolved.name, resolved.version)
+        return _version_entry(resolved.ref, version, tenant, p.base_model_name)
+
+
 def _prompt_chars(parsed: ChatRequest | CompletionRequest) -> int:
+    # Every field of a message counts (``name``, ``tool_calls``, ...): the engine's chat template
+    # may render any of them, and an uncounted one let an 8 MB ``name`` through.
     if isinstance(parsed, ChatRequest):
-        return sum(len(m.content) if isinstance(m.content, str) else len(json.dumps(m.content))
+        return sum(_chars(m.content) + sum(_chars(v) for v in (m.model_extra or {}).values())
                    for m in parsed.messages)
     return len(json.dumps(parsed.prompt))
+
+
+def _chars(value: object) -> int:
+    return len(value) if isinstance(value, str) else len(json.dumps(value))
 
 
 def _output_of(result: dict) -> Any:
@@ -128,18 +176,19 @@ async def _serve_generation(request: Request, route: str,
     parsed = _validate(schema, body)
     _check_prompt_size(_prompt_chars(parsed), gw.settings.max_model_len)
     request_input = body.get("messages") if route == "chat" else body.get("prompt")
+    include_usage = _asks_for_usage(body)
     async with inference_call(gw, tenant, route, parsed.model, id_prefix,
                               stream=bool(parsed.stream)) as call:
+        _check_background(gw)
         call.target = target = await _resolve(gw, tenant, parsed.model)
         body["model"] = target.engine_model
         if parsed.stream:
-            if route == "chat":
-                so = body.get("stream_options") or {}
-                body["stream_options"] = {**so, "include_usage": True}
+            # The engine always sends usage (metrics, request log); the client only if asked.
+            body["stream_options"] = {**(body.get("stream_options") or {}), "include_usage": True}
             engine_stream = await cancel_on_disconnect(
                 request.receive, gw.dispatch.stream(route, target, body))
             call.status = 200
-            return _relay(call, engine_stream, request_input)
+            return _relay(call, engine_stream, request_input, include_usage)
         result = await cancel_on_disconnect(request.receive, gw.dispatch.generate(route, target, body))
         result["id"] = call.response_id
         result["model"] = target.public_model
@@ -149,10 +198,21 @@ async def _serve_generation(request: Request, route: str,
     return Response(status_code=CLIENT_CLOSED_STATUS)  # the client went away; nobody reads it
 
 
-def _relay(call: InferenceCall, engine_stream: OpenStream, request_input: Any) -> RelayResponse:
+def _asks_for_usage(body: dict) -> bool:
+    """Whether a stream's client asked for the final usage chunk (``stream_options``)."""
+    options = body.get("stream_options") or {}
+    if not isinstance(options, dict):
+        raise InvalidInput("stream_options must be an object such as {\"include_usage\": true}",
+                           param="stream_options")
+    return bool(options.get("include_usage"))
+
+
+def _relay(call: InferenceCall, engine_stream: OpenStream, request_input: Any,
+           include_usage: bool) -> RelayResponse:
     assert call.target is not None
     record = StreamRecord()
-    events = rewrite_events(engine_stream, call.response_id, call.target.public_model, record)
+    events = rewrite_events(engine_stream, call.response_id, call.target.public_model, record,
+                            include_usage=include_usage)
 
     async def close() -> None:
         call.release()
@@ -188,6 +248,7 @@ async def classify(request: Request) -> Response:
     for text in texts:
         _check_prompt_size(len(text), gw.settings.max_model_len)
     async with inference_call(gw, tenant, "classify", parsed.model, "clf") as call:
+        _check_background(gw)
         call.target = target = await _resolve(gw, tenant, parsed.model)
         if target.adapter is None or target.adapter.task != "classification":
             raise InvalidInput(
@@ -209,6 +270,7 @@ async def classify(request: Request) -> Response:
 @router.get("/readyz")
 async def readyz(request: Request) -> JSONResponse:
     gw = gateway(request)
+    _check_background(gw)
     ready, detail = await gw.dispatch.ready()
     if not ready:
         raise Unavailable(f"not ready: {detail}", retry_after_s=5)

@@ -15,9 +15,11 @@ from services.platform import Platform
 from services.settings import Settings
 
 
-def load() -> Settings:
+def load(**overrides: Any) -> Settings:
+    """Settings from the environment; ``overrides`` (a command's options, None = not given) win
+    for this run and are validated with the rest."""
     try:
-        return Settings()
+        return Settings(**{k: v for k, v in overrides.items() if v is not None})
     except ValidationError as exc:
         typer.echo(f"error: invalid TUNELOOP_* settings:\n{exc}", err=True)
         raise typer.Exit(2) from exc

@@ -11,6 +11,7 @@ import json
 
 import typer
 
+from tuneloop.cli import logs
 from tuneloop.cli.common import load, opened_platform
 
 
@@ -23,6 +24,12 @@ def register(app: typer.Typer) -> None:
         once: bool = typer.Option(
             False, "--once", help="Run one pass over every adapter with a policy, print what "
             "it did as JSON and exit (no server, no job manager: jobs it starts are queued)."),
+        host: str = typer.Option(
+            None, "--host", help="Address to serve /metrics on (default: TUNELOOP_HOST, "
+            "127.0.0.1)."),
+        port: int = typer.Option(
+            None, "--port", min=1, max=65535,
+            help="Port to serve /metrics on (default: TUNELOOP_MONITOR_METRICS_PORT, 9100)."),
     ) -> None:
         """Watch every adapter with a retrain policy: drift and quality reports, retraining,
         gated promotion and rollback. Serves /metrics and /healthz."""
@@ -40,7 +47,8 @@ def register(app: typer.Typer) -> None:
         from tuneloop.monitor import standalone_app
         from tuneloop.state import MonitorOptions
 
-        settings = load()
+        settings = load(host=host, monitor_metrics_port=port)
+        logs.configure_logging(settings.log_level)
         every = interval or settings.monitor_interval_s
         typer.echo(f"tuneloop monitor: a pass every {every:g} s; metrics on "
                    f"http://{settings.host}:{settings.monitor_metrics_port}/metrics")

@@ -3,6 +3,9 @@ the tenant's rate, request validation before any engine call."""
 
 from __future__ import annotations
 
+import logging
+import time
+
 import pytest
 from fastapi.testclient import TestClient
 
@@ -58,3 +61,45 @@ def test_metrics_exposition_is_prometheus_text(client):
     r = client.get("/metrics")
     assert r.status_code == 200
     assert "tuneloop_requests_total" in r.text and 'status="503"' in r.text
+
+
+def test_every_message_field_counts_towards_the_prompt_size(client):
+    # 1024 tokens (the default context) * 16 characters is the refusal point; ``name`` counts too.
+    body = {"model": "base", "messages": [{"role": "user", "content": "hi", "name": "n" * 20_000}]}
+    r = client.post("/v1/chat/completions", json=body)
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "context_length_exceeded"
+
+
+def test_stream_options_must_be_an_object(client):
+    for path, body in [("/v1/chat/completions", CHAT), ("/v1/completions", {"model": "base", "prompt": "x"})]:
+        r = client.post(path, json={**body, "stream": True, "stream_options": "usage"})
+        assert r.status_code == 400, r.text
+        assert r.json()["error"]["param"] == "stream_options"
+
+
+def test_an_engine_that_cannot_start_is_logged_and_answers_503_with_the_reason(
+        make_settings, tmp_path, caplog):
+    platform = Platform.open(make_settings(base_model=str(tmp_path / "no-model-here")))
+    with platform.store.write() as s:
+        create_tenant(s, "acme")
+        key = create_key(s, "acme").key
+    app = create_app(platform=platform, serve=ServeOptions(spawn_engine=True))
+    with caplog.at_level(logging.ERROR, logger="tuneloop"), TestClient(app) as c:
+        deadline = time.monotonic() + 10
+        while "does not exist" not in (r := c.get("/readyz")).text:
+            assert time.monotonic() < deadline, r.text
+            time.sleep(0.05)
+        assert r.status_code == 503
+        assert "the local engine failed" in r.json()["error"]["message"]
+        assert "tuneloop models import-default" in r.json()["error"]["message"]
+        chat = c.post("/v1/chat/completions", json=CHAT, headers={"Authorization": f"Bearer {key}"})
+        assert chat.status_code == 503 and "does not exist" in chat.json()["error"]["message"]
+    platform.close()
+    logged = [r.getMessage() for r in caplog.records if r.levelno == logging.ERROR]
+    assert any("the local engine failed" in m and "import-default" in m for m in logged), logged
+
+
+def test_a_version_beyond_the_store_integer_is_400_not_500(client):
+    r = client.post("/v1/chat/completions", json={**CHAT, "model": "bot@v" + "9" * 30})
+    assert r.status_code == 400 and "beyond" in r.json()["error"]["message"]

@@ -1,0 +1,210 @@
+"""Several machines that share only PostgreSQL, an S3 server and the network.
+
+Each "host" is its own mount namespace (tests/support/hosts.py: private /tmp, /dev/shm, HOME and
+data dir; the checkout read-only), so no process can hand another a local path. Topology: two
+``tuneloop engine`` hosts and two ``tuneloop serve`` gateways (no local engine, no monitor, no
+training) over one PostgreSQL database and one S3 artifact store (moto). Shown here:
+
+- an adapter registered through gateway 1 is served through gateway 2, with PEFT's greedy reply,
+  by engines that fetched it from the store themselves;
+- an engine SIGKILLed under load costs no 500s, the other engine takes over within seconds and
+  fetches the adapter on its own; the restarted engine serves again with nothing restored by hand;
+- a promotion through gateway 1 is served by gateway 2 within 2 s, and a key revoked through
+  gateway 1 is refused by gateway 2 within the documented bound (TUNELOOP_SERVING_SYNC_INTERVAL_S
+  plus a store read);
+- an engine refuses a request without the engine key.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import threading
+import time
+from collections import Counter
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support import lora_training
+from tests.support.archives import tar_dir
+from tests.support.hosts import Host, free_port
+from tests.support.s3_server import s3_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.engine, pytest.mark.postgres]
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+ADMIN = {"Authorization": "Bearer admin-multi-host"}
+ENGINE_KEY = "engine-multi-host-key"
+SYNC_INTERVAL_S = 0.5
+
+
+class Cluster:
+    def __init__(self, tmp_path: Path, base_model_dir: Path, postgres_url: str, s3) -> None:  # noqa: ANN001
+        common = {
+            **s3.env,
+            "TUNELOOP_ARTIFACTS_URL": s3.artifacts_url,
+            "TUNELOOP_BASE_MODEL": str(base_model_dir),
+            "TUNELOOP_ENGINE_API_KEY": ENGINE_KEY,
+            "TUNELOOP_MAX_MODEL_LEN": "1024",
+            "TUNELOOP_LOG_LEVEL": "warning",
+        }
+        self.engine_ports = [free_port(), free_port()]
+        self.engine_urls = [f"http://127.0.0.1:{p}" for p in self.engine_ports]
+        self.engine_hosts = [
+            Host(f"engine-{i}", tmp_path, REPO_ROOT, {
+                **common, "TUNELOOP_ENGINE_KV_CACHE_BYTES": str(256 * 1024 * 1024)})
+            for i in (1, 2)
+        ]
+        self.gateway_ports = [free_port(), free_port()]
+        self.gateway_urls = [f"http://127.0.0.1:{p}" for p in self.gateway_ports]
+        self.gateway_hosts = [
+            Host(f"gateway-{i}", tmp_path, REPO_ROOT, {
+                **common, "TUNELOOP_DATABASE_URL": postgres_url, "TUNELOOP_ADMIN_KEY": "admin-multi-host",
+                "TUNELOOP_ENGINE_URLS": ",".join(self.engine_urls), "TUNELOOP_PORT": str(port),
+                "TUNELOOP_MONITOR_IN_SERVE": "false", "TUNELOOP_TRAIN_CONCURRENCY": "0",
+                "TUNELOOP_SERVING_SYNC_INTERVAL_S": str(SYNC_INTERVAL_S),
+                "TUNELOOP_TENANT_RATE_PER_S": "1000"})
+            for i, port in zip((1, 2), self.gateway_ports)
+        ]
+
+    def start_engine(self, i: int) -> None:
+        proc = self.engine_hosts[i].start(
+            ["tuneloop", "engine", "--host", "127.0.0.1", "--port", str(self.engine_ports[i])],
+            log_name="engine")
+        proc.wait_http(f"{self.engine_urls[i]}/health", timeout_s=600)
+
+    def start(self) -> None:
+        for i in (0, 1):
+            self.engine_hosts[i].start(
+                ["tuneloop", "engine", "--host", "127.0.0.1", "--port", str(self.engine_ports[i])],
+                log_name="engine")
+        for i in (0, 1):  # engines start side by side; gateways once engines answer
+            self.engine_hosts[i].processes[0].wait_http(f"{self.engine_urls[i]}/health", timeout_s=600)
+        for host in self.gateway_hosts:
+            host.start(["tuneloop", "serve", "--no-monitor"], log_name="gateway")
+        for host, url in zip(self.gateway_hosts, self.gateway_urls):
+            host.processes[0].wait_http(f"{url}/readyz", timeout_s=300)
+
+    def close(self) -> None:
+        for host in [*self.gateway_hosts, *self.engine_hosts]:
+            host.close()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {p.log_path}\n{p.log_tail(30)}"
+                         for h in [*self.gateway_hosts, *self.engine_hosts] for p in h.processes)
+
+
+@pytest.fixture
+def cluster(tmp_path, base_model_dir, postgres_url):
+    with s3_server(log_path=tmp_path / "moto.log") as s3:
+        c = Cluster(tmp_path, base_model_dir, postgres_url, s3)
+        try:
+            c.start()
+            yield c
+        except BaseException:
+            print(c.logs())
+            raise
+        finally:
+            c.close()
+
+
+def chat(url: str, auth: dict, model: str, timeout: float = 120,
+         max_tokens: int = lora_training.PARITY_MAX_TOKENS) -> httpx.Response:
+    body = {"model": model, "messages": [{"role": "user", "content": "Say something."}],
+            "max_tokens": max_tokens, "temperature": 0}
+    return httpx.post(f"{url}/v1/chat/completions", json=body, headers=auth, timeout=timeout)
+
+
+def engine_adapters(url: str) -> set[str]:
+    models = httpx.get(f"{url}/v1/models", headers={"Authorization": f"Bearer {ENGINE_KEY}"},
+                       timeout=30).json()["data"]
+    return {m["id"] for m in models if m.get("parent")}
+
+
+def until(predicate, timeout_s: float, what: str) -> float:  # noqa: ANN001
+    start = time.monotonic()
+    while not predicate():
+        assert time.monotonic() - start < timeout_s, f"{what}: not within {timeout_s} s"
+        time.sleep(0.05)
+    return time.monotonic() - start
+
+
+def test_engines_gateways_and_the_store_on_separate_hosts(cluster, trained_adapter, peft_adapter):
+    gw1, gw2 = cluster.gateway_urls
+    e1, e2 = cluster.engine_urls
+
+    # The engine key: an engine refuses anyone without it.
+    assert httpx.get(f"{e1}/v1/models", timeout=30).status_code == 401
+    assert httpx.post(f"{e2}/v1/load_lora_adapter", json={"lora_name": "x", "lora_path": "/etc"},
+                      timeout=30).status_code == 401
+
+    # Tenant, key and adapter through gateway 1; served through gateway 2.
+    assert httpx.post(f"{gw1}/admin/tenants", json={"name": "acme"}, headers=ADMIN).status_code == 201
+    key = httpx.post(f"{gw1}/admin/tenants/acme/keys", headers=ADMIN).json()
+    auth = {"Authorization": f"Bearer {key['key']}"}
+    r = httpx.post(f"{gw1}/v1/adapters/support/versions", headers=auth, timeout=120,
+                   files={"file": ("a.tar.gz", tar_dir(trained_adapter), "application/gzip")})
+    assert r.status_code == 201, r.text
+    reply = chat(gw2, auth, "support")
+    assert reply.status_code == 200, reply.text
+    assert reply.json()["choices"][0]["message"]["content"] == lora_training.FIXED_REPLY
+    engine_name = "acme.support.v1"
+    holders = [url for url in (e1, e2) if engine_name in engine_adapters(url)]
+    assert holders, "no engine loaded the adapter"
+
+    # Kill the engine that holds it, under load through gateway 2.
+    victim = 0 if holders[0] == e1 else 1
+    survivor_url = cluster.engine_urls[1 - victim]
+    statuses: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def load() -> None:
+        while not stop.is_set():
+            try:
+                status = chat(gw2, auth, "support", timeout=60).status_code
+            except httpx.HTTPError:
+                status = -1
+            statuses.append((time.monotonic(), status))
+
+    with concurrent.futures.ThreadPoolExecutor(4) as pool:
+        workers = [pool.submit(load) for _ in range(4)]
+        time.sleep(2)
+        killed_at = time.monotonic()
+        cluster.engine_hosts[victim].kill_all()
+        time.sleep(15)
+        stop.set()
+        for w in workers:
+            w.result()
+    counts = Counter(s for _, s in statuses)
+    assert set(counts) <= {200, 503}, counts  # never a 500, never a dropped connection
+    late = [s for t, s in statuses if t > killed_at + 8]
+    assert late and set(late) == {200}, Counter(late)  # the other engine took over
+    assert engine_name in engine_adapters(survivor_url)  # it fetched the adapter by itself
+
+    # The killed engine comes back and serves again when the other one goes: the gateway's
+    # health check puts it back and it fetches what it is asked for, nothing restored by hand.
+    cluster.start_engine(victim)
+    time.sleep(6)  # one gateway health-check period
+    cluster.engine_hosts[1 - victim].kill_all()
+    until(lambda: chat(gw2, auth, "support").status_code == 200, 30, "the restarted engine serves")
+    assert engine_name in engine_adapters(cluster.engine_urls[victim])
+
+    # A promotion through gateway 1 is served by gateway 2 within 2 s.
+    r = httpx.post(f"{gw1}/v1/adapters/support/versions", headers=auth, timeout=120,
+                   files={"file": ("b.tar.gz", tar_dir(peft_adapter), "application/gzip")})
+    assert r.status_code == 201, r.text
+    version = r.json()["version"]
+    assert version == 2
+    r = httpx.post(f"{gw1}/v1/adapters/support/promote", json={"version": version}, headers=auth,
+                   timeout=300)
+    assert r.status_code == 200, r.text
+    waited = until(lambda: chat(gw2, auth, "support", max_tokens=1).json()["model"] == "support@v2", 2.0,
+                   "gateway 2 serves the promoted version")
+    assert waited < 2.0
+
+    # A key revoked through gateway 1 is refused by gateway 2 within the bound.
+    assert chat(gw2, auth, "support").status_code == 200  # cached on gateway 2
+    assert httpx.delete(f"{gw1}/admin/tenants/acme/keys/{key['id']}", headers=ADMIN).status_code == 200
+    until(lambda: chat(gw2, auth, "support", max_tokens=1).status_code == 401, SYNC_INTERVAL_S + 1.5,
+          "gateway 2 refuses the revoked key")
