@@ -58,15 +58,17 @@ class Metrics:
             ["tenant", "direction"], registry=r,
         )
         self.adapter_loads = Counter(
-            "tuneloop_adapter_loads", "Adapter loads on engines by outcome.", ["outcome"], registry=r,
+            "tuneloop_adapter_loads", "Adapter loads per engine by outcome.", ["engine", "outcome"],
+            registry=r,
         )
         self.adapter_unloads = Counter(
-            "tuneloop_adapter_unloads", "Adapter unloads on engines by reason (evicted, swapped).",
-            ["reason"], registry=r,
+            "tuneloop_adapter_unloads", "Adapter unloads per engine by reason (evicted, swapped).",
+            ["engine", "reason"], registry=r,
         )
         self.adapter_load_seconds = Histogram(
-            "tuneloop_adapter_load_seconds", "Time to load an adapter on an engine.",
-            buckets=LOAD_BUCKETS, registry=r,
+            "tuneloop_adapter_load_seconds",
+            "Time to load an adapter on an engine (a cold load includes the engine's fetch from "
+            "the artifact store).", ["engine"], buckets=LOAD_BUCKETS, registry=r,
         )
         self.adapters_loaded = Gauge(
             "tuneloop_adapters_loaded", "Adapters currently loaded per engine.", ["engine"], registry=r,

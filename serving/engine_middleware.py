@@ -14,12 +14,15 @@ configured from the ``TUNELOOP_*`` environment:
 
 from __future__ import annotations
 
+import functools
 import hmac
 import json
 import logging
+import time
 from typing import Any
 
 import anyio
+from prometheus_client import REGISTRY, Counter, Histogram
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.artifacts import ArtifactStore, CorruptArtifact, parse_artifact_ref
@@ -32,6 +35,18 @@ log = logging.getLogger("tuneloop.engine")
 OPEN_PATHS = frozenset({"/health", "/ping"})
 MAX_LOAD_BODY_BYTES = 64 * 1024
 LOAD_PATH = "/v1/load_lora_adapter"
+
+
+@functools.cache
+def _fetch_metrics() -> tuple[Counter, Histogram]:
+    """In the engine's default registry, which vLLM's ``/metrics`` serves (created once)."""
+    fetches = Counter("tuneloop_engine_adapter_fetches", "Adapter loads by content key on this "
+                      "engine, by source (cache: already on local disk; store: fetched).",
+                      ["source"], registry=REGISTRY)
+    seconds = Histogram("tuneloop_engine_adapter_fetch_seconds", "Time to fetch, verify and "
+                        "unpack an adapter version from the artifact store.", registry=REGISTRY,
+                        buckets=(0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60))
+    return fetches, seconds
 
 
 class EngineHostMiddleware:
@@ -81,7 +96,13 @@ class EngineHostMiddleware:
             request = json.loads(body)
             key = parse_artifact_ref(str(request.get("lora_path", "")))
             if key is not None:
+                fetches, seconds = _fetch_metrics()
+                cached = key in self.cache.cached()
+                started = time.perf_counter()
                 directory = await anyio.to_thread.run_sync(self.cache.directory, key)
+                fetches.labels("cache" if cached else "store").inc()
+                if not cached:
+                    seconds.observe(time.perf_counter() - started)
                 request["lora_path"] = str(directory)
                 body = json.dumps(request).encode()
         except (ValueError, AttributeError) as exc:

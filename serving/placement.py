@@ -102,6 +102,10 @@ class AdapterPlacement:
     def is_loaded(self, name: str) -> bool:
         return name in self._loaded
 
+    def holds(self, name: str) -> bool:
+        """Loaded or being loaded here (a request for it now waits for that load, no new one)."""
+        return name in self._loaded or name in self._loading
+
     def refs(self, name: str) -> int:
         """Requests currently holding ``name`` through :meth:`use`."""
         return self._refs.get(name, 0)
@@ -330,16 +334,21 @@ class EngineSlot:
 class EnginePool:
     """Several engines serving the same base model; picks one per request.
 
-    Preference among ready engines: reachable (last request got an answer) before not, then
-    one that already has the adapter loaded, then the least busy. No ready engine (a local
-    engine starting or restarting): :class:`Unavailable`.
+    Among ready engines: reachable (last request got an answer) before not; then an engine that
+    holds the adapter (loaded or loading: a cold adapter is loaded by one engine, not by every
+    engine its first requests reach), the least busy of those; but when every holder has
+    ``spill_after`` more requests in flight than the least busy engine, that engine takes the
+    request and loads the adapter too (a hot adapter spreads). No ready engine (a local engine
+    starting or restarting): :class:`Unavailable`.
     """
 
-    def __init__(self, slots: list[EngineSlot], *, retry_after_s: float = 5.0) -> None:
+    def __init__(self, slots: list[EngineSlot], *, retry_after_s: float = 5.0,
+                 spill_after: int = 8) -> None:
         if not slots:
             raise ValueError("an engine pool needs at least one engine")
         self.slots = slots
         self.retry_after_s = retry_after_s
+        self.spill_after = spill_after
 
     def pick(self, adapter: str | None = None) -> EngineSlot:
         """The engine that should serve a request for ``adapter`` (None: the base model)."""
@@ -349,14 +358,20 @@ class EnginePool:
                 "no engine is ready (starting or restarting); retry shortly",
                 retry_after_s=self.retry_after_s,
             )
+        # An unreachable engine stays a candidate (last resort) so it is retried once back.
+        reachable = [s for s in ready if getattr(s.client, "reachable", True)] or ready
 
-        def preference(slot: EngineSlot) -> tuple[bool, bool, int]:
-            # An unreachable engine stays a candidate (last resort) so it is retried once back.
-            reachable = getattr(slot.client, "reachable", True)
-            holding = adapter is not None and slot.placement.is_loaded(adapter)
-            return (not reachable, not holding, slot.placement.in_flight)
+        def busy(slot: EngineSlot) -> int:
+            return slot.placement.in_flight
 
-        return min(ready, key=preference)
+        least_busy = min(reachable, key=busy)
+        if adapter is None:
+            return least_busy
+        holders = [s for s in reachable if s.placement.holds(adapter)]
+        if not holders:
+            return least_busy
+        holder = min(holders, key=busy)
+        return least_busy if busy(holder) - busy(least_busy) >= self.spill_after else holder
 
     @contextlib.asynccontextmanager
     async def lease(self, adapter: str | None = None, path: str | None = None) -> AsyncIterator[EngineSlot]:

@@ -161,13 +161,13 @@ class Dispatcher:
     def _on_event(self, event: PlacementEvent) -> None:
         m = self.metrics
         if event.kind in ("load", "reload"):
-            m.adapter_loads.labels("ok" if event.ok else "failed").inc()
+            m.adapter_loads.labels(event.engine, "ok" if event.ok else "failed").inc()
             if event.ok:
-                m.adapter_load_seconds.observe(event.seconds)
+                m.adapter_load_seconds.labels(event.engine).observe(event.seconds)
         elif event.kind == "evict":
-            m.adapter_unloads.labels("evicted").inc()
+            m.adapter_unloads.labels(event.engine, "evicted").inc()
         elif event.kind == "unload":
-            m.adapter_unloads.labels("swapped").inc()
+            m.adapter_unloads.labels(event.engine, "swapped").inc()
 
     def engines(self) -> EnginePool:
         """The engine pool; raises Unavailable while the engine is starting."""

@@ -80,3 +80,6 @@ def test_missing_and_corrupt_artifacts_are_refused_with_the_reason(
 def test_engine_metrics_are_readable_with_the_key(engine):
     response = httpx.get(f"{engine.url}/metrics", headers=ENGINE_AUTH, timeout=30)
     assert response.status_code == 200 and "vllm:" in response.text
+    # Residency: what this engine fetched from the store (the fetch test above ran first).
+    assert 'tuneloop_engine_adapter_fetches_total{source="store"}' in response.text
+    assert "tuneloop_engine_adapter_fetch_seconds_count" in response.text

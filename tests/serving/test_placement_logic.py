@@ -281,3 +281,31 @@ def test_failed_probe_is_not_remembered_and_a_reload_needs_a_new_probe():
     asyncio.run(run())
     assert [loads(e) for e in engines] == [["v2", "v2"], ["v2"]]
     assert probe.calls.count("c0") == 2 and probe.calls.count("c1") == 1
+
+
+def test_pool_loads_a_cold_adapter_on_one_engine_and_spreads_a_hot_one():
+    e0, e1 = FakeEngine(delay_s=0.05), FakeEngine(delay_s=0.05)
+    s0 = EngineSlot("e0", client=None, placement=AdapterPlacement(e0, 4))  # type: ignore[arg-type]
+    s1 = EngineSlot("e1", client=None, placement=AdapterPlacement(e1, 4))  # type: ignore[arg-type]
+    pool = EnginePool([s0, s1], spill_after=3)
+    release = asyncio.Event()
+
+    async def request() -> str:
+        async with pool.lease("a", "/a") as slot:
+            await release.wait()
+            return slot.name
+
+    async def run():
+        first = [asyncio.create_task(request()) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        # Three concurrent first requests: one engine loads "a", the others wait for that load.
+        assert (s0.placement.holds("a"), s1.placement.holds("a")) == (True, False)
+        more = [asyncio.create_task(request()) for _ in range(3)]
+        await asyncio.sleep(0.2)
+        release.set()
+        return await asyncio.gather(*first), await asyncio.gather(*more)
+
+    first, more = asyncio.run(run())
+    assert set(first) == {"e0"}
+    assert "e1" in more  # e0 was 3 requests busier than e1: the hot adapter spilled over
+    assert loads(e0) == ["a"] and loads(e1) == ["a"]
