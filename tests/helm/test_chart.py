@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import re
+import shlex
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -13,7 +14,15 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from tests.support.helm_chart import CHART, NAMESPACE, RELEASE, SCENARIOS, render, run_helm
+from tests.support.helm_chart import (
+    CHART,
+    DEFAULT_SETS,
+    NAMESPACE,
+    RELEASE,
+    SCENARIOS,
+    render,
+    run_helm,
+)  # fmt: skip
 
 pytestmark = pytest.mark.integration
 
@@ -59,6 +68,23 @@ SERVICE_MONITOR_SCHEMA = {
                             "port": {"type": "string"},
                             "path": {"type": "string", "pattern": "^/"},
                             "interval": {"type": "string", "pattern": "^[0-9]+(ms|s|m|h)$"},
+                            "authorization": {
+                                "type": "object",
+                                "required": ["type", "credentials"],
+                                "additionalProperties": False,
+                                "properties": {
+                                    "type": {"const": "Bearer"},
+                                    "credentials": {
+                                        "type": "object",
+                                        "required": ["name", "key"],
+                                        "additionalProperties": False,
+                                        "properties": {
+                                            "name": {"type": "string"},
+                                            "key": {"type": "string"},
+                                        },
+                                    },
+                                },
+                            },
                         },
                     },
                 },
@@ -127,6 +153,20 @@ def env_of(container: dict) -> dict[str, dict]:
     return {e["name"]: e for e in container.get("env", [])}
 
 
+def engines(rendered, scenario: str) -> list[dict]:
+    return [
+        d for d in objects(rendered, scenario, "Deployment") if "-engine-" in d["metadata"]["name"]
+    ]
+
+
+def values_of(scenario: str) -> dict:
+    """values.yaml merged with the scenario's file (the defaults: with DEFAULT_SETS' S3 URL)."""
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    if scenario == "default":
+        return _merge(values, {"artifacts": {"s3": {"url": DEFAULT_SETS[1].partition("=")[2]}}})
+    return _merge(values, yaml.safe_load(SCENARIOS[scenario].read_text()))
+
+
 def test_every_scenario_the_issue_asks_for_is_there() -> None:
     assert set(SCENARIOS) == {
         "minimal-cpu-values",
@@ -140,8 +180,7 @@ def test_every_scenario_the_issue_asks_for_is_there() -> None:
 @pytest.mark.parametrize("scenario", ALL)
 def test_helm_lint_strict(helm: str, scenario: str) -> None:
     args = ["lint", "--strict", str(CHART), "--namespace", NAMESPACE]
-    if scenario != "default":
-        args += ["-f", str(SCENARIOS[scenario])]
+    args += list(DEFAULT_SETS) if scenario == "default" else ["-f", str(SCENARIOS[scenario])]
     result = run_helm(helm, *args)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 chart(s) linted, 0 chart(s) failed" in result.stdout
@@ -194,14 +233,12 @@ def test_pods_reference_only_what_exists(rendered, scenario: str) -> None:
         kind: {o["metadata"]["name"] for o in objects(rendered, scenario, kind)}
         for kind in ("ConfigMap", "Secret", "PersistentVolumeClaim", "ServiceAccount")
     }
-    values = yaml.safe_load((CHART / "values.yaml").read_text())
-    if scenario != "default":
-        overrides = yaml.safe_load(SCENARIOS[scenario].read_text())
-        values = _merge(values, overrides)
+    values = values_of(scenario)
     # Objects a scenario says the user created beforehand.
     existing["Secret"] |= {
         values["database"]["external"]["existingSecret"],
         values["adminKey"]["existingSecret"],
+        values["engineKey"]["existingSecret"],
         values["artifacts"]["s3"]["existingSecret"],
     }
     existing["PersistentVolumeClaim"] |= {
@@ -288,36 +325,111 @@ def test_gateway_and_monitor_follow_the_process_contract(rendered, scenario: str
 
 
 @pytest.mark.parametrize("scenario", ALL)
-def test_engines_run_vllm_with_lora_flags(rendered, scenario: str) -> None:
+def test_engines_run_tuneloop_engine_with_the_shared_settings(rendered, scenario: str) -> None:
+    """The engine host is `tuneloop engine` (vLLM behind tuneloop's middleware), configured by the
+    same TUNELOOP_* values the gateways read, with its adapter cache in an emptyDir."""
     settings = one(rendered, scenario, "ConfigMap", f"{FULL}-settings")["data"]
-    for engine in objects(rendered, scenario, "Deployment"):
-        if "-engine-" not in engine["metadata"]["name"]:
-            continue
+    values = values_of(scenario)
+    found = engines(rendered, scenario)
+    assert found
+    for engine in found:
         pod = engine["spec"]["template"]["spec"]
-        (vllm,) = pod["containers"]
-        args = dict(a.removeprefix("--").partition("=")[::2] for a in vllm["args"])
-        assert args["model"] == settings["TUNELOOP_BASE_MODEL"]
-        assert args["served-model-name"] == settings["TUNELOOP_BASE_MODEL_NAME"]
-        assert "enable-lora" in args and "enable-prefix-caching" in args
-        assert args["max-loras"] == settings["TUNELOOP_MAX_LORAS"]
-        assert args["max-cpu-loras"] == settings["TUNELOOP_MAX_CPU_LORAS"]
-        assert args["max-lora-rank"] == settings["TUNELOOP_MAX_LORA_RANK"]
-        assert args["max-model-len"] == settings["TUNELOOP_MAX_MODEL_LEN"]
-        assert env_of(vllm)["VLLM_ALLOW_RUNTIME_LORA_UPDATING"]["value"] == "True"
+        (container,) = pod["containers"]
+        port = str(values["engine"]["port"])
+        assert container["command"] == ["tuneloop", "engine", "--host", "0.0.0.0", "--port", port]
+        assert "args" not in container
+        assert not container["image"].startswith("vllm/")  # the middleware is tuneloop code
+        env = env_of(container)
+        for name in (
+            "TUNELOOP_BASE_MODEL", "TUNELOOP_BASE_MODEL_NAME", "TUNELOOP_MAX_LORAS",
+            "TUNELOOP_MAX_CPU_LORAS", "TUNELOOP_MAX_LORA_RANK", "TUNELOOP_MAX_MODEL_LEN",
+            "TUNELOOP_ARTIFACTS_URL", "TUNELOOP_DATA_DIR",
+        ):  # fmt: skip
+            assert env[name]["value"] == settings[name], name
+        for name in ("AWS_ENDPOINT_URL", "AWS_DEFAULT_REGION"):
+            assert env.get(name, {}).get("value") == settings.get(name), name
+        assert env["TUNELOOP_ENGINE_MEMORY_FRACTION"]["value"] == str(
+            values["engine"]["gpuMemoryUtilization"]
+        )
+        kv = values["engine"]["kvCacheBytes"]
+        # Empty lets the memory fraction size the KV cache (GPUs).
+        assert env["TUNELOOP_ENGINE_KV_CACHE_BYTES"]["value"] == (str(kv) if kv else "")
+        assert int(env["TUNELOOP_ENGINE_ADAPTER_CACHE_ENTRIES"]["value"]) >= int(
+            settings["TUNELOOP_MAX_CPU_LORAS"]
+        )
+        extra = env.get("TUNELOOP_ENGINE_EXTRA_ARGS", {}).get("value", "")
+        assert shlex.split(extra) == values["engine"]["extraArgs"]
+        volumes = {v["name"]: v for v in pod["volumes"]}
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert volumes[mounts[env["TUNELOOP_DATA_DIR"]["value"]]]["emptyDir"]
         for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-            assert vllm[probe]["httpGet"]["path"] == "/health"
-        shm = {v["name"]: v for v in pod["volumes"]}["dshm"]["emptyDir"]
-        assert shm["medium"] == "Memory"
-        assert {"name": "dshm", "mountPath": "/dev/shm"} in vllm["volumeMounts"]
+            assert container[probe]["httpGet"]["path"] == "/health"  # open without the key
+        assert volumes["dshm"]["emptyDir"]["medium"] == "Memory"
+        assert {"name": "dshm", "mountPath": "/dev/shm"} in container["volumeMounts"]
+
+
+def test_engine_extra_args_survive_shell_quoting(helm: str) -> None:
+    args = ["--chat-template", "it's {{ x }}", '{"a": "b c"}']
+    docs = render(helm, None, "--set-json", f"engine.extraArgs={json.dumps(args)}")
+    (engine,) = [
+        d
+        for _, d in docs
+        if d["kind"] == "Deployment" and d["metadata"]["name"] == f"{FULL}-engine-0"
+    ]
+    env = env_of(engine["spec"]["template"]["spec"]["containers"][0])
+    assert shlex.split(env["TUNELOOP_ENGINE_EXTRA_ARGS"]["value"]) == args
+
+
+@pytest.mark.parametrize("scenario", ALL)
+def test_engine_key_secret_reaches_engines_gateways_and_monitor(rendered, scenario: str) -> None:
+    values = values_of(scenario)["engineKey"]
+    expected = (
+        {"name": values["existingSecret"], "key": values["existingSecretKey"]}
+        if values["existingSecret"]
+        else {"name": f"{FULL}-engine-key", "key": "engine-key"}
+    )
+    if not values["existingSecret"]:
+        secret = one(rendered, scenario, "Secret", f"{FULL}-engine-key")
+        assert len(secret["data"]["engine-key"]) > 20
+    names = [e["metadata"]["name"] for e in engines(rendered, scenario)]
+    for name in [*names, f"{FULL}-gateway", f"{FULL}-monitor"]:
+        workload = one(rendered, scenario, "Deployment", name)
+        (container,) = workload["spec"]["template"]["spec"]["containers"]
+        key = env_of(container)["TUNELOOP_ENGINE_API_KEY"]
+        assert key == {"name": "TUNELOOP_ENGINE_API_KEY", "valueFrom": {"secretKeyRef": expected}}
+
+
+@pytest.mark.parametrize("scenario", ALL)
+def test_engines_run_as_non_root_and_never_write_the_artifact_store(
+    rendered, scenario: str
+) -> None:
+    artifacts = values_of(scenario)["artifacts"]
+    for engine in engines(rendered, scenario):
+        pod = engine["spec"]["template"]["spec"]
+        assert pod["securityContext"]["runAsNonRoot"] is True
+        assert pod["securityContext"]["runAsUser"] != 0
+        assert pod["automountServiceAccountToken"] is False
+        (container,) = pod["containers"]
+        assert container["securityContext"]["allowPrivilegeEscalation"] is False
+        claims = {
+            v["name"]: v["persistentVolumeClaim"]
+            for v in pod["volumes"]
+            if "persistentVolumeClaim" in v
+        }
+        artifact_mounts = [m for m in container["volumeMounts"] if m["name"] == "artifacts"]
+        if artifacts["type"] == "s3":
+            # Engines fetch adapter versions from S3 by content hash: no artifacts volume.
+            assert "artifacts" not in claims and not artifact_mounts
+        else:
+            # A store on a PVC is read in place, never written.
+            assert claims["artifacts"]["readOnly"] is True
+            assert [m["readOnly"] for m in artifact_mounts] == [True]
 
 
 def test_gpu_scenario_asks_for_gpus_and_tolerates_gpu_nodes(rendered) -> None:
-    engines = [
-        d for d in objects(rendered, "gpu-engines-values", "Deployment")
-        if "-engine-" in d["metadata"]["name"]
-    ]  # fmt: skip
-    assert len(engines) == 3
-    for engine in engines:
+    gpu_engines = engines(rendered, "gpu-engines-values")
+    assert len(gpu_engines) == 3
+    for engine in gpu_engines:
         pod = engine["spec"]["template"]["spec"]
         resources = pod["containers"][0]["resources"]
         assert resources["limits"]["nvidia.com/gpu"] == 1
@@ -400,6 +512,12 @@ def test_service_monitor_scrapes_every_metrics_service(rendered) -> None:
             assert {p["name"] for p in svc["spec"]["ports"]} & ports
             scraped.add(svc["metadata"]["labels"]["app.kubernetes.io/component"])
     assert scraped == {"gateway", "engine", "monitor"}
+    # Engines guard /metrics with the engine key.
+    (engine_endpoint,) = [e for e in monitor["spec"]["endpoints"] if e["port"] == "http"]
+    assert engine_endpoint["authorization"]["credentials"] == {
+        "name": f"{FULL}-engine-key",
+        "key": "engine-key",
+    }
     assert monitor["metadata"]["labels"]["release"] == "kube-prometheus-stack"
 
 
@@ -417,6 +535,85 @@ def test_network_policies_select_the_pods_they_protect(rendered) -> None:
     for policy in policies:
         selector = policy["spec"]["podSelector"]["matchLabels"]
         assert any(selector.items() <= labels.items() for labels in pod_labels)
+
+
+@pytest.mark.parametrize("scenario", ALL)
+def test_network_policies_are_on_and_engines_admit_only_tuneloop_pods(
+    rendered, scenario: str
+) -> None:
+    policies = {
+        p["metadata"]["name"].removeprefix(f"{FULL}-"): p
+        for p in objects(rendered, scenario, "NetworkPolicy")
+    }
+    assert {"engine", "gateway", "monitor"} <= set(policies)
+    (rule,) = policies["engine"]["spec"]["ingress"]
+    assert rule["ports"] == [{"port": "http", "protocol": "TCP"}]
+    metrics_from = values_of(scenario)["networkPolicy"]["metricsFrom"]
+    peers = [p for p in rule["from"] if p not in metrics_from]
+    components = {"app.kubernetes.io/instance": RELEASE}
+    assert peers[0] == {
+        "podSelector": {
+            "matchLabels": components,
+            "matchExpressions": [
+                {
+                    "key": "app.kubernetes.io/component",
+                    "operator": "In",
+                    "values": ["gateway", "monitor"],
+                }
+            ],
+        }
+    }
+    # Training pods the KubeRay runner starts (in its namespace when that differs).
+    assert peers[1]["podSelector"] == {"matchLabels": {"app.kubernetes.io/managed-by": "tuneloop"}}
+    namespace = values_of(scenario)["training"]["kuberay"]["namespace"]
+    if namespace and namespace != NAMESPACE:
+        assert peers[1]["namespaceSelector"] == {
+            "matchLabels": {"kubernetes.io/metadata.name": namespace}
+        }
+    assert len(peers) == 2  # nobody else, and never an empty (allow-all) peer
+
+
+def _pods_of(rendered, scenario: str, workload: dict) -> int:
+    """Most pods a Deployment runs: its replicas, or its HPA's maximum."""
+    if "replicas" in workload["spec"]:
+        return workload["spec"]["replicas"]
+    (hpa,) = [
+        h
+        for h in objects(rendered, scenario, "HorizontalPodAutoscaler")
+        if h["spec"]["scaleTargetRef"]["name"] == workload["metadata"]["name"]
+    ]
+    return hpa["spec"]["maxReplicas"]
+
+
+@pytest.mark.parametrize("scenario", ALL)
+def test_no_read_write_once_volume_is_mounted_by_more_than_one_pod(rendered, scenario: str) -> None:
+    single_node = {"ReadWriteOnce", "ReadWriteOncePod"}
+    pods_per_claim: dict[str, int] = defaultdict(int)
+    for workload in objects(rendered, scenario, "Deployment"):
+        for volume in workload["spec"]["template"]["spec"].get("volumes", []):
+            if "persistentVolumeClaim" in volume:
+                claim = volume["persistentVolumeClaim"]["claimName"]
+                pods_per_claim[claim] += _pods_of(rendered, scenario, workload)
+    for pvc in objects(rendered, scenario, "PersistentVolumeClaim"):
+        name, modes = pvc["metadata"]["name"], set(pvc["spec"]["accessModes"])
+        if modes <= single_node:
+            assert pods_per_claim[name] <= 1, (
+                f"{name} is {sorted(modes)} but {pods_per_claim[name]} pods mount it"
+            )
+    artifacts = values_of(scenario)["artifacts"]
+    if artifacts["type"] == "pvc" and not artifacts["pvc"]["existingClaim"]:
+        pvc = one(rendered, scenario, "PersistentVolumeClaim", f"{FULL}-artifacts")
+        assert "ReadWriteMany" in pvc["spec"]["accessModes"]
+        assert pods_per_claim[f"{FULL}-artifacts"] > 1
+
+
+def test_artifacts_default_to_s3_and_the_defaults_name_the_missing_url(helm: str) -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert values["artifacts"]["type"] == "s3"
+    assert values["networkPolicy"]["enabled"] is True
+    result = run_helm(helm, "template", RELEASE, str(CHART))
+    assert result.returncode != 0
+    assert "artifacts.s3.url" in result.stderr and "artifacts.type=pvc" in result.stderr
 
 
 def test_dashboard_is_valid_grafana_json(rendered) -> None:
@@ -457,20 +654,33 @@ def test_values_schema_rejects_bad_values(helm: str, flags: list[str], message: 
     [
         (["--set", "lora.maxLoras=16", "--set", "lora.maxCpuLoras=8"], "must be >= lora.maxLoras"),
         (["--set", "database.type=external"], "database.external.url"),
-        (["--set", "artifacts.type=s3"], "artifacts.s3.url"),
+        (["--set", "artifacts.s3.url="], "artifacts.s3.url"),
         (["--set", "training.runner=ray"], "training.rayAddress"),
         (["--set", "baseModel.source=image"], "baseModel.image.repository"),
+        (
+            ["--set", "artifacts.type=pvc", "--set", "artifacts.pvc.accessModes={ReadWriteOnce}"],
+            "must be ReadWriteMany",
+        ),
+        (
+            ["--set", "baseModel.source=pvc", "--set", "baseModel.pvc.accessModes={ReadWriteOnce}"],
+            "must be ReadOnlyMany or ReadWriteMany",
+        ),
+        (["--set", "engine.adapterCacheEntries=4"], "must be >= lora.maxCpuLoras"),
     ],
 )
 def test_cross_field_rules_say_what_to_set(helm: str, flags: list[str], message: str) -> None:
-    result = run_helm(helm, "template", RELEASE, str(CHART), *flags)
+    result = run_helm(helm, "template", RELEASE, str(CHART), *DEFAULT_SETS, *flags)
     assert result.returncode != 0 and message in result.stderr, result.stderr
 
 
 def test_generated_secrets_render_and_explicit_ones_win(helm: str) -> None:
-    docs = render(helm, None, "--set", "adminKey.value=sk-admin-123")
+    docs = render(
+        helm, None, "--set", "adminKey.value=sk-admin-123", "--set", "engineKey.value=ek-123"
+    )
     (secret,) = [d for _, d in docs if d["metadata"]["name"] == f"{FULL}-admin-key"]
     assert secret["data"]["admin-key"] == "c2stYWRtaW4tMTIz"  # base64 of sk-admin-123
+    (engine_key,) = [d for _, d in docs if d["metadata"]["name"] == f"{FULL}-engine-key"]
+    assert engine_key["data"]["engine-key"] == "ZWstMTIz"  # base64 of ek-123
     (pg,) = [
         d
         for _, d in docs
@@ -539,6 +749,7 @@ def test_notes_render(helm: str, tmp_path: Path) -> None:
     assert "kubectl -n tl port-forward svc/rel-tuneloop-gateway" in notes
     assert "export ADMIN_KEY=$(kubectl -n tl get secret rel-tuneloop-admin-key" in notes
     assert "helm install kuberay-operator kuberay/kuberay-operator" in notes
+    assert "engine key in Secret rel-tuneloop-engine-key" in notes
 
 
 def test_install_helm_script_is_idempotent_and_fast() -> None:

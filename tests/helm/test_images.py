@@ -3,16 +3,39 @@
 from __future__ import annotations
 
 import re
+import tomllib
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-DOCKERFILES = sorted((REPO / "docker").glob("Dockerfile.*[!e]"))  # not the .dockerignore files
+DOCKERFILES = [
+    p for p in sorted((REPO / "docker").glob("Dockerfile.*")) if p.suffix != ".dockerignore"
+]
 
 
-def test_both_images_exist() -> None:
-    assert {p.name for p in DOCKERFILES} == {"Dockerfile.gateway", "Dockerfile.training"}
+def test_every_image_exists() -> None:
+    assert {p.name for p in DOCKERFILES} == {
+        "Dockerfile.gateway",
+        "Dockerfile.engine",
+        "Dockerfile.training",
+    }
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_images_copy_every_python_package(dockerfile: Path) -> None:
+    """pyproject's packages all reach the image, or the `tuneloop` entry point cannot import."""
+    pyproject = tomllib.loads((REPO / "pyproject.toml").read_text())
+    packages = pyproject["tool"]["setuptools"]["packages"]["find"]["include"]
+    copied = set(re.findall(r"^COPY (\S+)/ \S+$", dockerfile.read_text(), re.MULTILINE))
+    assert {p.rstrip("*") for p in packages} <= copied
+
+
+def test_engine_image_runs_tuneloop_engine_with_vllm() -> None:
+    text = (REPO / "docker" / "Dockerfile.engine").read_text()
+    # The chart's engine: vLLM behind tuneloop's middleware, not the plain vLLM image.
+    assert re.search(r"^ARG TUNELOOP_EXTRA=gpu$", text, re.MULTILINE)
+    assert 'CMD ["tuneloop", "engine", "--host", "0.0.0.0", "--port", "8000"]' in text
 
 
 @pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)

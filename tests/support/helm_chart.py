@@ -13,6 +13,8 @@ REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "helm" / "tuneloop"
 SCENARIOS = {p.stem: p for p in sorted((CHART / "ci").glob("*.yaml"))}
 RELEASE, NAMESPACE = "rel", "tl"
+# The one value the defaults leave to the user: artifacts live on S3 unless artifacts.type=pvc.
+DEFAULT_SETS = ("--set", "artifacts.s3.url=s3://tuneloop-artifacts/default")
 
 
 @pytest.fixture(scope="session")
@@ -30,10 +32,11 @@ def run_helm(helm: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def render(helm: str, values: Path | None = None, *extra: str) -> list[tuple[str, dict]]:
-    """``helm template`` of the chart: (template file, object) for every non-empty document."""
+    """``helm template`` of the chart: (template file, object) for every non-empty document.
+
+    Without a values file the chart defaults are rendered with :data:`DEFAULT_SETS`."""
     args = ["template", RELEASE, str(CHART), "--namespace", NAMESPACE, *extra]
-    if values is not None:
-        args += ["-f", str(values)]
+    args += ["-f", str(values)] if values is not None else list(DEFAULT_SETS)
     result = run_helm(helm, *args)
     assert result.returncode == 0, result.stderr
     docs = []
@@ -47,7 +50,8 @@ def render(helm: str, values: Path | None = None, *extra: str) -> list[tuple[str
 
 @pytest.fixture(scope="session")
 def rendered(helm: str) -> dict[str, list[tuple[str, dict]]]:
-    """Every scenario under ci/ plus the chart defaults, rendered once per session."""
+    """Every scenario under ci/ plus the chart defaults (with an S3 URL), rendered once per
+    session."""
     out = {"default": render(helm)}
     out.update({name: render(helm, path) for name, path in SCENARIOS.items()})
     return out

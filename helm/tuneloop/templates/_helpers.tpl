@@ -47,6 +47,11 @@ app.kubernetes.io/part-of: tuneloop
 {{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) }}
 {{- end }}
 
+{{- define "tuneloop.engineImage" -}}
+{{- $img := .Values.engine.image }}
+{{- printf "%s:%s" $img.repository (default .Chart.AppVersion $img.tag) }}
+{{- end }}
+
 {{- define "tuneloop.trainingImage" -}}
 {{- $img := .Values.training.kuberay.image }}
 {{- printf "%s:%s" $img.repository (default (printf "%s-gpu" .Chart.AppVersion) $img.tag) }}
@@ -136,6 +141,51 @@ app.kubernetes.io/part-of: tuneloop
 {{- end }}
 {{- end }}
 
+{{/* TUNELOOP_ARTIFACTS_URL of every pod: the S3 URL or the PVC's mount path. */}}
+{{- define "tuneloop.artifactsUrl" -}}
+{{- if eq .Values.artifacts.type "s3" }}
+{{- .Values.artifacts.s3.url }}
+{{- else }}
+{{- .Values.artifacts.pvc.mountPath }}
+{{- end }}
+{{- end }}
+
+{{/* engine.extraArgs as one shell-quoted string (TUNELOOP_ENGINE_EXTRA_ARGS is shlex-split). */}}
+{{- define "tuneloop.engineExtraArgs" -}}
+{{- $quoted := list }}
+{{- range .Values.engine.extraArgs }}
+{{- $quoted = append $quoted (printf "'%s'" (replace "'" "'\"'\"'" (toString .))) }}
+{{- end }}
+{{- join " " $quoted }}
+{{- end }}
+
+{{/* The engine key: engines require it, gateways and the monitor send it. */}}
+{{- define "tuneloop.engineKeyEnv" -}}
+- name: TUNELOOP_ENGINE_API_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ default (printf "%s-engine-key" (include "tuneloop.fullname" .)) .Values.engineKey.existingSecret }}
+      key: {{ ternary .Values.engineKey.existingSecretKey "engine-key" (ne .Values.engineKey.existingSecret "") }}
+{{- end }}
+
+{{/* S3 credentials from a Secret (none: the pod's identity, e.g. IRSA). */}}
+{{- define "tuneloop.s3SecretEnv" -}}
+{{- $s3 := .Values.artifacts.s3 }}
+{{- if and (eq .Values.artifacts.type "s3") (or $s3.existingSecret $s3.accessKeyId) }}
+{{- $secret := default (printf "%s-s3" (include "tuneloop.fullname" .)) $s3.existingSecret }}
+- name: AWS_ACCESS_KEY_ID
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: AWS_ACCESS_KEY_ID
+- name: AWS_SECRET_ACCESS_KEY
+  valueFrom:
+    secretKeyRef:
+      name: {{ $secret }}
+      key: AWS_SECRET_ACCESS_KEY
+{{- end }}
+{{- end }}
+
 {{/* Secret-backed environment of the gateway and monitor. */}}
 {{- define "tuneloop.secretEnv" -}}
 {{- $fullname := include "tuneloop.fullname" . }}
@@ -160,21 +210,9 @@ app.kubernetes.io/part-of: tuneloop
     secretKeyRef:
       name: {{ default (printf "%s-admin-key" $fullname) .Values.adminKey.existingSecret }}
       key: {{ ternary .Values.adminKey.existingSecretKey "admin-key" (ne .Values.adminKey.existingSecret "") }}
-{{- if eq .Values.artifacts.type "s3" }}
-{{- $s3 := .Values.artifacts.s3 }}
-{{- if or $s3.existingSecret $s3.accessKeyId }}
-{{- $secret := default (printf "%s-s3" $fullname) $s3.existingSecret }}
-- name: AWS_ACCESS_KEY_ID
-  valueFrom:
-    secretKeyRef:
-      name: {{ $secret }}
-      key: AWS_ACCESS_KEY_ID
-- name: AWS_SECRET_ACCESS_KEY
-  valueFrom:
-    secretKeyRef:
-      name: {{ $secret }}
-      key: AWS_SECRET_ACCESS_KEY
-{{- end }}
+{{ include "tuneloop.engineKeyEnv" . }}
+{{- with (include "tuneloop.s3SecretEnv" .) }}
+{{ . | trim }}
 {{- end }}
 {{- end }}
 
@@ -214,7 +252,34 @@ app.kubernetes.io/part-of: tuneloop
 {{- fail "database.type=external needs database.external.url or database.external.existingSecret" }}
 {{- end }}
 {{- if and (eq $v.artifacts.type "s3") (not $v.artifacts.s3.url) }}
-{{- fail "artifacts.type=s3 needs artifacts.s3.url (s3://bucket/prefix)" }}
+{{- fail "artifacts.type=s3 (the default) needs artifacts.s3.url (s3://bucket/prefix); or set artifacts.type=pvc with a ReadWriteMany storage class (docs/kubernetes.md)" }}
+{{- end }}
+{{- if eq $v.artifacts.type "pvc" }}
+{{- $modes := $v.artifacts.pvc.accessModes }}
+{{- with $v.artifacts.pvc.existingClaim }}
+{{- $claim := lookup "v1" "PersistentVolumeClaim" $.Release.Namespace . }}
+{{- if $claim }}
+{{- $modes = $claim.spec.accessModes }}
+{{- end }}
+{{- end }}
+{{- if not (has "ReadWriteMany" $modes) }}
+{{- fail (printf "artifacts.pvc.accessModes is %v: the gateways, the monitor and every engine mount the artifacts volume from different nodes, so it must be ReadWriteMany (or use artifacts.type=s3)" $modes) }}
+{{- end }}
+{{- end }}
+{{- if eq $v.baseModel.source "pvc" }}
+{{- $modes := $v.baseModel.pvc.accessModes }}
+{{- with $v.baseModel.pvc.existingClaim }}
+{{- $claim := lookup "v1" "PersistentVolumeClaim" $.Release.Namespace . }}
+{{- if $claim }}
+{{- $modes = $claim.spec.accessModes }}
+{{- end }}
+{{- end }}
+{{- if not (or (has "ReadWriteMany" $modes) (has "ReadOnlyMany" $modes)) }}
+{{- fail (printf "baseModel.pvc.accessModes is %v: every engine, gateway and the monitor mount the model volume, so it must be ReadOnlyMany or ReadWriteMany" $modes) }}
+{{- end }}
+{{- end }}
+{{- if lt (int $v.engine.adapterCacheEntries) (int $v.lora.maxCpuLoras) }}
+{{- fail (printf "engine.adapterCacheEntries (%v) must be >= lora.maxCpuLoras (%v): vLLM re-reads a cached adapter's files when it activates it again" $v.engine.adapterCacheEntries $v.lora.maxCpuLoras) }}
 {{- end }}
 {{- if and (eq $v.artifacts.type "s3") (ne (empty $v.artifacts.s3.accessKeyId) (empty $v.artifacts.s3.secretAccessKey)) }}
 {{- fail "set both artifacts.s3.accessKeyId and artifacts.s3.secretAccessKey, or neither" }}
