@@ -97,6 +97,10 @@ class Settings(BaseSettings):
     max_adapter_bytes: int = Field(default=200 * 1024 * 1024, gt=0)
     """Largest adapter (archive or unpacked) accepted at registration."""
 
+    max_request_bytes: int = Field(default=8 * 1024 * 1024, gt=0)
+    """Largest request body of every route but the uploads (chat, classify, feedback, jobs,
+    admin): refused with 413 before it is read."""
+
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     """Largest file accepted by the files API."""
 

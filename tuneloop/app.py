@@ -80,6 +80,9 @@ def create_app(
     otherwise it is opened on startup (and closed on shutdown)."""
     from tuneloop.api import adapters, admin, feedback, files, health, inference, policy
     from tuneloop.api import jobs as jobs_api
+    from tuneloop.api.body_limits import BodyLimits
+    from tuneloop.api.deps import authenticate_scope
+    from tuneloop.ui.routes import router as ui_router
 
     if settings is None:
         settings = platform.settings if platform else Settings()
@@ -105,6 +108,8 @@ def create_app(
     app = FastAPI(title="tuneloop", version="0.1.0", lifespan=lifespan)
     app.state.tuneloop = None
     install_error_handlers(app)
+    # Outermost: bodies are bounded (and uploads authenticated) before anything reads them.
+    app.add_middleware(BodyLimits, settings=settings, authenticate=authenticate_scope)
     if serve is not None:
         # First: every inference request would otherwise try each platform route's pattern
         # before reaching its own (no paths overlap).
@@ -112,4 +117,5 @@ def create_app(
     for router in (health.router, admin.router, adapters.router, feedback.router, policy.router,
                    files.router, jobs_api.router):
         app.include_router(router)
+    app.include_router(ui_router)
     return app

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 from fastapi import Request
+from starlette.concurrency import run_in_threadpool
+from starlette.types import Scope
 
 from services.errors import Forbidden, Unauthorized, Unavailable
 from services.platform import Platform
@@ -11,8 +13,8 @@ from services.tenants import hash_key, is_admin_key, resolve_key
 from serving.gateway.runtime import Gateway
 from tuneloop.state import AppState
 
-__all__ = ["app_state", "bearer_key", "cached_tenant", "current_tenant", "gateway",
-           "platform", "require_admin"]
+__all__ = ["app_state", "authenticate_scope", "bearer_key", "cached_tenant", "current_tenant",
+           "gateway", "platform", "require_admin"]
 
 
 def app_state(request: Request) -> AppState:
@@ -75,3 +77,12 @@ def require_admin(request: Request) -> None:
             if key.startswith("tl-"):
                 raise Forbidden("this route needs the admin key, not a tenant key")
             raise Unauthorized("invalid admin key")
+
+
+async def authenticate_scope(scope: Scope, admin: bool) -> None:
+    """The key check of a request before its body is read (tuneloop/api/body_limits.py)."""
+    request = Request(scope)
+    if admin:
+        await run_in_threadpool(require_admin, request)
+    elif cached_tenant(request) is None:
+        await run_in_threadpool(current_tenant, request)
