@@ -1,16 +1,58 @@
 """Gateway request bodies. Only what the gateway itself relies on is validated here; the other
 OpenAI parameters (temperature, top_p, stop, n, seed, logprobs, ...) pass through to the engine,
-which validates them and whose 400s are returned as they are."""
+which validates them and whose 400s are returned as they are. Only known parameters pass: an
+engine accepts more (per-request chat templates, guided-decoding regexes, multimodal URLs it
+would fetch from inside the cluster), and none of that is a tenant's to set."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+_SAMPLING = frozenset({
+    "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "n", "presence_penalty", "seed",
+    "stop", "stream", "stream_options", "temperature", "top_p", "user",
+    # vLLM's sampling extras that only change sampling
+    "top_k", "min_p", "repetition_penalty", "min_tokens",
+})
+CHAT_PARAMS = _SAMPLING | {
+    "model", "messages", "max_completion_tokens", "top_logprobs", "response_format", "tools",
+    "tool_choice", "parallel_tool_calls", "metadata", "store",
+}
+COMPLETION_PARAMS = _SAMPLING | {"model", "prompt", "echo", "suffix", "best_of"}
+MESSAGE_FIELDS = frozenset({"role", "content", "name", "tool_calls", "tool_call_id", "refusal"})
+
+
+def _only_known(body: Any, allowed: frozenset[str], what: str) -> Any:
+    if isinstance(body, dict):
+        unknown = sorted(k for k in body if k not in allowed)
+        if unknown:
+            raise ValueError(f"unsupported {what} parameter(s) {', '.join(map(repr, unknown[:5]))};"
+                             f" supported: {', '.join(sorted(allowed))}")
+    return body
 
 
 class Message(BaseModel):
     model_config = ConfigDict(extra="allow")
     role: str
     content: str | list | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, value: Any) -> Any:
+        return _only_known(value, MESSAGE_FIELDS, "message")
+
+    @field_validator("content")
+    @classmethod
+    def _text_only(cls, value: str | list | None) -> str | list | None:
+        if isinstance(value, list):
+            for part in value:
+                if not isinstance(part, dict) or part.get("type") != "text" or not isinstance(
+                        part.get("text"), str) or set(part) - {"type", "text"}:
+                    raise ValueError("only text content parts ({\"type\": \"text\", \"text\": "
+                                     "...}) are supported; send images or files as text")
+        return value
 
     @field_validator("role")
     @classmethod
@@ -29,6 +71,11 @@ class ChatRequest(BaseModel):
     max_completion_tokens: int | None = Field(default=None, ge=1)
     n: int = Field(default=1, ge=1, le=16)
 
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, value: Any) -> Any:
+        return _only_known(value, CHAT_PARAMS, "chat")
+
 
 class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -37,6 +84,11 @@ class CompletionRequest(BaseModel):
     stream: bool = False
     max_tokens: int | None = Field(default=None, ge=1)
     n: int = Field(default=1, ge=1, le=16)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known(cls, value: Any) -> Any:
+        return _only_known(value, COMPLETION_PARAMS, "completions")
 
 
 class ClassifyRequest(BaseModel):
