@@ -6,6 +6,9 @@
    same config (packed), same threads. Reports the step-loop throughput and the end-to-end
    wall time.
 3. Optional (--workers 2): Ray Train with 2 workers vs 1.
+   ``--compare-threads`` runs only the Ray loops, side by side: 1 worker x 1 thread vs 1 worker
+   x ``--threads`` threads (each worker's torch threads are the CPUs Ray gave it) and, with
+   ``--workers 2``, 2 workers x 1 thread.
 4. MFU: achieved model FLOP/s vs this machine's measured fp32 matmul peak.
 
 Tokens are real (non-padding) tokens. Run from the repository root:
@@ -107,7 +110,32 @@ def ray_loop(config: TrainConfig) -> dict:
     loop_s = steps[-1]["time"] - started[0]["time"]
     tokens = sum(e["tokens"] for e in steps)
     return {"steps": len(steps), "tokens": tokens, "loop_seconds": loop_s,
-            "tokens_per_s": tokens / loop_s, "wall_seconds": wall}
+            "tokens_per_s": tokens / loop_s, "wall_seconds": wall,
+            "examples_per_s": started[0]["examples"] / loop_s,
+            "torch_threads": started[0].get("torch_threads")}
+
+
+def compare_threads(config, threads: int, workers: int, packed_batch: int, out: Path) -> None:
+    """Ray loops only: 1 worker x 1 thread, 1 worker x ``threads``, 2 workers x 1 (if asked)."""
+    import ray
+
+    ray.init(num_cpus=max(2, threads), include_dashboard=False, log_to_driver=False)
+    runs = [(1, 1), (1, threads)] + ([(2, 1)] if workers == 2 else [])
+    results = {}
+    try:
+        for w, t in runs:
+            name = f"ray_{w}_worker_x_{t}_thread"
+            results[name] = ray_loop(config(
+                packing=True, batch_size=packed_batch, num_workers=w, cpus_per_worker=t,
+                output_dir=str(out / name), progress_file=str(out / f"{name}.jsonl")))
+            print(name, json.dumps(results[name]), flush=True)
+    finally:
+        ray.shutdown()
+    first = results["ray_1_worker_x_1_thread"]
+    for name, r in results.items():
+        print(f"{name}: {r['tokens_per_s']:.0f} tokens/s, {r['examples_per_s']:.2f} examples/s "
+              f"({r['torch_threads']} torch threads per worker) = "
+              f"{r['tokens_per_s'] / first['tokens_per_s']:.2f}x")
 
 
 def matmul_peak_flops(threads: int, size: int = 1024, repeats: int = 10) -> float:
@@ -130,6 +158,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--workers", type=int, default=1, help="2 also measures 2 workers")
     parser.add_argument("--skip-ray", action="store_true")
+    parser.add_argument("--compare-threads", action="store_true",
+                        help="only the Ray loops: 1 x 1 thread vs 1 x --threads (vs 2 x 1)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     out = Path(tempfile.mkdtemp(prefix="tuneloop-bench-"))
@@ -150,6 +180,9 @@ def main() -> None:
     results: dict[str, dict] = {}
     # Packed rows hold ~max_length tokens: use fewer rows per batch for similar tokens per step.
     packed_batch = max(1, args.batch_size * lengths[len(lengths) // 2] // args.max_length)
+    if args.compare_threads:
+        compare_threads(config, args.threads, args.workers, packed_batch, out)
+        return
     # Ray first, while this process is small: the plain loops leave its heap grown.
     if not args.skip_ray:
         import ray

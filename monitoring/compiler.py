@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Literal
 
+from monitoring.request_log import TRUNCATED
 from services.store.models import AdapterTask
 
 Task = Literal["chat", "classification"]
@@ -163,11 +164,13 @@ def _latest(items: list[ResponseFeedback], name: str) -> tuple[Any, ResponseFeed
 def _prompt_messages(value: str | Sequence[Mapping[str, Any]]) -> list[dict[str, str]] | None:
     """Chat prompt as role/content messages; None if malformed (the example is dropped)."""
     if isinstance(value, str):
-        return [{"role": "user", "content": value}] if value.strip() else None
+        return [{"role": "user", "content": value}] if _whole(value) else None
     messages = []
     for i, message in enumerate(value):
         role, content = message.get("role"), message.get("content")
         if role not in ROLES or not isinstance(content, str) or not content.strip():
+            return None
+        if message.get("truncated"):  # cut by the request log: the prompt is incomplete
             return None
         if role == "system" and i > 0:
             return None
@@ -175,11 +178,16 @@ def _prompt_messages(value: str | Sequence[Mapping[str, Any]]) -> list[dict[str,
     return messages or None
 
 
+def _whole(text: str) -> bool:
+    """A non-blank text that the request log did not cut at its size limit."""
+    return bool(text.strip()) and not text.endswith(TRUNCATED)
+
+
 def _classification_text(value: str | Sequence[Mapping[str, Any]]) -> str | None:
     if isinstance(value, str):
-        return value if value.strip() else None
+        return value if _whole(value) else None
     users = [m.get("content") for m in value if m.get("role") == "user"]
-    return users[-1] if users and isinstance(users[-1], str) and users[-1].strip() else None
+    return users[-1] if users and isinstance(users[-1], str) and _whole(users[-1]) else None
 
 
 @dataclass

@@ -26,12 +26,14 @@ class RetrainPolicy(BaseModel):
     """When an adapter is retrained and what happens to the candidate (``/v1/adapters/{name}/policy``)."""
 
     # Attribute docstrings become field descriptions, so the API's JSON schema documents them.
-    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True)
+    # allow_inf_nan: NaN passes no bound check and Infinity every lower bound (cooldown forever).
+    model_config = ConfigDict(extra="forbid", frozen=True, use_attribute_docstrings=True,
+                              allow_inf_nan=False)
 
     enabled: bool = True
     """Master switch: when false the monitor never retrains this adapter (reports still run)."""
 
-    schedule_hours: float | None = Field(default=None, gt=0)
+    schedule_hours: float | None = Field(default=None, gt=0, le=87_600)
     """Retrain every this many hours since the last training started. None: no schedule."""
 
     on_drift: bool = True
@@ -55,8 +57,9 @@ class RetrainPolicy(BaseModel):
     """Every trigger needs at least this many new examples: retraining on the champion's own data
     only reproduces the champion. 0 disables the guard."""
 
-    cooldown_hours: float = Field(default=6.0, ge=0)
-    """No new training within this many hours of the last one started."""
+    cooldown_hours: float = Field(default=6.0, ge=0, le=87_600)
+    """No new training within this many hours of the last one started (at most 10 years, as
+    ``schedule_hours``: beyond, the date arithmetic overflows)."""
 
     max_concurrent_jobs_per_tenant: int = Field(default=1, ge=1)
     """Training jobs one tenant may have running at once."""

@@ -49,6 +49,72 @@ def redact_value(value: object) -> object:
     return value
 
 
+TRUNCATED = " [TRUNCATED]"
+"""Appended to a logged string that was cut at the request log's size limit."""
+
+# What the request log keeps of a chat message or a content part; every other field (``name``,
+# ``tool_calls``, image URLs, ...) is dropped before it is buffered, redacted or stored.
+_KEPT_FIELDS = frozenset({"role", "content", "type", "text"})
+_ITEM_COST = 8  # characters charged per list item and scalar, so empty items cannot flood the log
+
+
+def loggable(value: object, max_chars: int) -> object:
+    """``value`` (chat messages, a prompt, texts, labels) reduced to what the request log keeps:
+    known message fields only, at most ``max_chars`` characters in all. A cut string ends with
+    :data:`TRUNCATED`; a cut list marks its last kept item (a message gets ``"truncated": true``),
+    so the dataset compiler can leave truncated requests out. Costs O(max_chars), not O(value)."""
+    return _Shaper(max_chars).shape(value, 0)
+
+
+class _Shaper:
+    MAX_DEPTH = 16  # messages -> message -> content parts -> part is 4 levels deep
+
+    def __init__(self, max_chars: int) -> None:
+        self.left = max_chars
+        self.cut = False
+
+    def shape(self, value: object, depth: int) -> object:
+        if isinstance(value, str):
+            if len(value) <= self.left:
+                self.left -= len(value)
+                return value
+            head, self.left, self.cut = value[:max(self.left, 0)], 0, True
+            return head + TRUNCATED
+        if value is None or isinstance(value, bool | int | float):
+            self.left -= _ITEM_COST
+            return value
+        if depth >= self.MAX_DEPTH:
+            self.cut = True
+            return None
+        if isinstance(value, list | tuple):
+            out: list[object] = []
+            for item in value:
+                if self.left <= 0:
+                    self.cut = True
+                    if out:
+                        out[-1] = _mark_truncated(out[-1])
+                    break
+                self.left -= _ITEM_COST
+                out.append(self.shape(item, depth + 1))
+            return out
+        if isinstance(value, Mapping):
+            cut_before = self.cut
+            kept: dict[object, object] = {
+                k: self.shape(v, depth + 1) for k, v in value.items() if k in _KEPT_FIELDS}
+            if self.cut and not cut_before:
+                kept["truncated"] = True
+            return kept
+        return None  # not JSON data: nothing to keep
+
+
+def _mark_truncated(item: object) -> object:
+    if isinstance(item, str):
+        return item if item.endswith(TRUNCATED) else item + TRUNCATED
+    if isinstance(item, dict):
+        return {**item, "truncated": True}
+    return item
+
+
 @dataclass
 class LogRecord:
     id: str
@@ -142,6 +208,7 @@ class RequestLog:
         redact: Callable[[object], object] | None = None,
         policy: LogPolicy | None = None,
         purge_every_s: float = 3600.0,
+        max_field_chars: int = 65_536,
     ) -> None:
         self.store = store
         self.metrics = metrics
@@ -151,6 +218,7 @@ class RequestLog:
         self.redact = redact
         self.policy = policy or LogPolicy()
         self.purge_every_s = purge_every_s
+        self.max_field_chars = max_field_chars
         self._next_purge = 0.0  # the first purge runs when the writer starts
         self._tenant_names: dict[int, str] = {}
         self._pending_ids: set[str] = set()
@@ -175,7 +243,7 @@ class RequestLog:
             tenant_retention_days=dict(settings.request_log_tenant_retention_days),
         )
         return cls(store, metrics, redact=redact_value if settings.request_log_redact else None,
-                   policy=policy)
+                   policy=policy, max_field_chars=settings.request_log_max_chars)
 
     def start(self) -> None:
         if self._thread is None:
@@ -183,7 +251,10 @@ class RequestLog:
             self._thread.start()
 
     def record(self, rec: LogRecord) -> bool:
-        """Queue ``rec``; False (and counted) when the buffer is full."""
+        """Queue ``rec`` (its input and output cut to :func:`loggable`); False (and counted) when
+        the buffer is full."""
+        rec.input = loggable(rec.input, self.max_field_chars)
+        rec.output = loggable(rec.output, self.max_field_chars)
         with self._cond:
             if self._stop or len(self._buffer) >= self.max_pending:
                 self._count_drop("shutdown" if self._stop else "buffer_full")

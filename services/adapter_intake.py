@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+import dataclasses
+import json
+import os
 import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
 
 from services import registry
-from services.adapter_validation import validate_adapter_dir
+from services.adapter_validation import (
+    ADAPTER_FILES,
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    AdapterInfo,
+    validate_adapter_dir,
+)
 from services.archive import find_adapter_root, safe_extract
 from services.names import NameKind, check_name
 from services.platform import Platform
@@ -32,11 +41,14 @@ def register_adapter_dir(
     """Validate ``adapter_dir`` and register it as the next version of (tenant, name)."""
     s = platform.settings
     check_name(name, NameKind.ADAPTER)
-    registry.check_classification_spec(task, labels, prompt_template)
+    registry.check_classification_spec(task, labels, prompt_template, max_labels=s.max_labels,
+                                       max_label_chars=s.max_label_chars)
     info = validate_adapter_dir(
         adapter_dir, platform.base_model_dir, max_rank=s.max_lora_rank, max_bytes=s.max_adapter_bytes
     )
-    key = platform.artifacts.put_dir(adapter_dir)
+    with tempfile.TemporaryDirectory(prefix="tuneloop-adapter-clean-") as staging:
+        info = _stage_allowed_files(adapter_dir, info, Path(staging))
+        key = platform.artifacts.put_dir(Path(staging))
     lineage = {"base_model": platform.base_model_name, **(lineage or {})}
     with platform.store.write() as session:
         if isinstance(tenant, str):
@@ -45,6 +57,18 @@ def register_adapter_dir(
             info=info, artifact_key=key, base_fingerprint=platform.base_fingerprint, task=task,
             labels=labels, prompt_template=prompt_template, metrics=metrics, lineage=lineage,
             state=state))
+
+
+def _stage_allowed_files(adapter_dir: Path, info: AdapterInfo, staging: Path) -> AdapterInfo:
+    """Put in ``staging`` only what an adapter may carry (:data:`ADAPTER_FILES`): the config
+    rewritten from its checked keys and the validated weights; returns ``info`` with their size."""
+    (staging / CONFIG_FILE).write_text(json.dumps(info.config, indent=2, sort_keys=True))
+    try:
+        os.link(adapter_dir / WEIGHTS_FILE, staging / WEIGHTS_FILE)
+    except OSError:  # another filesystem, or links not supported: copy
+        shutil.copyfile(adapter_dir / WEIGHTS_FILE, staging / WEIGHTS_FILE)
+    size = sum((staging / name).stat().st_size for name in ADAPTER_FILES)
+    return dataclasses.replace(info, size_bytes=size)
 
 
 def register_adapter_archive(

@@ -7,10 +7,13 @@ exists in the base with matching shapes; rank within the engine's limit; size wi
 from __future__ import annotations
 
 import json
+import math
 import struct
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from services.errors import InvalidInput, TooLarge
 
@@ -19,12 +22,89 @@ WEIGHTS_FILE = "adapter_model.safetensors"
 _MAX_HEADER = 100 * 1024 * 1024
 
 
+ADAPTER_FILES = (CONFIG_FILE, WEIGHTS_FILE)
+"""What an adapter may carry to the artifact store, engines and trainers; anything else in an
+upload (README.md, pickles, tokenizer files) is dropped."""
+
+
 @dataclass(frozen=True)
 class AdapterInfo:
     rank: int
     target_modules: list[str]
     size_bytes: int
     base_model_name_or_path: str | None
+    config: dict[str, Any] = field(default_factory=dict)
+    """adapter_config.json rebuilt from the known LoRA keys (:func:`clean_adapter_config`)."""
+
+
+_MAX_CONFIG_STRING = 1024
+
+
+def _is_str(v: object) -> bool:
+    return isinstance(v, str) and len(v) <= _MAX_CONFIG_STRING
+
+
+def _is_number(v: object) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _is_str_list(v: object) -> bool:
+    return isinstance(v, list) and len(v) <= _MAX_CONFIG_STRING and all(_is_str(x) for x in v)
+
+
+def _is_pattern(v: object) -> bool:
+    return isinstance(v, dict) and len(v) <= _MAX_CONFIG_STRING and all(
+        _is_str(k) and _is_number(x) for k, x in v.items())
+
+
+_OPTIONAL_STR = (lambda v: v is None or _is_str(v), "a string or null")
+_BOOL = (lambda v: isinstance(v, bool), "true or false")
+# PEFT LoraConfig keys that engines (vLLM) and trainers (PEFT) read, each with its check; other
+# keys (auto_mapping naming classes to import, future options) are dropped.
+_CONFIG_KEYS: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "peft_type": (lambda v: isinstance(v, str) and v.upper() == "LORA", '"LORA"'),
+    "task_type": _OPTIONAL_STR,
+    "r": (lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= 1, "an integer >= 1"),
+    "lora_alpha": (lambda v: _is_number(v) and v > 0, "a finite number > 0"),
+    "lora_dropout": (lambda v: _is_number(v) and 0 <= v < 1, "a number in [0, 1)"),
+    "target_modules": (lambda v: v is None or _is_str(v) or _is_str_list(v),
+                       "a module name or a list of them"),
+    "bias": (lambda v: v in ("none", "all", "lora_only"), '"none", "all" or "lora_only"'),
+    "fan_in_fan_out": _BOOL,
+    "use_rslora": _BOOL,
+    "use_dora": _BOOL,
+    "lora_bias": _BOOL,
+    "inference_mode": _BOOL,
+    "init_lora_weights": (lambda v: isinstance(v, bool) or _is_str(v), "true, false or a name"),
+    "modules_to_save": (lambda v: v is None or _is_str_list(v), "a list of module names or null"),
+    "layers_to_transform": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool))
+                            or (isinstance(v, list) and all(type(x) is int for x in v)),
+                            "a layer index, a list of them or null"),
+    "layers_pattern": (lambda v: v is None or _is_str(v) or _is_str_list(v),
+                       "a string, a list of strings or null"),
+    "rank_pattern": (_is_pattern, "an object of module name -> number"),
+    "alpha_pattern": (_is_pattern, "an object of module name -> number"),
+    "base_model_name_or_path": _OPTIONAL_STR,
+    "revision": _OPTIONAL_STR,
+    "peft_version": _OPTIONAL_STR,
+}
+
+
+def clean_adapter_config(config: dict[str, Any]) -> dict[str, Any]:
+    """The known LoRA keys of ``config``, each checked; raises InvalidInput naming a bad one."""
+    clean: dict[str, Any] = {}
+    for key, (check, expected) in _CONFIG_KEYS.items():
+        if key not in config:
+            continue
+        value = config[key]
+        if not check(value):
+            raise InvalidInput(
+                f"{CONFIG_FILE}: {key} must be {expected}, got {str(value)[:80]!r}; fix it or "
+                "save the adapter again with PEFT's save_pretrained"
+            )
+        clean[key] = value
+    clean["peft_type"] = "LORA"
+    return clean
 
 
 def read_safetensors_header(path: Path) -> dict[str, dict]:
@@ -110,7 +190,7 @@ def validate_adapter_dir(
         )
     try:
         config = json.loads(config_path.read_text())
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise InvalidInput(f"{CONFIG_FILE} is not valid JSON: {exc}") from exc
     if not isinstance(config, dict):
         raise InvalidInput(f"{CONFIG_FILE} must be a JSON object")
@@ -119,8 +199,9 @@ def validate_adapter_dir(
             f"{CONFIG_FILE} has peft_type {config.get('peft_type')!r}; only LORA adapters are served"
         )
     rank = config.get("r")
-    if not isinstance(rank, int) or rank < 1:
+    if not isinstance(rank, int) or isinstance(rank, bool) or rank < 1:
         raise InvalidInput(f"{CONFIG_FILE} has an invalid rank r={rank!r}")
+    clean_config = clean_adapter_config(config)
 
     header = read_safetensors_header(weights_path)
     base = base_weight_shapes(base_model_dir)
@@ -173,5 +254,6 @@ def validate_adapter_dir(
         rank=max_seen,
         target_modules=sorted({m.rsplit(".", 1)[-1] for m in modules}),
         size_bytes=size,
-        base_model_name_or_path=config.get("base_model_name_or_path"),
+        base_model_name_or_path=clean_config.get("base_model_name_or_path"),
+        config=clean_config,
     )

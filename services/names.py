@@ -23,7 +23,8 @@ class NameKind(Enum):
 
 def check_name(name: object, kind: NameKind) -> str:
     """``name`` if it follows ``kind``'s rule; else :class:`InvalidInput` stating the rule."""
-    if not isinstance(name, str) or not kind.pattern.match(name):
+    # fullmatch: with match, "$" also matches before a trailing newline ("acme\n" passed).
+    if not isinstance(name, str) or not kind.pattern.fullmatch(name):
         raise InvalidInput(
             f"{kind.label} name {name!r} is invalid: use {kind.rule}, starting with a letter or "
             "digit",

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session
 
 from services.adapter_validation import AdapterInfo
 from services.errors import Conflict, InvalidInput, NotFound
-from services.labels import check_labels
+from services.labels import MAX_LABEL_CHARS, MAX_LABELS, check_labels
 from services.names import NameKind, check_name
 from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, validate_template
 from services.store.models import (
@@ -28,15 +28,20 @@ from services.store.models import (
     VersionState,
 )
 
-_REF_RE = re.compile(r"^(?P<name>[^@]+?)(?:@v?(?P<version>\d+))?$")
+MAX_VERSION = 2**31 - 1
+"""Largest version number (the store's INTEGER column); a larger one cannot exist."""
+_REF_RE = re.compile(r"(?P<name>[^@]+?)(?:@v?(?P<version>[0-9]+))?")
 
 
 def parse_model_ref(ref: str) -> tuple[str, int | None]:
     """``"name"`` -> (name, None) (the champion); ``"name@v3"`` or ``"name@3"`` -> (name, 3)."""
-    match = _REF_RE.match(ref or "")
+    match = _REF_RE.fullmatch(ref or "")
     if not match:
-        raise InvalidInput(f"model {ref!r} is not 'name' or 'name@vN'", param="model")
+        raise InvalidInput(f"model {str(ref)[:100]!r} is not 'name' or 'name@vN'", param="model")
     version = match.group("version")
+    if version and (len(version) > 10 or int(version) > MAX_VERSION):
+        raise InvalidInput(f"model {str(ref)[:100]!r} has a version beyond {MAX_VERSION}; "
+                           "use an existing version number", param="model")
     return match.group("name"), int(version) if version else None
 
 
@@ -82,6 +87,9 @@ def _adapter(session: Session, tenant: Tenant, name: str, *, lock: bool = False)
 
 
 def _version(session: Session, adapter: Adapter, version: int) -> AdapterVersion:
+    if not 0 <= version <= MAX_VERSION:  # the store cannot even compare it (integer overflow)
+        raise NotFound(f"adapter {adapter.name!r} has no version outside 0..{MAX_VERSION}",
+                       param="model", code="model_not_found")
     row = session.scalar(
         select(AdapterVersion).where(
             AdapterVersion.adapter_id == adapter.id, AdapterVersion.version == version
@@ -95,14 +103,16 @@ def _version(session: Session, adapter: Adapter, version: int) -> AdapterVersion
 
 
 def check_classification_spec(
-    task: str, labels: list[str] | None, prompt_template: str | None
+    task: str, labels: list[str] | None, prompt_template: str | None, *,
+    max_labels: int | None = MAX_LABELS, max_label_chars: int | None = MAX_LABEL_CHARS,
 ) -> tuple[list[str] | None, str | None]:
-    """Normalise and validate task-specific fields; returns (labels, template)."""
+    """Normalise and validate task-specific fields; returns (labels, template). The label caps
+    default to those of the default settings; None leaves them unchecked."""
     if task not in (AdapterTask.CHAT, AdapterTask.CLASSIFICATION):
         raise InvalidInput(f"task {task!r} is invalid; use 'chat' or 'classification'", param="task")
     if task == AdapterTask.CHAT:
         return None, None
-    labels = check_labels(labels)
+    labels = check_labels(labels, max_count=max_labels, max_chars=max_label_chars)
     template = prompt_template or DEFAULT_CLASSIFICATION_TEMPLATE
     try:
         validate_template(template)
@@ -131,7 +141,9 @@ def register_version(session: Session, tenant: Tenant, name: str,
     """Add version N+1 of (tenant, name); the first ready version becomes the champion."""
     check_name(name, NameKind.ADAPTER)
     task, info, state = new.task, new.info, new.state
-    labels, prompt_template = check_classification_spec(task, new.labels, new.prompt_template)
+    # The caps were checked by the caller with the operator's settings; this only normalises.
+    labels, prompt_template = check_classification_spec(
+        task, new.labels, new.prompt_template, max_labels=None, max_label_chars=None)
     adapter = session.scalar(
         select(Adapter).where(Adapter.tenant_id == tenant.id, Adapter.name == name).with_for_update()
     )

@@ -29,9 +29,11 @@ How a label's probability is computed (cost does not grow with the number of lab
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections import OrderedDict
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from services.errors import InvalidInput
 from services.label_scoring import Prefix, ScoringPlan, label_probabilities, plan_scoring
@@ -40,6 +42,10 @@ from services.prompts import classification_messages
 from serving.engine_client import EngineClient
 
 MAX_LOGPROB_TOKEN_IDS = 128  # vLLM's limit on logprob_token_ids; beyond it top-K + floor is used
+MAX_FAN_OUT = 16
+"""Engine requests one classify call keeps in flight at most (texts scored, labels tokenized):
+256 texts or 64 labels must not open hundreds of concurrent engine requests."""
+T = TypeVar("T")
 _PROBE_TEXT = "x"  # label tokens in context do not depend on the text; any text will do
 
 # -- pure core ------------------------------------------------------------------------------------
@@ -89,10 +95,12 @@ class Classifier:
     ``--max-logprobs``, default 20). Label tokenizations are cached (``cache_size`` label sets).
     """
 
-    def __init__(self, client: EngineClient, *, top_logprobs: int = 20, cache_size: int = 256) -> None:
+    def __init__(self, client: EngineClient, *, top_logprobs: int = 20, cache_size: int = 256,
+                 max_fan_out: int = MAX_FAN_OUT) -> None:
         self.client = client
         self.top_logprobs = top_logprobs
         self.cache_size = cache_size
+        self.max_fan_out = max_fan_out
         self._plans: OrderedDict[tuple, ScoringPlan] = OrderedDict()
 
     async def classify(self, model: str, template: str, text: str, labels: Sequence[str]) -> Classification:
@@ -131,10 +139,11 @@ class Classifier:
     async def classify_many(
         self, model: str, template: str, texts: Sequence[str], labels: Sequence[str]
     ) -> list[Classification]:
-        """Classify several texts concurrently (the engine batches them)."""
-        return list(await asyncio.gather(
-            *(self.classify(model, template, text, labels) for text in texts)
-        ))
+        """Classify several texts concurrently (the engine batches them), at most
+        ``max_fan_out`` at a time; the label plan is built once, before the texts fan out."""
+        await self.plan(model, template, check_labels(labels))
+        return await _bounded(self.max_fan_out, [
+            functools.partial(self.classify, model, template, text, labels) for text in texts])
 
     async def _score_deeper(
         self, model: str, prompt: list[int], plan: ScoringPlan
@@ -178,10 +187,8 @@ class Classifier:
 
         async def one(label: str) -> list[int]:
             reply = [{"role": "assistant", "content": label}]
-            open_, closed = await asyncio.gather(
-                tokens(reply, add_generation_prompt=False, continue_final_message=True),
-                tokens(reply, add_generation_prompt=False),
-            )
+            open_ = await tokens(reply, add_generation_prompt=False, continue_final_message=True)
+            closed = await tokens(reply, add_generation_prompt=False)
             if open_[: len(prompt)] != prompt or closed[: len(open_)] != open_ or len(closed) == len(open_):
                 raise InvalidInput(
                     f"cannot locate label {label!r} in the chat template of {model!r}; the "
@@ -189,5 +196,16 @@ class Classifier:
                 )
             return open_[len(prompt):] + [closed[len(open_)]]
 
-        seqs = await asyncio.gather(*(one(label) for label in labels))
+        seqs = await _bounded(self.max_fan_out, [functools.partial(one, label) for label in labels])
         return dict(zip(labels, seqs))
+
+
+async def _bounded(limit: int, calls: list[Callable[[], Awaitable[T]]]) -> list[T]:
+    """The results of ``calls`` (in order), at most ``limit`` running at once."""
+    gate = asyncio.Semaphore(limit)
+
+    async def run(call: Callable[[], Awaitable[T]]) -> T:
+        async with gate:
+            return await call()
+
+    return list(await asyncio.gather(*(run(call) for call in calls)))

@@ -6,6 +6,7 @@ place ``make run`` uses), so tests never convert it twice.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,14 @@ pytest_plugins = ["tests.support.adapters"]
 __all__ = ["ADMIN_HEADERS", "tenant_key"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Training jobs default to every CPU of the Ray cluster (torch threads = CPUs). On the small,
+    # shared CI machines two spinning OpenMP threads next to a vLLM engine measured 2.6-6x slower
+    # than one (docs/benchmarks.md), so the suite trains on one; tests/training/test_recipe.py
+    # proves that a worker given N CPUs runs N torch threads.
+    os.environ.setdefault("TUNELOOP_TRAIN_CPUS_PER_WORKER", "1")
 
 
 @pytest.fixture(scope="session")

@@ -8,6 +8,7 @@ job runner (or calls :func:`training.recipe.run_training` in-process).
 from __future__ import annotations
 
 import json
+import math
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -82,8 +83,10 @@ class TrainConfig:
     """Ray Train workers (data parallel; gloo on CPU, nccl on GPU)."""
     use_gpu: bool = False
     """One GPU per worker."""
-    cpus_per_worker: float = 1.0
-    """CPUs reserved per worker (also its torch thread count, rounded)."""
+    cpus_per_worker: float | None = None
+    """CPUs reserved per worker; its torch threads are the CPUs Ray gave it (rounded down).
+    None: the Ray cluster's CPUs shared by the workers, at most a node's (every core of this
+    machine with one worker on the embedded Ray)."""
     qlora: bool = False
     """Load the base in 4-bit (bitsandbytes NF4) and train LoRA on top; GPU only, and untested:
     tuneloop's CI has no GPU, so this path has never run (CPU requests are refused)."""
@@ -120,6 +123,10 @@ class TrainConfig:
             if value is not None and "://" not in str(value):
                 setattr(self, name, str(Path(value).expanduser().resolve()))
         problems = []
+        # NaN passes every "<= 0" check and Infinity every lower bound: refuse both first.
+        problems += [f"{f.name}={getattr(self, f.name)} must be a finite number"
+                     for f in fields(self) if isinstance(getattr(self, f.name), float)
+                     and not math.isfinite(getattr(self, f.name))]
         if self.task not in tuple(AdapterTask):
             problems.append(f"task={self.task!r}: use 'chat' or 'classification'")
         if self.train_file is None and not self.train_examples:
@@ -144,7 +151,7 @@ class TrainConfig:
             problems.append("checkpoint_every, warmup_steps and max_failures must be >= 0")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps={self.max_steps} must be >= 1 (or None)")
-        if self.cpus_per_worker <= 0:
+        if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
             problems.append(f"cpus_per_worker={self.cpus_per_worker} must be > 0")
         if self.qlora and not self.use_gpu:
             problems.append("qlora=true needs use_gpu=true: 4-bit bitsandbytes kernels run on "

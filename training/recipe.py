@@ -27,7 +27,7 @@ import shutil
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -179,7 +179,8 @@ def train_worker(payload: dict[str, Any]) -> None:
     pad_id = payload["pad_id"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
-    torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    threads = torch_threads(worker_cpus() or config.cpus_per_worker)
+    torch.set_num_threads(threads)  # intra-op parallelism over the CPUs Ray reserved for us
     torch.manual_seed(config.seed)  # LoRA init: identical on every rank and every attempt
     device = ray.train.torch.get_device()
     model: Any = _build_model(config, device)  # then DDP-wrapped (or moved) below
@@ -214,7 +215,8 @@ def train_worker(payload: dict[str, Any]) -> None:
             progress.emit(config.progress_file, "resumed", step=start, total_steps=total)
     elif rank == 0:
         progress.emit(config.progress_file, "training_started", total_steps=total,
-                      num_workers=world, examples=len(examples))
+                      num_workers=world, examples=len(examples),
+                      cpus_per_worker=config.cpus_per_worker, torch_threads=threads)
 
     model.train()
     for step in range(start, total):
@@ -281,6 +283,33 @@ def _real_tokens(micro_batch: list[list[int]], examples: list[TokenizedExample])
     return sum(len(examples[i].input_ids) for unit in micro_batch for i in unit)
 
 
+def auto_cpus_per_worker(node_cpus: list[float], num_workers: int) -> float:
+    """Pure: CPUs per worker when none are configured: the cluster's CPUs shared by
+    ``num_workers``, at most the largest node's (a worker runs on one node), at least 1."""
+    share = sum(node_cpus) // max(1, num_workers)
+    return float(max(1.0, min(max(node_cpus, default=1.0), share)))
+
+
+def worker_cpus() -> float | None:
+    """The CPUs Ray assigned to the calling worker or task (None outside Ray, or none)."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    context = ray.get_runtime_context()
+    if context.worker.mode != ray.WORKER_MODE:  # a driver: Ray reserves nothing for it
+        return None
+    return context.get_assigned_resources().get("CPU") or None
+
+
+def torch_threads(cpus: float | None) -> int:
+    """Torch intra-op threads for ``cpus`` CPUs (None: every core this process may use)."""
+    if cpus is None:
+        return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else \
+            os.cpu_count() or 1
+    return max(1, int(cpus))
+
+
 def train(config: TrainConfig, examples: list[TokenizedExample], pad_id: int) -> Any:
     """Run the Ray Train job; returns ray.train.Result (raises TrainingFailed on failure)."""
     import ray
@@ -289,6 +318,9 @@ def train(config: TrainConfig, examples: list[TokenizedExample], pad_id: int) ->
 
     if not ray.is_initialized():
         ray.init(address=os.environ.get("RAY_ADDRESS"), log_to_driver=False)
+    if config.cpus_per_worker is None:
+        nodes = [float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
+        config = replace(config, cpus_per_worker=auto_cpus_per_worker(nodes, config.num_workers))
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"config": config.to_dict(), "pad_id": pad_id,
@@ -323,7 +355,7 @@ def evaluate(config: TrainConfig, adapter_dir: Path, eval_examples: list, labels
     if not examples:
         return {}
     model, _ = scoring.load_model(config.base_model, adapter_dir)
-    torch.set_num_threads(max(1, int(config.cpus_per_worker)))
+    torch.set_num_threads(torch_threads(config.cpus_per_worker))
 
     def measure() -> dict[str, Any]:
         if config.task == AdapterTask.CLASSIFICATION:

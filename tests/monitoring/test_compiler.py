@@ -14,6 +14,7 @@ from monitoring.compiler import (
     compile_dataset,
     example_key,
 )
+from monitoring.request_log import loggable
 from tests.support.drift_data import texts_by_domain
 from training.datasets import validate_chat_dataset, validate_classification_dataset
 
@@ -200,3 +201,13 @@ def test_bad_arguments():
         CompileConfig(eval_fraction=1.0)
     with pytest.raises(TypeError, match="ServedResponse"):
         compile_dataset("chat", [42], [])
+
+
+def test_inputs_cut_by_the_request_log_are_left_out():
+    cut_chat = ServedResponse("c", "chat", loggable([{"role": "user", "content": "x" * 500}], 256),
+                              "reply")
+    cut_text = ServedResponse("t", "classification", loggable("y" * 500, 256), "positive")
+    chat = compile_dataset("chat", [cut_chat], [ResponseFeedback("c", correction="ok")])
+    clf = compile_dataset("classification", [cut_text], [ResponseFeedback("t", label="positive")],
+                          config=CompileConfig(labels=LABELS))
+    assert chat.counts["invalid_input"] == 1 and clf.counts["invalid_input"] == 1

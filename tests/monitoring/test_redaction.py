@@ -80,3 +80,28 @@ def test_redaction_is_fast():
         redactor.redact(text)
     per_call = (time.perf_counter() - start) / 1000
     assert per_call < 5e-3, f"{per_call * 1e6:.0f} us per 750-character text"
+
+
+@pytest.mark.parametrize("text", [
+    "a" * 48_000 + "@",  # quadratic before: every start position scanned to the "@"
+    "a" * 24_000 + "@" + "a" * 24_000,
+    "x@" + "a." * 24_000 + "1",
+    "a@" * 24_000,
+    "1" * 48_000 + "@",
+])
+def test_adversarial_runs_redact_in_linear_time(text):
+    start = time.perf_counter()
+    redact(text)
+    assert time.perf_counter() - start < 1.0
+
+
+def test_eight_megabytes_around_an_at_sign_redact_within_a_second():
+    text = "a" * 8_000_000 + "@"
+    start = time.perf_counter()
+    assert redact(text) == text
+    assert time.perf_counter() - start < 1.0
+
+
+def test_an_email_inside_a_long_run_is_still_masked():
+    assert redact("x" * 1000 + " " + "z" * 5000 + "@example.com!") == "x" * 1000 + " [EMAIL]!"
+    assert redact("mail:jane@example.org") == "mail:[EMAIL]"

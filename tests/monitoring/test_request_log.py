@@ -12,7 +12,15 @@ import pytest
 from sqlalchemy import select
 
 from monitoring.metrics import Metrics
-from monitoring.request_log import LogPolicy, LogRecord, RequestLog, purge_expired, sampled_in
+from monitoring.request_log import (
+    TRUNCATED,
+    LogPolicy,
+    LogRecord,
+    RequestLog,
+    loggable,
+    purge_expired,
+    sampled_in,
+)
 from services.settings import Settings
 from services.store.db import Store
 from services.store.models import RequestRecord, utcnow
@@ -206,3 +214,33 @@ def test_entries_that_cannot_be_written_by_shutdown_are_counted(store):
     flaky.gate.set()  # the hung write completes after all
     time.sleep(0.5)
     assert len(_ids(store)) + shutdown == 7, "every record is either stored or counted"
+
+
+def test_only_known_message_fields_are_logged_and_long_inputs_are_cut():
+    messages = [{"role": "user", "content": "hi", "name": "n" * 10_000, "tool_calls": [1]},
+                {"role": "user", "content": [{"type": "text", "text": "look"},
+                                             {"type": "image_url", "image_url": {"url": "http://x"}}]}]
+    assert loggable(messages, 1000) == [
+        {"role": "user", "content": "hi"},
+        {"role": "user", "content": [{"type": "text", "text": "look"}, {"type": "image_url"}]}]
+    cut = loggable([{"role": "user", "content": "x" * 5000}, {"role": "user", "content": "y"}], 300)
+    assert cut == [{"role": "user", "content": "x" * (300 - 8 - 4) + TRUNCATED, "truncated": True}]
+    assert loggable("z" * 500, 256) == "z" * 256 + TRUNCATED
+    many = loggable([""] * 100_000, 256)  # empty items cost too: no flood of empty strings
+    assert isinstance(many, list) and len(many) <= 32 and many[-1] == TRUNCATED
+    assert loggable([[1, 2], [3]], 256) == [[1, 2], [3]]
+
+
+def test_an_eight_megabyte_hostile_chat_is_logged_cut_and_redacted_within_a_second(store, tmp_path):
+    log = RequestLog.from_settings(store, None, Settings(data_dir=tmp_path))
+    hostile = [{"role": "user", "content": "a" * 4_000_000 + "@", "name": "b" * 4_000_000 + "@"}]
+    log.start()
+    start = time.perf_counter()
+    log.record(LogRecord(id="big", tenant_id=1, route="chat", status=200, input=hostile, output="ok"))
+    assert log.flush(10)
+    assert time.perf_counter() - start < 1.0
+    log.stop()
+    with store.read() as s:
+        (logged,) = s.scalars(select(RequestRecord.input)).all()
+    assert logged[0].keys() == {"role", "content", "truncated"}
+    assert len(logged[0]["content"]) == 65_536 - 8 - 4 + len(TRUNCATED)

@@ -38,3 +38,20 @@ def test_bad_label_sets_name_the_problem(labels, problem):
     with pytest.raises(InvalidInput, match="labels|label") as err:
         check_labels(labels)
     assert problem in err.value.message and err.value.param == "labels"
+
+
+def test_label_sets_are_capped_in_count_and_length():
+    many = [f"l{i}" for i in range(20_000)]
+    with pytest.raises(InvalidInput, match="at most 64 labels.*TUNELOOP_MAX_LABELS"):
+        check_labels(many, max_count=64)
+    with pytest.raises(InvalidInput, match="at most 64 are allowed.*TUNELOOP_MAX_LABEL_CHARS"):
+        check_labels(["a", "b" * 65], max_chars=64)
+    assert check_labels(["a", "b" * 64], max_count=2, max_chars=64) == ["a", "b" * 64]
+    assert len(check_labels(many)) == 20_000  # uncapped for label sets already stored
+
+
+@pytest.mark.parametrize(("name", "kind"), [
+    ("acme\n", NameKind.TENANT), ("support\n", NameKind.ADAPTER), ("acme\nx", NameKind.TENANT)])
+def test_a_trailing_newline_is_not_part_of_a_valid_name(name, kind):
+    with pytest.raises(InvalidInput, match=f"{kind.label} name"):
+        check_name(name, kind)

@@ -165,3 +165,36 @@ def test_classifier_scores_shared_first_tokens_with_one_more_request():
     assert result.label == "sports gossip"
     assert result.probabilities["sports gossip"] == pytest.approx(0.6 * 0.9)
     assert sum(result.probabilities.values()) == pytest.approx(1.0)
+
+
+class SlowEngine(ScriptedEngine):
+    """A ScriptedEngine that records how many of its requests are in flight at once."""
+
+    def __init__(self, *args):
+        super().__init__(*args)
+        self.in_flight = self.most_in_flight = 0
+
+    async def _hold(self):
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        await asyncio.sleep(0.001)
+        self.in_flight -= 1
+
+    async def tokenize(self, body):
+        await self._hold()
+        return await super().tokenize(body)
+
+    async def chat_completions(self, body):
+        await self._hold()
+        return await super().chat_completions(body)
+
+
+def test_one_classify_call_keeps_at_most_max_fan_out_engine_requests_in_flight():
+    labels = [f"l{i}" for i in range(60)]
+    engine = SlowEngine({label: [10 + i] for i, label in enumerate(labels)},
+                        {(): {10 + i: -1.0 for i in range(60)}})
+    classifier = Classifier(engine, max_fan_out=8)  # type: ignore[arg-type]
+    results = asyncio.run(classifier.classify_many("m", "{text}", ["t"] * 200, labels))
+    assert len(results) == 200
+    assert engine.most_in_flight <= 8
+    assert engine.calls.count("tokenize") == 1 + 2 * 60  # the plan is built once, not per text

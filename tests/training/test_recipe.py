@@ -19,7 +19,7 @@ import pytest
 from training.config import TrainConfig
 from training.errors import DatasetError
 from training.progress import read_events
-from training.recipe import run_training
+from training.recipe import auto_cpus_per_worker, run_training, torch_threads, worker_cpus
 from training.runners.base import RunSpec, RunState
 from training.runners.local import LocalRayRunner, recipe_entrypoint
 
@@ -46,6 +46,33 @@ def domain_split(per_train: int, per_eval: int, max_chars: int = 70):
             held_out.append(example)
         seen[row["domain"]] += 1
     return train, held_out
+
+
+def test_auto_cpus_per_worker_shares_the_cluster_within_a_node():
+    assert auto_cpus_per_worker([2.0], 1) == 2.0  # the embedded default: every core
+    assert auto_cpus_per_worker([16.0], 2) == 8.0
+    assert auto_cpus_per_worker([2.0], 3) == 1.0  # never below one
+    assert auto_cpus_per_worker([8.0, 8.0], 1) == 8.0  # a worker runs on one node
+    assert auto_cpus_per_worker([8.0, 4.0], 4) == 3.0
+    assert torch_threads(2.5) == 2 and torch_threads(0.5) == 1
+    assert torch_threads(None) >= 1
+
+
+@pytest.mark.integration
+@pytest.mark.ray
+def test_a_ray_worker_uses_the_cpus_it_was_given(ray_cluster):
+    import ray
+
+    @ray.remote
+    def threads() -> tuple[float | None, int]:
+        import torch
+
+        torch.set_num_threads(torch_threads(worker_cpus()))  # what train_worker does
+        return worker_cpus(), torch.get_num_threads()
+
+    assert worker_cpus() is None  # the driver holds no CPUs
+    assert ray.get(threads.options(num_cpus=2).remote()) == (2.0, 2)
+    assert ray.get(threads.options(num_cpus=1).remote()) == (1.0, 1)
 
 
 @pytest.mark.integration

@@ -99,6 +99,7 @@ def build_config(platform: Platform, job: FineTuningJob) -> TrainConfig:
         base_model=str(platform.base_model_dir), output_dir=str(directory / "output"),
         task=cast(Task, job.task), train_file=paths["training"], eval_file=paths["validation"],
         parent_adapter=parent_dir, seed=job.seed, num_workers=settings.train_workers,
+        cpus_per_worker=settings.train_cpus_per_worker,
         use_gpu=settings.train_use_gpu, storage_path=str(directory / "ray"),
         run_name=job.run_name, progress_file=str(directory / "progress.jsonl"),
         **extra, **train_config_fields(job.hyperparameters))
@@ -226,7 +227,7 @@ def run_claimed_job(ctx: JobContext, job: FineTuningJob) -> JobStatus:
         settings = platform.settings
         ctx.runner.submit(RunSpec(
             job_id=job.id, entrypoint=job_entrypoint(config_path, checks_path),
-            num_workers=config.num_workers, cpus_per_worker=config.cpus_per_worker,
+            num_workers=config.num_workers, cpus_per_worker=config.cpus_per_worker or 1.0,
             gpus_per_worker=1 if config.use_gpu else 0, image=settings.kuberay_image,
             env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}))
     except Exception as exc:

@@ -21,6 +21,7 @@ from services.store.models import (
     FineTuningJob,
     JobStatus,
     Tenant,
+    TenantState,
 )
 from training.jobs.states import ALLOWED, EventType
 
@@ -203,11 +204,26 @@ def request_cancel(session: Session, tenant: Tenant, job_id: str) -> FineTuningJ
 
 def next_job(session: Session, status: JobStatus, exclude: set[str] | frozenset[str] = frozenset()
              ) -> FineTuningJob | None:
-    """The oldest job in ``status`` (not in ``exclude``)."""
-    stmt = select(FineTuningJob).where(FineTuningJob.status == str(status))
+    """The next job in ``status`` (not in ``exclude``) of an active tenant, taking tenants in
+    turn: first the tenants with the fewest jobs running, then the one whose last job started
+    longest ago, then the oldest job. A tenant that queues a hundred jobs waits behind one job
+    of every other tenant; a disabled tenant's jobs wait until it is enabled again."""
+    running = (select(FineTuningJob.tenant_id, func.count().label("n"))
+               .where(FineTuningJob.status == str(JobStatus.RUNNING))
+               .group_by(FineTuningJob.tenant_id).subquery())
+    last_start = (select(FineTuningJob.tenant_id, func.max(FineTuningJob.started_at).label("at"))
+                  .group_by(FineTuningJob.tenant_id).subquery())
+    stmt = (select(FineTuningJob)
+            .join(Tenant, Tenant.id == FineTuningJob.tenant_id)
+            .outerjoin(running, running.c.tenant_id == FineTuningJob.tenant_id)
+            .outerjoin(last_start, last_start.c.tenant_id == FineTuningJob.tenant_id)
+            .where(FineTuningJob.status == str(status), Tenant.state == TenantState.ACTIVE))
     if exclude:
         stmt = stmt.where(FineTuningJob.id.not_in(list(exclude)))
-    return session.scalar(stmt.order_by(FineTuningJob.created_at, FineTuningJob.id).limit(1))
+    never = datetime(1970, 1, 1, tzinfo=UTC)
+    return session.scalar(stmt.order_by(
+        func.coalesce(running.c.n, 0), func.coalesce(last_start.c.at, never),
+        FineTuningJob.created_at, FineTuningJob.id).limit(1))
 
 
 def heartbeat(session: Session, job_id: str, owner: str, **values: Any) -> FineTuningJob | None:

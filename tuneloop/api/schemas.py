@@ -72,7 +72,7 @@ class ListOut(BaseModel):
 
 class PromoteIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    version: int = Field(ge=1)
+    version: int = Field(ge=1, le=2**31 - 1)  # services.registry.MAX_VERSION (INTEGER column)
     reason: str | None = None
 
 

@@ -171,8 +171,12 @@ def test_chat_job_learns_a_format_and_passes_parity_through_the_engine(
         types = [e.type for e in events]
         assert types[-5:] == ["evaluated", "gate_decision", "parity_checked", "published",
                               "succeeded"]
+        # as many torch threads as the worker was given CPUs (the suite gives it one)
+        started = next(e for e in events if "torch_threads" in (e.data or {})).data
+        assert started["torch_threads"] == started["cpus_per_worker"] == 1, started
         parity = next(e for e in events if e.type == "parity_checked")
         assert parity.data["passed"], parity.message
+        print(f"\nparity: {parity.message}")
         assert parity.data["prompts"] == 3 and parity.data["max_new_tokens"] == 16
         assert parity.data["reference"] == "training run"  # PEFT ran in the job's entrypoint
         gate = next(e for e in events if e.type == "gate_decision").data

@@ -84,6 +84,19 @@ def test_successful_job_publishes_a_version_with_lineage(platform, tenant, train
     assert lineage["hyperparameters"]["n_epochs"] == 1 and lineage["code_version"]
 
 
+@pytest.mark.parametrize("cpus", [None, 3.0])
+def test_cpus_per_worker_setting_reaches_the_run(platform, tenant, training_file, peft_adapter,
+                                                 cpus):
+    platform.settings = platform.settings.model_copy(update={"train_cpus_per_worker": cpus})
+    runner = ScriptedRunner(peft_adapter, steps=1)
+    job = create_job(platform, tenant, JobRequest(model="base", training_file=training_file.id,
+                                                  suffix="cpus"))
+    assert JobManager(platform, runner=runner, poll_s=0.01).run_job(job.id) is JobStatus.SUCCEEDED
+    # None: the recipe shares the Ray cluster's CPUs among the workers (KubeRay pods get 1)
+    assert runner.configs[job.id].cpus_per_worker == cpus
+    assert runner.specs[job.id].cpus_per_worker == (cpus or 1.0)
+
+
 def test_warm_start_and_auto_promote(platform, tenant, training_file, peft_adapter):
     runner = ScriptedRunner(peft_adapter, steps=1)
     manager = JobManager(platform, runner=runner, poll_s=0.01)

@@ -101,6 +101,27 @@ def test_classification_adapter_stores_labels_and_template(client, lora_factory)
     assert r.status_code == 400 and "at least 2" in r.json()["error"]["message"]
 
 
+@pytest.mark.parametrize(("form", "fix"), [
+    ({"prompt_template": "{text:>200000000}"}, "write {text} alone"),
+    ({"prompt_template": "{text!x}"}, "write {text} alone"),
+    ({"prompt_template": "{text} }"}, "escape literal braces"),
+    ({"labels": "[" + ", ".join(f'"l{i}"' for i in range(20_000)) + "]"}, "TUNELOOP_MAX_LABELS"),
+    ({"labels": '["a", "' + "b" * 65 + '"]'}, "TUNELOOP_MAX_LABEL_CHARS"),
+])
+def test_unbounded_classification_specs_are_refused(client, lora_factory, form, fix):
+    a = tenant_key(client, "acme")
+    form = {"task": "classification", "labels": '["yes", "no"]', **form}
+    r = _register(client, a, "intent", tar_dir(lora_factory(8)), **form)
+    assert r.status_code == 400 and fix in r.json()["error"]["message"], r.text
+
+
+def test_promoting_a_version_beyond_the_store_integer_is_400(client, lora_factory):
+    a = tenant_key(client, "acme")
+    assert _register(client, a, "bot", tar_dir(lora_factory(8))).status_code == 201
+    r = client.post("/v1/adapters/bot/promote", json={"version": 2**70}, headers=a)
+    assert r.status_code == 400 and "version" in r.json()["error"]["message"]
+
+
 def test_bad_uploads_are_rejected_with_clear_messages(client, lora_factory, foreign_lora):
     a = tenant_key(client, "acme")
     r = _register(client, a, "x", tar_dir(foreign_lora))

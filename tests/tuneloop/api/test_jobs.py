@@ -107,6 +107,20 @@ def test_creation_errors_name_the_field(client):
     assert client.get(JOBS, headers=a).json()["data"] == []
 
 
+@pytest.mark.parametrize("hyperparameters", [
+    b'{"learning_rate_multiplier": NaN}', b'{"learning_rate_multiplier": Infinity}',
+    b'{"weight_decay": NaN}'])
+def test_non_finite_hyperparameters_are_refused(client, hyperparameters):
+    a = tenant_key(client, "acme")
+    file_id = upload(client, a, classification_lines()).json()["id"]
+    body = b'{"model": "base", "training_file": "%s", "hyperparameters": %s}' % (
+        file_id.encode(), hyperparameters)
+    r = client.post(JOBS, headers={**a, "Content-Type": "application/json"}, content=body)
+    assert r.status_code == 400, r.text
+    assert "finite number" in r.json()["error"]["message"]
+    assert client.get(JOBS, headers=a).json()["data"] == []
+
+
 def test_qlora_on_a_cpu_only_tuneloop_is_refused_with_the_reason(client):
     a = tenant_key(client, "acme")
     file_id = upload(client, a, classification_lines()).json()["id"]

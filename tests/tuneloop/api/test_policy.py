@@ -85,6 +85,18 @@ def test_invalid_policies_are_refused_with_field_messages(client, acme, policy, 
     assert client.get("/v1/adapters/sentiment/policy", headers=acme).json()["configured"] is False
 
 
+@pytest.mark.parametrize("body", [
+    b'{"cooldown_hours": Infinity}', b'{"schedule_hours": NaN}', b'{"gate_tolerance": NaN}',
+    b'{"cooldown_hours": 1e300}'])
+def test_non_finite_and_overflowing_numbers_are_refused(client, acme, body):
+    r = client.put("/v1/adapters/sentiment/policy", content=body, headers={
+        **acme, "Content-Type": "application/json"})
+    assert r.status_code == 400, r.text
+    assert "finite number" in r.json()["error"]["message"] or "less than or equal" in \
+        r.json()["error"]["message"]
+    assert client.get("/v1/adapters/sentiment/policy", headers=acme).json()["configured"] is False
+
+
 def test_a_body_that_is_not_json_is_refused(client, acme):
     r = client.put("/v1/adapters/sentiment/policy", content=b"{nope", headers={
         **acme, "Content-Type": "application/json"})

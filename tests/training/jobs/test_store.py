@@ -1,0 +1,52 @@
+"""Claiming takes tenants in turn and skips disabled tenants (training/jobs/store.py:next_job)."""
+
+from __future__ import annotations
+
+import json
+
+from services.store.models import JobStatus, TenantState
+from services.tenants import create_tenant, get_tenant, set_tenant_state
+from training.jobs import store
+from training.jobs.files import store_file
+from training.jobs.intake import JobRequest, create_job
+from training.jobs.manager import JobManager
+
+
+def queued_job(platform, tenant):  # noqa: ANN001, ANN201
+    data = "".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                            {"role": "assistant", "content": "a"}]}) + "\n"
+                   for i in range(4)).encode()
+    file = store_file(platform, tenant, data, "train.jsonl")
+    job = create_job(platform, tenant, JobRequest(model="base", training_file=file.id))
+    with platform.store.write() as session:
+        store.transition(session, store.get_job(session, None, job.id), JobStatus.QUEUED)
+    return job
+
+
+def test_a_flooding_tenant_waits_behind_one_job_of_every_other_tenant(platform):
+    with platform.store.write() as session:
+        for name in ("flood", "quiet", "gone"):
+            create_tenant(session, name)
+    with platform.store.read() as session:
+        flood, quiet, gone = (get_tenant(session, n) for n in ("flood", "quiet", "gone"))
+    floods = [queued_job(platform, flood) for _ in range(5)]
+    quiet_job = queued_job(platform, quiet)
+    gone_job = queued_job(platform, gone)
+    with platform.store.write() as session:
+        set_tenant_state(session, "gone", TenantState.DISABLED)
+    manager = JobManager(platform, concurrency=0)
+
+    def claim_and_finish() -> str:
+        job = manager.claim()
+        assert job is not None
+        with platform.store.write() as session:
+            store.transition(session, store.get_job(session, None, job.id), JobStatus.SUCCEEDED)
+        return job.id
+
+    order = [claim_and_finish() for _ in range(6)]
+    # FIFO would run all five flood jobs first; the quiet tenant's job is second.
+    assert order[:2] == [floods[0].id, quiet_job.id]
+    assert order[2:] == [j.id for j in floods[1:]]
+    assert manager.claim() is None  # the disabled tenant's job is not run
+    with platform.store.read() as session:
+        assert store.get_job(session, None, gone_job.id).status == JobStatus.QUEUED
