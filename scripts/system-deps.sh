@@ -5,6 +5,8 @@ cd "$(dirname "$0")/.."
 missing=()
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || missing+=(postgresql)
 command -v promtool >/dev/null 2>&1 || missing+=(prometheus)
+# The console's browser tests drive this binary through Playwright (never `playwright install`).
+[[ -x /usr/bin/chromium ]] || missing+=(chromium)
 if ((${#missing[@]})); then
     if [[ $(id -u) -ne 0 ]]; then
         echo "system-deps: missing ${missing[*]}; install them: sudo apt-get install -y ${missing[*]}" >&2

@@ -1,0 +1,1 @@
+"""The web console: a static single page at ``/ui`` that talks to the public JSON API."""
