@@ -29,7 +29,6 @@ from typing import Any, Literal
 from monitoring.request_log import TRUNCATED
 from services.store.models import AdapterTask
 
-Task = Literal["chat", "classification"]
 Split = Literal["train", "eval"]
 Source = Literal["label", "rating", "correction", "replay"]
 ROLES = ("system", "user", "assistant")
@@ -41,7 +40,7 @@ class ServedResponse:
     ``output`` is the predicted label or the assistant reply."""
 
     id: str
-    task: Task
+    task: AdapterTask
     input: str | Sequence[Mapping[str, Any]]
     output: str | None = None
 
@@ -93,7 +92,7 @@ class CompiledExample:
 
 @dataclass(frozen=True)
 class CompiledDataset:
-    task: Task
+    task: AdapterTask
     version: str
     train: tuple[CompiledExample, ...]
     eval: tuple[CompiledExample, ...]
@@ -125,7 +124,7 @@ def _hash_unit(*parts: str) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
-def example_key(task: Task, payload: Mapping[str, Any]) -> str:
+def example_key(task: AdapterTask, payload: Mapping[str, Any]) -> str:
     """Identity of an example for deduplication, as the training validators define duplicates."""
     if task == AdapterTask.CLASSIFICATION:
         return " ".join(str(payload["text"]).split()).lower()
@@ -199,7 +198,7 @@ class _Candidate:
 
 
 def _candidate(
-    task: Task, request: ServedResponse, items: list[ResponseFeedback], config: CompileConfig,
+    task: AdapterTask, request: ServedResponse, items: list[ResponseFeedback], config: CompileConfig,
     counts: Counter[str],
 ) -> _Candidate | None:
     rating, rating_fb = _latest(items, "rating")
@@ -239,7 +238,7 @@ def _candidate(
 
 
 def _replay_examples(
-    task: Task, champion_examples: Iterable[Any], config: CompileConfig, taken: set[str],
+    task: AdapterTask, champion_examples: Iterable[Any], config: CompileConfig, taken: set[str],
     counts: Counter[str],
 ) -> list[tuple[str, CompiledExample]]:
     chosen = []
@@ -261,7 +260,7 @@ def _replay_examples(
 
 
 def compile_dataset(
-    task: Task,
+    task: AdapterTask,
     requests: Iterable[ServedResponse | Mapping[str, Any]],
     feedback: Iterable[ResponseFeedback | Mapping[str, Any]],
     *,

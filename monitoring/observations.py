@@ -28,7 +28,7 @@ from services.store.models import (
     FeedbackRecord,
     RequestRecord,
 )
-from training.datasets import ChatExample, ClassificationExample, Task, validate_dataset
+from training.datasets import ChatExample, ClassificationExample, validate_dataset
 from training.evaluation import hash_split
 from training.jobs.store import as_utc
 
@@ -80,7 +80,7 @@ def champion(session: Session, adapter: Adapter) -> tuple[AdapterVersion | None,
 
 
 def _records(data: bytes, task: str, filename: str) -> list[dict[str, Any]]:
-    report = validate_dataset(data, cast(Task, task),
+    report = validate_dataset(data, AdapterTask(task),
                               **({"filename": filename} if task != AdapterTask.CHAT else {}))
     if task == AdapterTask.CHAT:
         return [{"messages": list(e.messages)}
@@ -279,7 +279,7 @@ def compile_inputs(session: Session, adapter: Adapter, batch: int = 500
             output = row.output if isinstance(row.output, str) else None
             # Logged inputs are the text (classify) or the chat messages (chat).
             text_or_messages = cast("str | list[dict[str, Any]]", row.input)
-            requests.append(ServedResponse(row.id, cast(Task, adapter.task), text_or_messages,
+            requests.append(ServedResponse(row.id, AdapterTask(adapter.task), text_or_messages,
                                            output))
     feedback = [ResponseFeedback(response_id=r.response_id, rating=r.rating, label=r.label,
                                 correction=r.correction, comment=r.comment, id=r.id,

@@ -10,14 +10,14 @@ import hashlib
 import json
 from collections.abc import Callable
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import select
 
 from monitoring import monitor_store as ms
 from monitoring import observations as obs
 from monitoring.candidate_eval import Evaluator, VersionSpec
-from monitoring.compiler import CompileConfig, Task, compile_dataset
+from monitoring.compiler import CompileConfig, compile_dataset
 from monitoring.config import MonitorConfig
 from monitoring.cycle import Cycle, WatchedAdapter
 from monitoring.metrics import Metrics
@@ -82,7 +82,7 @@ class Retrainer:
             requests, feedback = obs.compile_inputs(session, adapter)
         labels = tuple(champion.labels or ()) if champion.task == AdapterTask.CLASSIFICATION else None
         dataset = compile_dataset(
-            cast(Task, champion.task), requests, feedback,
+            AdapterTask(champion.task), requests, feedback,
             champion_examples=self.version_data(champion).train,
             config=CompileConfig(eval_fraction=cfg.eval_fraction,
                                  replay_fraction=cfg.replay_fraction, labels=labels,

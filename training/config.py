@@ -12,7 +12,7 @@ import math
 import uuid
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, validate_template
 from services.store.models import AdapterTask
@@ -32,7 +32,7 @@ class TrainConfig:
     """Hugging Face model directory of the base model."""
     output_dir: str
     """Where the adapter (``adapter/``) and ``metrics.json`` are written."""
-    task: Literal["chat", "classification"] = "chat"
+    task: AdapterTask = AdapterTask.CHAT
     """``chat`` (OpenAI messages JSONL) or ``classification`` (text, label)."""
     train_file: str | None = None
     """Training dataset file; or give ``train_examples``."""

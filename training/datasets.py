@@ -22,7 +22,6 @@ from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, classification_mes
 from services.store.models import AdapterTask
 from training.errors import DatasetError, DatasetIssue
 
-Task = Literal["chat", "classification"]
 Message = dict[str, Any]
 TokenCounter = Callable[[list[Message]], int]
 """Counts the tokens of one conversation exactly as training would see it."""
@@ -47,7 +46,7 @@ class ClassificationExample:
 class DatasetStats:
     """What the files API stores with a validated file."""
 
-    task: Task
+    task: AdapterTask
     examples: int
     sha256: str
     tokens: int | None = None
@@ -62,7 +61,7 @@ class DatasetStats:
 class ValidationReport:
     """Parsed examples (only the valid ones), every issue found, and the stats."""
 
-    task: Task
+    task: AdapterTask
     examples: list[ChatExample] | list[ClassificationExample]
     issues: list[DatasetIssue]
     stats: DatasetStats
@@ -184,11 +183,11 @@ def validate_chat_dataset(
     if not examples and not issues:
         issues.append(DatasetIssue(None, "the file has no examples"))
     stats = DatasetStats(
-        task="chat", examples=len(examples), sha256=content_hash(data),
+        task=AdapterTask.CHAT, examples=len(examples), sha256=content_hash(data),
         tokens=sum(counts) if count_tokens else None,
         max_example_tokens=max(counts, default=0) if count_tokens else None,
     )
-    return ValidationReport("chat", examples, sorted(issues, key=_issue_order), stats)
+    return ValidationReport(AdapterTask.CHAT, examples, sorted(issues, key=_issue_order), stats)
 
 
 def _classification_records(
@@ -314,17 +313,17 @@ def validate_classification_dataset(
         parsed = kept
         label_counts = dict(sorted(Counter(e.label for e in parsed).items()))
     stats = DatasetStats(
-        task="classification", examples=len(parsed), sha256=content_hash(data),
+        task=AdapterTask.CLASSIFICATION, examples=len(parsed), sha256=content_hash(data),
         tokens=sum(counts) if count_tokens else None,
         max_example_tokens=max(counts, default=0) if count_tokens else None,
         label_counts=label_counts,
     )
     return ValidationReport(
-        "classification", parsed, sorted(issues, key=_issue_order), stats, labels=label_list
+        AdapterTask.CLASSIFICATION, parsed, sorted(issues, key=_issue_order), stats, labels=label_list
     )
 
 
-def validate_dataset(data: bytes, task: Task, **kwargs: Any) -> ValidationReport:
+def validate_dataset(data: bytes, task: AdapterTask, **kwargs: Any) -> ValidationReport:
     """Dispatch to the chat or classification validator by ``task``."""
     if task == AdapterTask.CHAT:
         return validate_chat_dataset(data, **kwargs)

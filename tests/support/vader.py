@@ -27,13 +27,15 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def source_files(tmp_path: Path, per_train: int = 12, per_eval: int = 8) -> tuple[Path, Path]:
-    """Short real texts labelled by their source: a training and a held-out file."""
+def source_examples(per_train: int, per_eval: int, max_chars: int = 70
+                    ) -> tuple[list[dict], list[dict]]:
+    """Short real texts labelled by their source (tweet, film, product, news): the first
+    ``per_train`` of each source for training, the next ``per_eval`` held out."""
     seen: Counter[str] = Counter()
     train, held_out = [], []
     for line in DATA.read_text(encoding="utf-8").splitlines():
         row = json.loads(line)
-        if len(row["text"]) > 70:
+        if len(row["text"]) > max_chars:
             continue
         example = {"text": row["text"], "label": SOURCES[row["domain"]]}
         if seen[row["domain"]] < per_train:
@@ -41,5 +43,11 @@ def source_files(tmp_path: Path, per_train: int = 12, per_eval: int = 8) -> tupl
         elif seen[row["domain"]] < per_train + per_eval:
             held_out.append(example)
         seen[row["domain"]] += 1
+    return train, held_out
+
+
+def source_files(tmp_path: Path, per_train: int = 12, per_eval: int = 8) -> tuple[Path, Path]:
+    """:func:`source_examples` as a training and a held-out file."""
+    train, held_out = source_examples(per_train, per_eval)
     return (write_jsonl(tmp_path / "train.jsonl", train),
             write_jsonl(tmp_path / "valid.jsonl", held_out))

@@ -11,11 +11,11 @@
 from __future__ import annotations
 
 import json
-from collections import Counter
 from pathlib import Path
 
 import pytest
 
+from tests.support.vader import source_examples
 from training.config import TrainConfig
 from training.errors import DatasetError
 from training.progress import read_events
@@ -23,29 +23,7 @@ from training.recipe import auto_cpus_per_worker, run_training, torch_threads, w
 from training.runners.base import RunSpec, RunState
 from training.runners.local import LocalRayRunner, recipe_entrypoint
 
-DATA = (Path(__file__).resolve().parents[2] / "tuneloop" / "data" / "vader_sentiment"
-        / "vader_sentiment.jsonl")
 SHORT_TEMPLATE = "Text: {text}\nSource ({labels}):"
-# Where each text comes from, as one short word the model can emit.
-SOURCES = {"tweet": "tweet", "movie_review": "film", "product_review": "product",
-           "editorial": "news"}
-
-
-def domain_split(per_train: int, per_eval: int, max_chars: int = 70):
-    """Short real texts labelled by their source: tweet, film review, product review, news."""
-    rows = [json.loads(line) for line in DATA.read_text(encoding="utf-8").splitlines()]
-    seen: Counter[str] = Counter()
-    train, held_out = [], []
-    for row in rows:
-        if len(row["text"]) > max_chars:
-            continue
-        example = {"text": row["text"], "label": SOURCES[row["domain"]]}
-        if seen[row["domain"]] < per_train:
-            train.append(example)
-        elif seen[row["domain"]] < per_train + per_eval:
-            held_out.append(example)
-        seen[row["domain"]] += 1
-    return train, held_out
 
 
 def test_auto_cpus_per_worker_shares_the_cluster_within_a_node():
@@ -78,7 +56,7 @@ def test_a_ray_worker_uses_the_cpus_it_was_given(ray_cluster):
 @pytest.mark.integration
 @pytest.mark.ray
 def test_classification_adapter_beats_the_untrained_prompt(ray_cluster, base_model_dir, tmp_path):
-    train, held_out = domain_split(per_train=12, per_eval=8)
+    train, held_out = source_examples(per_train=12, per_eval=8)
     config = TrainConfig(
         base_model=str(base_model_dir), output_dir=str(tmp_path / "out"), task="classification",
         train_examples=train, eval_examples=held_out, prompt_template=SHORT_TEMPLATE,

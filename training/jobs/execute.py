@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy.orm import Session
 
@@ -20,7 +20,6 @@ from services.platform import Platform
 from services.store.models import AdapterTask, AdapterVersion, DatasetFile, FineTuningJob, JobStatus
 from training import progress
 from training.config import TrainConfig
-from training.datasets import Task
 from training.jobs import store
 from training.jobs.champion import champion_spec
 from training.jobs.entrypoint import job_entrypoint
@@ -97,7 +96,7 @@ def build_config(platform: Platform, job: FineTuningJob) -> TrainConfig:
         extra = {"labels": job.labels, "prompt_template": job.prompt_template}
     return TrainConfig(
         base_model=str(platform.base_model_dir), output_dir=str(directory / "output"),
-        task=cast(Task, job.task), train_file=paths["training"], eval_file=paths["validation"],
+        task=AdapterTask(job.task), train_file=paths["training"], eval_file=paths["validation"],
         parent_adapter=parent_dir, seed=job.seed, num_workers=settings.train_workers,
         cpus_per_worker=settings.train_cpus_per_worker,
         use_gpu=settings.train_use_gpu, storage_path=str(directory / "ray"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from functools import lru_cache
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -19,7 +19,7 @@ from sqlalchemy.orm import Session
 from services.errors import InvalidInput, NotFound
 from services.platform import Platform
 from services.store.models import AdapterTask, DatasetFile, Tenant
-from training.datasets import Task, ValidationReport, sniff_format, validate_dataset
+from training.datasets import ValidationReport, sniff_format, validate_dataset
 from training.errors import DatasetError
 
 PURPOSES = ("fine-tune",)
@@ -70,7 +70,7 @@ def validate_file(platform: Platform, data: bytes, filename: str, task: str | No
                                "max_tokens": platform.settings.max_model_len, **kwargs}
     if task == AdapterTask.CLASSIFICATION:
         options.update(filename=filename, fmt=fmt)
-    return validate_dataset(data, cast(Task, task), **options)  # checked above
+    return validate_dataset(data, AdapterTask(task), **options)  # checked above
 
 
 def store_file(platform: Platform, tenant: Tenant, data: bytes, filename: str,

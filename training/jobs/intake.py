@@ -9,7 +9,7 @@ from __future__ import annotations
 import random
 import tempfile
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -29,7 +29,6 @@ from services.store.models import (
     Tenant,
 )
 from training.config import TrainConfig
-from training.datasets import Task
 from training.errors import TrainConfigError
 from training.jobs import store
 from training.jobs.files import get_file
@@ -164,7 +163,7 @@ def _check_train_config(task: str, labels: list[str] | None, template: str | Non
             param="hyperparameters.qlora", code="qlora_needs_gpu")
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            TrainConfig(base_model=tmp, output_dir=tmp, task=cast(Task, task), train_file=f"{tmp}/x",
+            TrainConfig(base_model=tmp, output_dir=tmp, task=AdapterTask(task), train_file=f"{tmp}/x",
                         labels=labels, prompt_template=template or DEFAULT_CLASSIFICATION_TEMPLATE,
                         seed=seed, num_workers=settings.train_workers,
                         use_gpu=settings.train_use_gpu, **train_config_fields(resolved))
