@@ -20,6 +20,10 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.types import TypeDecorator
 
+MAX_ROW_ID = 2**31 - 1
+"""The largest value of an ``Integer`` column on every store (32-bit on PostgreSQL): ids and
+cursors from requests are checked against it before a query (larger ones are 4xx, not 500)."""
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)

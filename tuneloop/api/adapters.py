@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from pathlib import Path
@@ -17,6 +16,7 @@ from services.names import NameKind, check_name
 from services.platform import Platform
 from services.store.models import AdapterVersion, Tenant
 from tuneloop.api.deps import app_state, current_tenant, platform
+from tuneloop.api.json_input import parse_json
 from tuneloop.api.schemas import (
     AdapterOut,
     ChampionChangeOut,
@@ -77,10 +77,7 @@ def _parse_labels(raw: str | None) -> list[str] | None:
         return None
     raw = raw.strip()
     if raw.startswith("["):
-        try:
-            value = json.loads(raw)
-        except ValueError as exc:
-            raise InvalidInput(f"labels is not a JSON list: {exc}", param="labels") from exc
+        value = parse_json(raw, what="labels", param="labels")
         if not isinstance(value, list):
             raise InvalidInput("labels must be a JSON list of strings", param="labels")
         return [str(v) for v in value]
@@ -90,10 +87,7 @@ def _parse_labels(raw: str | None) -> list[str] | None:
 def _parse_json_object(raw: str | None, field: str) -> dict | None:
     if raw is None or not raw.strip():
         return None
-    try:
-        value = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidInput(f"{field} is not valid JSON: {exc}", param=field) from exc
+    value = parse_json(raw, what=field, param=field)
     if not isinstance(value, dict):
         raise InvalidInput(f"{field} must be a JSON object", param=field)
     return value

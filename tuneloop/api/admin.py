@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request
+from fastapi import Path as FastAPIPath
 
 from services import tenants
-from services.store.models import TenantState
+from services.store.models import MAX_ROW_ID, TenantState
 from tuneloop.api.deps import app_state, platform, require_admin
 from tuneloop.api.schemas import KeyOut, ListOut, TenantCreate, TenantOut
 
@@ -63,7 +64,8 @@ def list_keys(tenant: str, request: Request) -> ListOut:
 
 
 @router.delete("/tenants/{tenant}/keys/{key_id}")
-def revoke_key(tenant: str, key_id: int, request: Request) -> KeyOut:
+def revoke_key(tenant: str, request: Request,
+               key_id: int = FastAPIPath(ge=1, le=MAX_ROW_ID)) -> KeyOut:
     with platform(request).store.write() as session:
         row = tenants.revoke_key(session, key_id, tenant)
         out = KeyOut(id=row.id, tenant=tenant, prefix=row.prefix, created_at=row.created_at,

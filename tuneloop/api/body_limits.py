@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from services.errors import TooLarge, TuneloopError
+from services.errors import InvalidInput, TooLarge, TuneloopError
 from services.settings import Settings
 
 MULTIPART_SLACK = 64 * 1024
@@ -65,6 +65,11 @@ class BodyLimits:
         self.authenticate = authenticate
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and ("\x00" in scope["path"]
+                                        or b"%00" in scope.get("query_string", b"")):
+            # No store can look up (PostgreSQL: not even compare) a text with a NUL in it.
+            await _error(send, InvalidInput("the URL has a NUL character (%00); remove it"))
+            return
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
             await self.app(scope, receive, send)
             return

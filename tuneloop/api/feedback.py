@@ -7,7 +7,6 @@ other requests' feedback by the app's :class:`FeedbackBatcher`.
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 
 from fastapi import APIRouter, Request
@@ -18,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from monitoring.feedback import FeedbackIn, Submission, feedback_kinds
 from services.errors import InvalidInput
 from tuneloop.api.deps import app_state, cached_tenant, current_tenant
+from tuneloop.api.json_input import parse_json
 
 router = APIRouter(tags=["feedback"])
 MAX_BATCH = 1000
@@ -49,10 +49,7 @@ async def post_feedback(request: Request) -> JSONResponse:
     tenant = cached_tenant(request)
     if tenant is None:
         tenant = await run_in_threadpool(current_tenant, request)
-    try:
-        raw = json.loads(await request.body())
-    except ValueError as exc:
-        raise InvalidInput("request body is not valid JSON; send a feedback object or {\"data\": [...]}") from exc
+    raw = parse_json(await request.body(), what="feedback body")
     items, batch = _parse(raw)
     state = app_state(request)
     gateway = state.gateway

@@ -27,6 +27,7 @@ from serving.gateway.runtime import Gateway
 from serving.gateway.schemas import ChatRequest, ClassifyRequest, CompletionRequest
 from serving.gateway.streaming import RelayResponse, StreamRecord, rewrite_events
 from tuneloop.api.deps import cached_tenant, current_tenant, gateway, platform
+from tuneloop.api.json_input import parse_json
 
 router = APIRouter(tags=["serving"])
 RequestT = TypeVar("RequestT", bound=BaseModel)
@@ -38,10 +39,7 @@ async def _json_body(request: Request) -> dict:
     raw = await request.body()
     if len(raw) > MAX_BODY_BYTES:
         raise TooLarge(f"request body is {len(raw)} bytes; the limit is {MAX_BODY_BYTES}")
-    try:
-        body = json.loads(raw)
-    except ValueError as exc:
-        raise InvalidInput(f"request body is not valid JSON: {exc}") from exc
+    body = parse_json(raw)
     if not isinstance(body, dict):
         raise InvalidInput("request body must be a JSON object")
     return body

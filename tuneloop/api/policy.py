@@ -19,6 +19,7 @@ from monitoring import monitor_store as ms
 from monitoring.policy import RetrainPolicy, drift_persists
 from services import registry
 from services.store.models import (
+    MAX_ROW_ID,
     AdapterVersion,
     MonitorEvent,
     MonitorReport,
@@ -132,7 +133,8 @@ def get_drift(name: str, request: Request, limit: int = Query(20, ge=1, le=500),
 
 @router.get("/{name}/events")
 def list_events(name: str, request: Request, limit: int = Query(50, ge=1, le=1000),
-                before: int | None = Query(None, description="Only events older than this id "
+                before: int | None = Query(None, ge=0, le=MAX_ROW_ID,
+                                           description="Only events older than this id "
                                            "(the number of monevent-N)."),
                 type: str | None = Query(None, description="decision, dataset, job, gate, "
                                          "promotion, rollback, policy or error"),
