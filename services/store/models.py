@@ -273,6 +273,8 @@ class FineTuningJob(Base):
     )
     trained_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     progress: Mapped[dict] = mapped_column(JSON, default=dict)
+    job_metadata: Mapped[dict | None] = mapped_column("metadata", JSON, nullable=True)
+    """The client's key-value pairs (OpenAI ``metadata``: at most 16, 64/512 characters)."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
     started_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

@@ -74,6 +74,34 @@ class JobRequest:
     prompt_template: str | None = None
     auto_promote: bool = False
     seed: int | None = None
+    metadata: dict[str, str] | None = None
+    """Key-value pairs kept with the job (OpenAI's limits, :func:`check_metadata`)."""
+
+
+METADATA_MAX_KEYS, METADATA_MAX_KEY_CHARS, METADATA_MAX_VALUE_CHARS = 16, 64, 512
+
+
+def check_metadata(metadata: Any) -> dict[str, str] | None:
+    """OpenAI's rules for ``metadata``: at most 16 string pairs, keys up to 64 characters and
+    values up to 512."""
+    if metadata is None:
+        return None
+    if not isinstance(metadata, dict):
+        raise InvalidInput("metadata must be an object of string keys and values",
+                           param="metadata")
+    if len(metadata) > METADATA_MAX_KEYS:
+        raise InvalidInput(f"metadata has {len(metadata)} keys; at most {METADATA_MAX_KEYS}",
+                           param="metadata")
+    for key, value in metadata.items():
+        if not isinstance(key, str) or not isinstance(value, str):
+            raise InvalidInput("metadata keys and values must be strings", param="metadata")
+        if not key or len(key) > METADATA_MAX_KEY_CHARS:
+            raise InvalidInput(f"metadata key {key[:80]!r} must have 1 to "
+                               f"{METADATA_MAX_KEY_CHARS} characters", param="metadata")
+        if len(value) > METADATA_MAX_VALUE_CHARS:
+            raise InvalidInput(f"metadata[{key!r}] has {len(value)} characters; at most "
+                               f"{METADATA_MAX_VALUE_CHARS}", param="metadata")
+    return dict(metadata)
 
 
 def create_job(platform: Platform, tenant: Tenant, request: JobRequest, *,
@@ -88,6 +116,7 @@ def create_job(platform: Platform, tenant: Tenant, request: JobRequest, *,
     task, labels, prompt_template = request.task, request.labels, request.prompt_template
     suffix, hyperparameters, seed = request.suffix, request.hyperparameters, request.seed
     auto_promote = request.auto_promote
+    metadata = check_metadata(request.metadata)
     job_id = store.new_job_id()
     with platform.store.read() as session:
         train = _file(session, tenant, training_file, "training_file")
@@ -140,7 +169,7 @@ def create_job(platform: Platform, tenant: Tenant, request: JobRequest, *,
         training_file=train.id, validation_file=valid.id if valid else None,
         hyperparameters=resolved, labels=labels, prompt_template=prompt_template,
         auto_promote=bool(auto_promote), seed=seed, run_name=f"tuneloop-{job_id}",
-        runner=settings.training_runner, progress={},
+        runner=settings.training_runner, progress={}, job_metadata=metadata,
     )
     with platform.store.write() as session:
         session.add(job)

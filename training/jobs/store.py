@@ -68,10 +68,13 @@ def get_job(session: Session, tenant: Tenant | None, job_id: str) -> FineTuningJ
     return row
 
 
-def list_jobs(session: Session, tenant: Tenant, *, after: str | None = None, limit: int = 20
-              ) -> tuple[list[FineTuningJob], bool]:
-    """Newest first; ``after`` is a job id (the page continues with older jobs)."""
+def list_jobs(session: Session, tenant: Tenant, *, after: str | None = None, limit: int = 20,
+              metadata: dict[str, str] | None = None) -> tuple[list[FineTuningJob], bool]:
+    """Newest first; ``after`` is a job id (the page continues with older jobs); ``metadata``:
+    only jobs whose metadata has every one of these pairs."""
     stmt = select(FineTuningJob).where(FineTuningJob.tenant_id == tenant.id)
+    for key, value in (metadata or {}).items():
+        stmt = stmt.where(FineTuningJob.job_metadata[key].as_string() == value)
     if after:
         cursor = get_job(session, tenant, after)
         stmt = stmt.where(

@@ -9,10 +9,10 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Query, Request
 from starlette.concurrency import run_in_threadpool
 
-from services.errors import InvalidInput
+from services.errors import Conflict, InvalidInput
 from services.store.models import FineTuningCheckpoint, FineTuningEvent, FineTuningJob, Tenant
 from training.jobs import store
-from training.jobs.intake import JobRequest, create_job
+from training.jobs.intake import JobRequest, check_metadata, create_job
 from training.jobs.store import unix
 from tuneloop.api.deps import app_state, current_tenant, platform
 from tuneloop.api.schemas_jobs import CheckpointOut, EventOut, JobCreate, JobOut, Page
@@ -36,6 +36,7 @@ def job_out(job: FineTuningJob, tenant_name: str) -> JobOut:
         suffix=job.adapter_name, task=job.task, labels=job.labels,
         prompt_template=job.prompt_template, auto_promote=job.auto_promote,
         cancel_requested=job.cancel_requested, progress=job.progress or {},
+        metadata=job.job_metadata,
     )
 
 
@@ -66,22 +67,36 @@ def _hyperparameters(body: JobCreate) -> dict | None:
 async def create(body: JobCreate, request: Request,
                  tenant: Tenant = Depends(current_tenant)) -> JobOut:
     p = platform(request)
+    if body.integrations:
+        raise InvalidInput("integrations (Weights & Biases, ...) are not supported; remove the "
+                           "field and follow the job's events and metrics instead",
+                           param="integrations")
     job = await run_in_threadpool(
         create_job, p, tenant, JobRequest(
             model=body.model, training_file=body.training_file,
             validation_file=body.validation_file, suffix=body.suffix,
             hyperparameters=_hyperparameters(body), task=body.task, labels=body.labels,
             prompt_template=body.prompt_template, auto_promote=body.auto_promote,
-            seed=body.seed))
+            seed=body.seed, metadata=body.metadata))
     app_state(request).jobs.wake()
     return job_out(job, tenant.name)
+
+
+def _metadata_filter(request: Request) -> dict[str, str] | None:
+    """``metadata[key]=value`` query parameters (what the openai SDK sends for
+    ``jobs.list(metadata={...})``)."""
+    pairs = {k[len("metadata["):-1]: v for k, v in request.query_params.items()
+             if k.startswith("metadata[") and k.endswith("]")}
+    return check_metadata(pairs) if pairs else None
 
 
 @router.get("")
 def list_jobs(request: Request, after: str | None = None, limit: int = Query(20, ge=1, le=100),
               tenant: Tenant = Depends(current_tenant)) -> Page:
+    """Newest first; ``metadata[key]=value`` keeps the jobs with that pair (repeatable)."""
     with platform(request).store.read() as session:
-        rows, more = store.list_jobs(session, tenant, after=after, limit=limit)
+        rows, more = store.list_jobs(session, tenant, after=after, limit=limit,
+                                     metadata=_metadata_filter(request))
         return Page(data=[job_out(r, tenant.name) for r in rows], has_more=more)
 
 
@@ -133,7 +148,10 @@ async def cancel(job_id: str, request: Request, tenant: Tenant = Depends(current
 
     def _do() -> FineTuningJob:
         with p.store.write() as session:
-            return store.request_cancel(session, tenant, job_id)
+            try:
+                return store.request_cancel(session, tenant, job_id)
+            except Conflict as exc:  # finished: a 400 (the openai SDK retries 409s)
+                raise InvalidInput(exc.message, code="job_not_cancellable") from exc
 
     job = await run_in_threadpool(_do)
     return job_out(job, tenant.name)

@@ -185,7 +185,7 @@ def test_cancel_a_queued_job_and_tenant_isolation(client):
                         http_client=client, max_retries=0)
     cancelled = sdk.fine_tuning.jobs.cancel(job["id"])
     assert cancelled.status == "cancelled" and cancelled.finished_at is not None
-    with pytest.raises(openai.ConflictError):
+    with pytest.raises(openai.BadRequestError, match="already cancelled"):  # not retried
         sdk.fine_tuning.jobs.cancel(job["id"])
     events = [e.type for e in sdk.fine_tuning.jobs.list_events(job["id"])]
     assert events[0] == "cancelled"
@@ -293,3 +293,30 @@ def test_restart_recovers_a_dead_local_owner_at_once(platform):
         assert body["status"] == "queued"
         event = client.get(f"{JOBS}/{job}/events", headers=a).json()["data"][0]
         assert event["data"]["restart"] == 1
+
+
+def test_metadata_round_trips_and_filters_the_list_and_integrations_are_refused(client):
+    import openai
+
+    a = tenant_key(client, "acme")
+    file_id = upload(client, a, classification_lines()).json()["id"]
+    sdk = openai.OpenAI(base_url="http://testserver/v1", api_key=a["Authorization"][7:],
+                        http_client=client, max_retries=0)
+    tagged = sdk.fine_tuning.jobs.create(model="base", training_file=file_id,
+                                         metadata={"team": "search", "run": "nightly-7"})
+    other = sdk.fine_tuning.jobs.create(model="base", training_file=file_id,
+                                        metadata={"team": "ads"})
+    sdk.fine_tuning.jobs.create(model="base", training_file=file_id)
+    assert sdk.fine_tuning.jobs.retrieve(tagged.id).metadata == {"team": "search",
+                                                                 "run": "nightly-7"}
+    assert [j.id for j in sdk.fine_tuning.jobs.list(metadata={"team": "search"})] == [tagged.id]
+    assert [j.id for j in sdk.fine_tuning.jobs.list(metadata={"team": "ads"})] == [other.id]
+    assert list(sdk.fine_tuning.jobs.list(metadata={"team": "search", "run": "x"})) == []
+    assert len(list(sdk.fine_tuning.jobs.list())) == 3
+    for bad, match in (({f"k{i}": "v" for i in range(17)}, "at most 16"),
+                       ({"k" * 65: "v"}, "1 to 64 characters"), ({"k": "v" * 513}, "at most 512")):
+        with pytest.raises(openai.BadRequestError, match=match):
+            sdk.fine_tuning.jobs.create(model="base", training_file=file_id, metadata=bad)
+    with pytest.raises(openai.BadRequestError, match="integrations .* not supported"):
+        sdk.fine_tuning.jobs.create(model="base", training_file=file_id, integrations=[
+            {"type": "wandb", "wandb": {"project": "p"}}])
