@@ -75,6 +75,11 @@ class Settings(BaseSettings):
     engine of ``tuneloop serve``), shell-quoted: ``--enable-auto-tool-choice
     --tool-call-parser hermes``. The same list the chart's ``engine.extraArgs`` sets."""
 
+    metrics_token: SecretStr | None = None
+    """Bearer token ``/metrics`` requires (gateways and the monitor). Unset: the engine key when
+    that is set (the chart's Prometheus sends it), else ``/metrics`` is open: keep it on a
+    loopback or private address then, it names every tenant and adapter."""
+
     engine_adapter_cache_entries: int = Field(default=32, ge=1)
     """Adapter versions an engine host keeps unpacked on local disk (fetched from the artifact
     store, hash verified); the least recently used beyond it are deleted. Keep it above

@@ -15,6 +15,8 @@ from starlette.concurrency import run_in_threadpool
 
 from services.platform import Platform
 from services.settings import Settings
+from tuneloop.api.deps import require_metrics_token
+from tuneloop.app import install_error_handlers
 from tuneloop.state import AppState, MonitorOptions, open_state
 
 
@@ -34,6 +36,7 @@ def standalone_app(settings: Settings, options: MonitorOptions | None = None,
             platform.close()
 
     app = FastAPI(title="tuneloop monitor", lifespan=lifespan)
+    install_error_handlers(app)
 
     @app.get("/healthz")
     def healthz() -> dict:
@@ -44,6 +47,7 @@ def standalone_app(settings: Settings, options: MonitorOptions | None = None,
         from prometheus_client import CONTENT_TYPE_LATEST
 
         state: AppState = request.app.state.tuneloop
+        require_metrics_token(request, state.platform.settings)
         return Response(state.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     return app

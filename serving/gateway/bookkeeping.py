@@ -51,8 +51,8 @@ class InferenceCall:
 
     @property
     def adapter_label(self) -> str:
-        if self.target is None:
-            return self.model
+        if self.target is None:  # never the raw ``model`` a client sent: unbounded label values
+            return "unresolved"
         return self.target.adapter.name if self.target.adapter else "base"
 
     def release(self) -> None:

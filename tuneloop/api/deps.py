@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import hmac
+
 from fastapi import Request
 from starlette.concurrency import run_in_threadpool
 from starlette.types import Scope
 
 from services.errors import Forbidden, Unauthorized, Unavailable
 from services.platform import Platform
+from services.settings import Settings
 from services.store.models import Tenant
 from services.tenants import hash_key, is_admin_key, resolve_key
 from serving.gateway.runtime import Gateway
 from tuneloop.state import AppState
 
 __all__ = ["app_state", "authenticate_scope", "bearer_key", "cached_tenant", "current_tenant",
-           "gateway", "platform", "require_admin"]
+           "gateway", "platform", "require_admin", "require_metrics_token"]
 
 
 def app_state(request: Request) -> AppState:
@@ -86,3 +89,14 @@ async def authenticate_scope(scope: Scope, admin: bool) -> None:
         await run_in_threadpool(require_admin, request)
     elif cached_tenant(request) is None:
         await run_in_threadpool(current_tenant, request)
+
+
+def require_metrics_token(request: Request, settings: Settings) -> None:
+    """``/metrics`` needs ``TUNELOOP_METRICS_TOKEN`` (default: the engine key) when one is set."""
+    token = settings.metrics_token or settings.engine_api_key
+    if token is None:
+        return
+    header = request.headers.get("authorization", "")
+    if not hmac.compare_digest(header.encode(), f"Bearer {token.get_secret_value()}".encode()):
+        raise Unauthorized("/metrics needs 'Authorization: Bearer <TUNELOOP_METRICS_TOKEN>' "
+                           "(default: the engine key)")

@@ -26,7 +26,13 @@ from serving.gateway.resolution import Target
 from serving.gateway.runtime import Gateway
 from serving.gateway.schemas import ChatRequest, ClassifyRequest, CompletionRequest
 from serving.gateway.streaming import RelayResponse, StreamRecord, rewrite_events
-from tuneloop.api.deps import cached_tenant, current_tenant, gateway, platform
+from tuneloop.api.deps import (
+    cached_tenant,
+    current_tenant,
+    gateway,
+    platform,
+    require_metrics_token,
+)
 from tuneloop.api.json_input import parse_json
 
 router = APIRouter(tags=["serving"])
@@ -279,4 +285,6 @@ async def readyz(request: Request) -> JSONResponse:
 def metrics(request: Request) -> Response:
     from prometheus_client import CONTENT_TYPE_LATEST
 
-    return Response(gateway(request).metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
+    gw = gateway(request)
+    require_metrics_token(request, gw.settings)
+    return Response(gw.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)

@@ -103,3 +103,23 @@ def test_an_engine_that_cannot_start_is_logged_and_answers_503_with_the_reason(
 def test_a_version_beyond_the_store_integer_is_400_not_500(client):
     r = client.post("/v1/chat/completions", json={**CHAT, "model": "bot@v" + "9" * 30})
     assert r.status_code == 400 and "beyond" in r.json()["error"]["message"]
+
+
+@pytest.mark.parametrize("token_setting", ["engine_api_key", "metrics_token"])
+def test_metrics_need_the_token_once_one_is_set_and_never_label_raw_models(make_settings,
+                                                                          token_setting):
+    settings = make_settings(engine_urls=["http://127.0.0.1:9"], **{token_setting: "scrape-me"})
+    platform = Platform.open(settings)
+    with platform.store.write() as s:
+        create_tenant(s, "acme")
+        key = create_key(s, "acme").key
+    with TestClient(create_app(platform=platform, serve=ServeOptions())) as c:
+        auth = {"Authorization": f"Bearer {key}"}
+        for model in ("no-such-model", "x" * 60):  # refused (404) before any label is made
+            c.post("/v1/chat/completions", headers=auth, json={**CHAT, "model": model})
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/metrics", headers=auth).status_code == 401  # a tenant key is not enough
+        r = c.get("/metrics", headers={"Authorization": "Bearer scrape-me"})
+        assert r.status_code == 200 and 'adapter="unresolved"' in r.text
+        assert "no-such-model" not in r.text and "x" * 60 not in r.text
+    platform.close()
