@@ -371,7 +371,8 @@ def test_responses_are_persisted_for_feedback(gateway):
 
 
 def test_metrics_pass_promtool(gateway, tmp_path):
-    text = httpx.get(f"{gateway.url}/metrics").text
+    assert httpx.get(f"{gateway.url}/metrics").status_code == 401  # the engine key guards it
+    text = httpx.get(f"{gateway.url}/metrics", headers=ENGINE_AUTH).text
     assert 'tuneloop_requests_total{adapter="support"' in text
     assert "tuneloop_adapter_loads_total" in text
     path = tmp_path / "metrics.txt"

@@ -22,6 +22,7 @@ from services.platform import Platform
 from services.settings import Settings
 from services.store.models import RequestRecord
 from tests.support import lora_training
+from tests.support.engine_key import ENGINE_AUTH
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
 
@@ -126,7 +127,7 @@ class WriteLock:
 
 
 def _dropped(http: httpx.Client) -> float:
-    text = http.get("/metrics").text
+    text = http.get("/metrics", headers=ENGINE_AUTH).text
     return sum(float(v) for v in re.findall(r'^tuneloop_request_log_dropped_total\{[^}]*\} (\S+)$',
                                              text, re.MULTILINE))
 
