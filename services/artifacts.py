@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import io
+import os
 import re
 import shutil
 import tarfile
 import tempfile
+import uuid
 from pathlib import Path
 
 import fsspec
@@ -72,9 +74,14 @@ class ArtifactStore:
         path = self._path(key)
         if not self.fs.exists(path):
             self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            tmp = f"{path}.tmp-{hashlib.sha256(path.encode()).hexdigest()[:8]}"
+            # A name of its own per writer: two identical uploads at once never share a temp file,
+            # and the blob appears under its key only once complete.
+            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
             with self.fs.open(tmp, "wb") as fh:
                 fh.write(data)
+                if self.is_local:
+                    fh.flush()
+                    os.fsync(fh.fileno())
             self.fs.mv(tmp, path)
         return key
 
