@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy import Insert, and_, or_, select
 from sqlalchemy.orm import Session
 
-from services.errors import InvalidInput, NotFound, TuneloopError
+from services.errors import InvalidInput, NotFound, RateLimited, TuneloopError
 from services.store.db import Store
 from services.store.models import Adapter, AdapterVersion, FeedbackRecord, RequestRecord, Tenant
 
@@ -279,11 +279,16 @@ class FeedbackBatcher:
     task lives on the loop of the latest ``submit`` (an app may be served from several loops).
     """
 
-    def __init__(self, store: Store, max_items: int = 5000, offload: Callable | None = None) -> None:
+    def __init__(self, store: Store, max_items: int = 5000, offload: Callable | None = None,
+                 max_pending_items: int = 50_000) -> None:
         from starlette.concurrency import run_in_threadpool
 
         self.store = store
         self.max_items = max_items
+        self.max_pending_items = max_pending_items
+        """Items waiting for the writer; beyond it ``submit`` answers 429 (memory stays bounded
+        when the store is slower than the clients)."""
+        self.pending_items = 0
         self.labels = LabelSets()
         self._offload = offload or run_in_threadpool
         self._queue: asyncio.Queue = asyncio.Queue()
@@ -297,7 +302,12 @@ class FeedbackBatcher:
             self._loop, self._queue, self._task = loop, asyncio.Queue(), None
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="feedback-writer")
+        items = len(submission.items)
+        if self.pending_items + items > self.max_pending_items:
+            raise RateLimited(f"{self.pending_items} feedback items are waiting to be stored; "
+                              "retry in a moment", retry_after_s=1.0)
         future = loop.create_future()
+        self.pending_items += items
         self._queue.put_nowait((submission, future))
         return await future
 
@@ -312,6 +322,7 @@ class FeedbackBatcher:
             while not self._queue.empty() and size < self.max_items:
                 batch.append(self._queue.get_nowait())
                 size += len(batch[-1][0].items)
+            self.pending_items -= size
             try:
                 outcomes = await self._offload(self._write, [sub for sub, _ in batch])
             except Exception as exc:  # noqa: BLE001 - the store failed: every waiter learns it

@@ -25,10 +25,14 @@ class Target:
 
 
 class Resolver:
-    def __init__(self, store: Store, base_model_name: str, ttl_s: float = 1.0) -> None:
+    def __init__(self, store: Store, base_model_name: str, ttl_s: float = 1.0,
+                 max_entries: int = 10_000) -> None:
         self.store = store
         self.base_model_name = base_model_name
         self.ttl_s = ttl_s
+        self.max_entries = max_entries
+        """Bound on cached (tenant, model) pairs: ``model`` is what clients send, and endless
+        spellings of one version (``name@v0001``) must not grow memory."""
         self._cache: dict[tuple[int, str], tuple[float, ResolvedAdapter]] = {}
 
     def invalidate(self, tenant_id: int | None = None) -> None:
@@ -60,5 +64,7 @@ class Resolver:
         else:
             with self.store.read() as session:
                 resolved = registry.resolve(session, tenant, model)
+            if len(self._cache) >= self.max_entries:
+                self._cache.clear()
             self._cache[key] = (now, resolved)
         return Target(public_model=resolved.ref, engine_model=resolved.engine_name, adapter=resolved)

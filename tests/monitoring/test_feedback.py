@@ -2,8 +2,20 @@
 
 from __future__ import annotations
 
-from monitoring.feedback import FeedbackIn, ResponseInfo, Submission, plan_feedback, storage_key
-from services.errors import InvalidInput, NotFound
+import asyncio
+import threading
+
+import pytest
+
+from monitoring.feedback import (
+    FeedbackBatcher,
+    FeedbackIn,
+    ResponseInfo,
+    Submission,
+    plan_feedback,
+    storage_key,
+)
+from services.errors import InvalidInput, NotFound, RateLimited
 
 RESPONSES = {
     "chat-1": ResponseInfo(tenant_id=1, adapter=None, adapter_version=None),
@@ -69,3 +81,31 @@ def test_a_resend_of_a_stored_id_is_answered_without_revalidation():
     outcomes, rows = _plan([Submission(1, [_fb("clf-1", "a", label="no-longer-valid")])], existing)
     assert outcomes[0][0].created is False and outcomes[0][0].response_id == "clf-1"
     assert rows == []
+
+
+def test_the_writer_queue_is_bounded_in_items_and_answers_429_beyond_it():
+    release = threading.Event()
+
+    async def slow_store(write, submissions):  # noqa: ANN001, ANN202 - a store that stalls
+        await asyncio.to_thread(release.wait, 10)
+        return [[] for _ in submissions]
+
+    batcher = FeedbackBatcher(store=None, offload=slow_store, max_pending_items=5)  # type: ignore[arg-type]
+
+    async def run():
+        first = asyncio.create_task(batcher.submit(Submission(1, [_fb("chat-1", "x")])))
+        await asyncio.sleep(0.05)  # taken by the writer, which is now stuck in the store
+        queued = [asyncio.create_task(batcher.submit(Submission(1, [_fb("chat-1", "x")] * 2)))
+                  for _ in range(2)]
+        await asyncio.sleep(0.05)
+        assert batcher.pending_items == 4
+        try:
+            with pytest.raises(RateLimited, match="waiting to be stored"):
+                await batcher.submit(Submission(1, [_fb("chat-1", "x")] * 2))
+        finally:
+            release.set()
+        await asyncio.gather(first, *queued)
+        assert batcher.pending_items == 0
+        await batcher.close()
+
+    asyncio.run(run())
