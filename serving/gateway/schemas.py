@@ -14,7 +14,8 @@ _SAMPLING = frozenset({
     "frequency_penalty", "logit_bias", "logprobs", "max_tokens", "n", "presence_penalty", "seed",
     "stop", "stream", "stream_options", "temperature", "top_p", "user",
     # vLLM's sampling extras that only change sampling
-    "top_k", "min_p", "repetition_penalty", "min_tokens",
+    "top_k", "min_p", "repetition_penalty", "min_tokens", "ignore_eos", "stop_token_ids",
+    "skip_special_tokens", "include_stop_str_in_output",
 })
 CHAT_PARAMS = _SAMPLING | {
     "model", "messages", "max_completion_tokens", "top_logprobs", "response_format", "tools",

@@ -27,7 +27,8 @@ def test_openai_parameters_pass():
             "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}],
             "tool_choice": "auto", "stream_options": {"include_usage": True}, "user": "u"}
     assert ChatRequest.model_validate(body).model == "m"
-    assert CompletionRequest.model_validate({"model": "m", "prompt": "x", "echo": True, "top_k": 5})
+    assert CompletionRequest.model_validate({"model": "m", "prompt": "x", "echo": True, "top_k": 5,
+                                             "ignore_eos": True, "stop_token_ids": [2]})
     with pytest.raises(ValidationError, match="unsupported completions parameter"):
         CompletionRequest.model_validate({"model": "m", "prompt": "x", "guided_json": {}})
 
