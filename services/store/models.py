@@ -62,11 +62,13 @@ class ChampionAction(StrEnum):
 
 
 class JobStatus(StrEnum):
-    """validating_files -> queued -> running -> succeeded | failed | cancelled."""
+    """validating_files -> queued -> running -> succeeded | failed | cancelled; a queued or
+    running job can be paused (its run stopped, checkpoints kept) and resumed (queued again)."""
 
     VALIDATING_FILES = "validating_files"
     QUEUED = "queued"
     RUNNING = "running"
+    PAUSED = "paused"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
@@ -266,6 +268,7 @@ class FineTuningJob(Base):
     owner: Mapped[str | None] = mapped_column(String(128), nullable=True)
     heartbeat_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     cancel_requested: Mapped[bool] = mapped_column(default=False)
+    pause_requested: Mapped[bool] = mapped_column(default=False)
     error: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     fine_tuned_model: Mapped[str | None] = mapped_column(String(128), nullable=True)
     result_version_id: Mapped[int | None] = mapped_column(

@@ -30,8 +30,11 @@ class ScriptedRunner:
         self.specs: dict[str, RunSpec] = {}
         self.stage: dict[str, int] = {}
         self.cancelled: set[str] = set()
+        self.submissions: list[str] = []
 
     def submit(self, spec: RunSpec) -> None:
+        self.cancelled.discard(spec.job_id)  # submitted again (resumed): a new run of the job
+        self.submissions.append(spec.job_id)
         self.specs[spec.job_id] = spec
         self.configs[spec.job_id] = TrainConfig.from_json(spec.entrypoint[-1])
         self.stage.setdefault(spec.job_id, 0)

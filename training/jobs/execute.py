@@ -263,6 +263,12 @@ def follow_run(ctx: JobContext, job: FineTuningJob, follower: RunFollower, outpu
             ctx.runner.cancel(job.id)
             return _finish(ctx, job, JobStatus.CANCELLED, EventType.CANCELLED,
                            "job cancelled; the training run was stopped and its workers freed")
+        if row.pause_requested:
+            ctx.runner.cancel(job.id)
+            step = follower.snapshot.get("step")
+            return _finish(ctx, job, JobStatus.PAUSED, EventType.PAUSED,
+                           f"job paused at step {step}; its checkpoints are kept and resuming "
+                           "continues from the latest one")
         if ctx.stopping.is_set():
             ctx.runner.cancel(job.id)
             return _finish(ctx, job, JobStatus.QUEUED, EventType.QUEUED,

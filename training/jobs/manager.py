@@ -183,6 +183,11 @@ class JobManager:
                     "job cancelled (tuneloop stopped while it was running; its run is gone)",
                     None))
                 return
+            if row.pause_requested:
+                store.transition(session, row, JobStatus.PAUSED, event=(
+                    EventType.PAUSED, "job paused (tuneloop stopped while it was running); "
+                    "resuming continues from its latest checkpoint", None))
+                return
             restarts = store.count_restarts(session, row.id)
             if restarts >= MAX_AUTOMATIC_RESTARTS:
                 store.fail(session, row, "job_interrupted", RESTART_REASON.format(

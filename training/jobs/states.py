@@ -10,9 +10,11 @@ from services.store.models import JobStatus
 # Transitions the job store allows; anything else is a bug or a lost race (Conflict).
 ALLOWED = {
     JobStatus.VALIDATING_FILES: {JobStatus.QUEUED, JobStatus.FAILED, JobStatus.CANCELLED},
-    JobStatus.QUEUED: {JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED},
+    JobStatus.QUEUED: {JobStatus.RUNNING, JobStatus.FAILED, JobStatus.CANCELLED,
+                       JobStatus.PAUSED},
     JobStatus.RUNNING: {JobStatus.QUEUED, JobStatus.SUCCEEDED, JobStatus.FAILED,
-                        JobStatus.CANCELLED},
+                        JobStatus.CANCELLED, JobStatus.PAUSED},
+    JobStatus.PAUSED: {JobStatus.QUEUED, JobStatus.CANCELLED},
 }
 
 
@@ -34,4 +36,6 @@ class EventType(StrEnum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    PAUSED = "paused"
+    RESUMED = "resumed"
     MESSAGE = "message"

@@ -25,7 +25,7 @@ from services.store.models import (
 )
 from training.jobs.states import ALLOWED, EventType
 
-ACTIVE = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING)
+ACTIVE = (JobStatus.VALIDATING_FILES, JobStatus.QUEUED, JobStatus.RUNNING, JobStatus.PAUSED)
 
 
 def now() -> datetime:
@@ -163,8 +163,8 @@ def transition(session: Session, job: FineTuningJob, status: JobStatus, *,
     values: dict[str, Any] = {"status": str(status)}
     if status is JobStatus.RUNNING:
         values.update(owner=owner, heartbeat_at=now(), started_at=job.started_at or now())
-    if status is JobStatus.QUEUED:
-        values.update(owner=None, heartbeat_at=None)
+    if status in (JobStatus.QUEUED, JobStatus.PAUSED):
+        values.update(owner=None, heartbeat_at=None, pause_requested=False)
     if status.is_terminal:
         values.update(finished_at=now(), owner=None)
     if error is not None:
@@ -187,6 +187,41 @@ def fail(session: Session, job: FineTuningJob, code: str, message: str) -> FineT
     return transition(session, job, JobStatus.FAILED,
                       error={"code": code, "message": message, "param": None},
                       event=(EventType.FAILED, message, {"code": code}))
+
+
+def request_pause(session: Session, tenant: Tenant, job_id: str) -> FineTuningJob:
+    """Pause a queued job at once; ask the owner of a running one to stop its run (the job then
+    keeps its checkpoints and waits, ``paused``, until it is resumed)."""
+    job = get_job(session, tenant, job_id)
+    status = JobStatus(job.status)
+    if status is JobStatus.PAUSED:
+        return job
+    if status is JobStatus.RUNNING:
+        if not job.pause_requested:
+            job.pause_requested = True
+            add_event(session, job.id, EventType.MESSAGE, "pause requested; stopping the "
+                      "training run at its latest checkpoint")
+        return job
+    if status is not JobStatus.QUEUED:
+        raise Conflict(f"fine-tuning job {job_id} is {status}; only a queued or running job "
+                       "can be paused")
+    return transition(session, job, JobStatus.PAUSED,
+                      event=(EventType.PAUSED, "job paused before it started", None))
+
+
+def resume(session: Session, tenant: Tenant, job_id: str) -> FineTuningJob:
+    """Queue a paused job again; its run continues from its latest checkpoint."""
+    job = get_job(session, tenant, job_id)
+    status = JobStatus(job.status)
+    if status is not JobStatus.PAUSED:
+        raise Conflict(f"fine-tuning job {job_id} is {status}; only a paused job can be resumed")
+    checkpoints, _ = list_checkpoints(session, job.id, limit=1)
+    step = checkpoints[0].step if checkpoints else None
+    where = (f"continues from its latest checkpoint (step {step} or later)" if step is not None
+             else "starts from the beginning (no checkpoint yet)")
+    return transition(session, job, JobStatus.QUEUED,
+                      event=(EventType.RESUMED, f"job resumed: queued again; the run {where}",
+                             {"resume_step": step}))
 
 
 def request_cancel(session: Session, tenant: Tenant, job_id: str) -> FineTuningJob:

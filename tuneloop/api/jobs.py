@@ -6,7 +6,10 @@ Jobs run in the background, in the app's :class:`training.jobs.manager.JobManage
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from fastapi import APIRouter, Depends, Query, Request
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from services.errors import Conflict, InvalidInput
@@ -35,7 +38,8 @@ def job_out(job: FineTuningJob, tenant_name: str) -> JobOut:
         method={"type": "supervised", "supervised": {"hyperparameters": hp}},
         suffix=job.adapter_name, task=job.task, labels=job.labels,
         prompt_template=job.prompt_template, auto_promote=job.auto_promote,
-        cancel_requested=job.cancel_requested, progress=job.progress or {},
+        cancel_requested=job.cancel_requested, pause_requested=job.pause_requested,
+        progress=job.progress or {},
         metadata=job.job_metadata,
     )
 
@@ -155,3 +159,28 @@ async def cancel(job_id: str, request: Request, tenant: Tenant = Depends(current
 
     job = await run_in_threadpool(_do)
     return job_out(job, tenant.name)
+
+
+def _state_change(change: Callable[[Session, Tenant, str], FineTuningJob]) -> Callable:
+    async def route(job_id: str, request: Request,
+                    tenant: Tenant = Depends(current_tenant)) -> JobOut:
+        p = platform(request)
+
+        def _do() -> FineTuningJob:
+            with p.store.write() as session:
+                try:
+                    return change(session, tenant, job_id)
+                except Conflict as exc:  # a 400: the openai SDK retries 409s
+                    raise InvalidInput(exc.message, code="invalid_job_state") from exc
+
+        job = await run_in_threadpool(_do)
+        app_state(request).jobs.wake()
+        return job_out(job, tenant.name)
+
+    return route
+
+
+router.post("/{job_id}/pause", summary="Pause a job (OpenAI jobs.pause)")(
+    _state_change(store.request_pause))
+router.post("/{job_id}/resume", summary="Resume a paused job (OpenAI jobs.resume)")(
+    _state_change(store.resume))

@@ -78,6 +78,7 @@ class JobOut(BaseModel):
     prompt_template: str | None
     auto_promote: bool
     cancel_requested: bool
+    pause_requested: bool = False
     progress: dict[str, Any] = Field(description="step, total_steps, loss, tokens_per_s, eta_s.")
 
 

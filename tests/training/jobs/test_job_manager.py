@@ -168,3 +168,29 @@ def test_background_manager_runs_one_job_at_a_time_and_cancels(platform, tenant,
     row = job_row(platform, b.id)
     assert row.status == "queued" and b.id in runner.cancelled and row.owner is None
     assert "resumes from its latest checkpoint" in events(platform, b.id)[-1].message
+
+
+def test_pause_stops_the_run_and_resume_runs_the_job_again_under_its_run_name(
+        platform, tenant, training_file, peft_adapter):
+    runner = ScriptedRunner(peft_adapter, hold=True)
+    manager = JobManager(platform, runner=runner, poll_s=0.02)
+    job = create_job(platform, tenant, JobRequest(model="base", training_file=training_file.id))
+    manager.start()
+    try:
+        assert wait_for(lambda: job_row(platform, job.id).status == "running")
+        with platform.store.write() as session:
+            store.request_pause(session, tenant, job.id)
+        assert wait_for(lambda: job_row(platform, job.id).status == "paused")
+        assert job.id in runner.cancelled and job_row(platform, job.id).owner is None
+        time.sleep(0.3)
+        assert job_row(platform, job.id).status == "paused"  # a paused job is not claimed
+        runner.hold = False
+        with platform.store.write() as session:
+            store.resume(session, tenant, job.id)
+        manager.wake()
+        assert wait_for(lambda: job_row(platform, job.id).status == "succeeded")
+    finally:
+        manager.stop()
+    assert runner.submissions == [job.id, job.id]  # the same job (run name), submitted again
+    types = [e.type for e in events(platform, job.id)]
+    assert types.index("paused") < types.index("resumed") < types.index("succeeded")

@@ -320,3 +320,27 @@ def test_metadata_round_trips_and_filters_the_list_and_integrations_are_refused(
     with pytest.raises(openai.BadRequestError, match="integrations .* not supported"):
         sdk.fine_tuning.jobs.create(model="base", training_file=file_id, integrations=[
             {"type": "wandb", "wandb": {"project": "p"}}])
+
+
+def test_pause_and_resume_through_the_openai_client(client):
+    import openai
+
+    a = tenant_key(client, "acme")
+    file_id = upload(client, a, classification_lines()).json()["id"]
+    sdk = openai.OpenAI(base_url="http://testserver/v1", api_key=a["Authorization"][7:],
+                        http_client=client, max_retries=0)
+    job = sdk.fine_tuning.jobs.create(model="base", training_file=file_id)
+    assert wait_status(client, a, job.id, {"queued"})["status"] == "queued"
+    assert sdk.fine_tuning.jobs.pause(job.id).status == "paused"
+    assert sdk.fine_tuning.jobs.pause(job.id).status == "paused"  # idempotent
+    resumed = sdk.fine_tuning.jobs.resume(job.id)
+    assert resumed.status == "queued"
+    with pytest.raises(openai.BadRequestError, match="only a paused job can be resumed"):
+        sdk.fine_tuning.jobs.resume(job.id)
+    sdk.fine_tuning.jobs.cancel(job.id)
+    with pytest.raises(openai.BadRequestError, match="only a queued or running job"):
+        sdk.fine_tuning.jobs.pause(job.id)
+    types = [e.type for e in sdk.fine_tuning.jobs.list_events(job.id)]
+    assert types[:3] == ["cancelled", "resumed", "paused"]
+    b = tenant_key(client, "globex")
+    assert client.post(f"{JOBS}/{job.id}/pause", headers=b).status_code == 404
