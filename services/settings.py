@@ -181,6 +181,17 @@ class Settings(BaseSettings):
     train_job_stale_after_s: float = Field(default=30.0, gt=0)
     """A running job whose owner has not sent a heartbeat for this long is recovered."""
 
+    train_max_active_jobs: int = Field(default=16, ge=1)
+    """Fine-tuning jobs the whole platform keeps queued, running or paused; beyond it creating
+    one answers 429. Operator-owned: no tenant setting can raise it."""
+
+    train_max_active_jobs_per_tenant: int = Field(default=4, ge=1)
+    """The same bound per tenant (one tenant cannot take the platform's whole queue), also the
+    most a retrain policy's ``max_concurrent_jobs_per_tenant`` / ``_total`` may ask for."""
+
+    train_max_steps: int = Field(default=100_000, ge=1)
+    """Most optimizer steps one job may run (epochs x examples / batch, or ``max_steps``)."""
+
     train_workers: int = Field(default=1, ge=1)
     """Ray Train workers per training job."""
 

@@ -77,6 +77,42 @@ def resolve_hyperparameters(requested: dict[str, Any] | None, n_examples: int) -
     return resolved
 
 
+UPPER_BOUNDS: dict[str, float] = {
+    "n_epochs": 100, "batch_size": 1024, "learning_rate_multiplier": 100, "lora_alpha": 4096,
+    "grad_accum": 1024, "warmup_steps": 100_000, "checkpoint_every": 1_000_000,
+    "lora_dropout": 0.9, "weight_decay": 10, "eval_fraction": 0.5,
+}
+"""Largest accepted value of each numeric hyperparameter (lora_r, max_length and max_steps are
+bounded by settings: the engines' rank, the model length, the operator's step budget)."""
+
+
+def check_bounds(resolved: dict[str, Any], n_examples: int, *, max_lora_rank: int,
+                 max_model_len: int, max_steps: int, workers: int = 1) -> None:
+    """Refuse (400) values that no run should take: beyond the upper bounds, a rank the engines
+    cannot serve, sequences longer than the model, or more steps than the operator allows."""
+    limits = {**UPPER_BOUNDS, "lora_r": max_lora_rank, "max_length": max_model_len,
+              "max_steps": max_steps}
+    why = {"lora_r": " (TUNELOOP_MAX_LORA_RANK: the engines could not serve it)",
+           "max_length": " (TUNELOOP_MAX_MODEL_LEN)", "max_steps": " (TUNELOOP_TRAIN_MAX_STEPS)"}
+    for key, value in resolved.items():
+        if isinstance(value, float) and not math.isfinite(value):
+            raise InvalidInput(f"hyperparameters.{key}={value} must be a finite number",
+                               param=f"hyperparameters.{key}")
+    for key, limit in limits.items():
+        value = resolved.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value > limit:
+            raise InvalidInput(f"hyperparameters.{key}={value} is over the limit of {limit}"
+                               f"{why.get(key, '')}", param=f"hyperparameters.{key}")
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and value < 0:
+            raise InvalidInput(f"hyperparameters.{key}={value} must be >= 0",
+                               param=f"hyperparameters.{key}")
+    steps = estimated_steps(resolved, n_examples, workers)
+    if steps > max_steps:
+        raise InvalidInput(f"this job would run {steps} optimizer steps, over the limit of "
+                           f"{max_steps} (TUNELOOP_TRAIN_MAX_STEPS); lower n_epochs, raise "
+                           "batch_size or set max_steps", param="hyperparameters")
+
+
 def train_config_fields(resolved: dict[str, Any]) -> dict[str, Any]:
     """The :class:`TrainConfig` keyword arguments for resolved hyperparameters."""
     fields = {k: v for k, v in resolved.items() if k in EXTRA_KEYS}

@@ -32,10 +32,9 @@ from training.config import TrainConfig
 from training.errors import TrainConfigError
 from training.jobs import store
 from training.jobs.files import get_file
-from training.jobs.hyperparameters import resolve_hyperparameters, train_config_fields
+from training.jobs.hyperparameters import check_bounds, resolve_hyperparameters, train_config_fields
 from training.jobs.states import EventType
 
-DEFAULT_MAX_ACTIVE_JOBS = 16
 """Jobs validating, queued or running at once (all tenants) before creation answers 429."""
 
 
@@ -104,8 +103,7 @@ def check_metadata(metadata: Any) -> dict[str, str] | None:
     return dict(metadata)
 
 
-def create_job(platform: Platform, tenant: Tenant, request: JobRequest, *,
-               max_active: int = DEFAULT_MAX_ACTIVE_JOBS) -> FineTuningJob:
+def create_job(platform: Platform, tenant: Tenant, request: JobRequest) -> FineTuningJob:
     """Check the request and store the job as ``validating_files`` with a ``created`` event.
 
     Raises InvalidInput (400) naming the bad field, RateLimited (429) when the queue is full.
@@ -144,6 +142,12 @@ def create_job(platform: Platform, tenant: Tenant, request: JobRequest, *,
         if existing is not None and existing.task != task:
             raise InvalidInput(f"adapter {name!r} exists as a {existing.task} adapter; choose "
                                f"another suffix for a {task} job", param="suffix")
+        per_tenant = settings.train_max_active_jobs_per_tenant
+        if store.count_active(session, tenant) >= per_tenant:
+            raise RateLimited(f"you already have {per_tenant} fine-tuning jobs queued, running "
+                              "or paused (TUNELOOP_TRAIN_MAX_ACTIVE_JOBS_PER_TENANT); wait for "
+                              "one to finish or cancel one", retry_after_s=30)
+        max_active = settings.train_max_active_jobs
         if store.count_active(session) >= max_active:
             raise RateLimited(f"{max_active} fine-tuning jobs are already queued or running; "
                               "wait for one to finish or cancel one", retry_after_s=30)
@@ -160,7 +164,11 @@ def create_job(platform: Platform, tenant: Tenant, request: JobRequest, *,
             or DEFAULT_CLASSIFICATION_TEMPLATE)
     else:
         labels, prompt_template = None, None
-    resolved = resolve_hyperparameters(hyperparameters, int(train.stats.get("examples") or 0))
+    n_examples = int(train.stats.get("examples") or 0)
+    resolved = resolve_hyperparameters(hyperparameters, n_examples)
+    check_bounds(resolved, n_examples, max_lora_rank=settings.max_lora_rank,
+                 max_model_len=settings.max_model_len, max_steps=settings.train_max_steps,
+                 workers=settings.train_workers)
     seed = seed if seed is not None else random.randrange(2**31)
     _check_train_config(task, labels, prompt_template, resolved, seed, settings)
     job = FineTuningJob(

@@ -18,6 +18,8 @@ from pydantic import BaseModel
 from monitoring import monitor_store as ms
 from monitoring.policy import RetrainPolicy, drift_persists
 from services import registry
+from services.errors import InvalidInput
+from services.settings import Settings
 from services.store.models import (
     MAX_ROW_ID,
     AdapterVersion,
@@ -71,6 +73,19 @@ def run_out(row: RetrainRun) -> dict[str, Any]:
             "finished_at": row.finished_at, "promoted_at": row.promoted_at}
 
 
+def _check_budgets(policy: RetrainPolicy, settings: Settings) -> None:
+    """Training capacity is the operator's: a policy may ask for less, never for more."""
+    for field, limit, setting in (
+            ("max_concurrent_jobs_per_tenant", settings.train_max_active_jobs_per_tenant,
+             "TUNELOOP_TRAIN_MAX_ACTIVE_JOBS_PER_TENANT"),
+            ("max_concurrent_jobs_total", settings.train_max_active_jobs,
+             "TUNELOOP_TRAIN_MAX_ACTIVE_JOBS")):
+        value = getattr(policy, field)
+        if value > limit:
+            raise InvalidInput(f"{field}={value} is over the operator's limit of {limit} "
+                               f"({setting}); ask for {limit} or less", param=field)
+
+
 @router.get("/{name}/policy")
 def get_policy(name: str, request: Request, tenant: Tenant = Depends(current_tenant)) -> PolicyOut:
     with platform(request).store.read() as session:
@@ -81,7 +96,9 @@ def get_policy(name: str, request: Request, tenant: Tenant = Depends(current_ten
 @router.put("/{name}/policy")
 def put_policy(name: str, body: RetrainPolicy, request: Request,
                tenant: Tenant = Depends(current_tenant)) -> PolicyOut:
-    with platform(request).store.write() as session:
+    p = platform(request)
+    _check_budgets(body, p.settings)
+    with p.store.write() as session:
         adapter = registry.get_adapter(session, tenant, name)
         row = ms.put_policy(session, adapter, body)
         ms.add_event(session, adapter.id, ms.EventType.POLICY, "retrain policy set",

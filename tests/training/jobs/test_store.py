@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 
+import pytest
+
 from services.store.models import JobStatus, TenantState
 from services.tenants import create_tenant, get_tenant, set_tenant_state
 from training.jobs import store
@@ -24,6 +26,7 @@ def queued_job(platform, tenant):  # noqa: ANN001, ANN201
 
 
 def test_a_flooding_tenant_waits_behind_one_job_of_every_other_tenant(platform):
+    platform.settings = platform.settings.model_copy(update={"train_max_active_jobs_per_tenant": 8})
     with platform.store.write() as session:
         for name in ("flood", "quiet", "gone"):
             create_tenant(session, name)
@@ -50,3 +53,22 @@ def test_a_flooding_tenant_waits_behind_one_job_of_every_other_tenant(platform):
     assert manager.claim() is None  # the disabled tenant's job is not run
     with platform.store.read() as session:
         assert store.get_job(session, None, gone_job.id).status == JobStatus.QUEUED
+
+
+def test_active_jobs_are_bounded_per_tenant_and_in_total(platform):
+    from services.errors import RateLimited
+
+    platform.settings = platform.settings.model_copy(
+        update={"train_max_active_jobs_per_tenant": 2, "train_max_active_jobs": 3})
+    with platform.store.write() as session:
+        for name in ("a", "b"):
+            create_tenant(session, name)
+    with platform.store.read() as session:
+        a, b = get_tenant(session, "a"), get_tenant(session, "b")
+    queued_job(platform, a)
+    queued_job(platform, a)
+    with pytest.raises(RateLimited, match="TUNELOOP_TRAIN_MAX_ACTIVE_JOBS_PER_TENANT"):
+        queued_job(platform, a)
+    queued_job(platform, b)  # another tenant still gets its turn
+    with pytest.raises(RateLimited, match="3 fine-tuning jobs are already queued"):
+        queued_job(platform, b)

@@ -92,7 +92,7 @@ def test_creation_errors_name_the_field(client):
         (create(training_file=cls_file, hyperparameters={"n_epochs": -1}),
          "hyperparameters.n_epochs", None),
         (create(training_file=cls_file, hyperparameters={"lora_dropout": 1.5}),
-         "hyperparameters", None),
+         "hyperparameters.lora_dropout", None),
         (create(training_file=cls_file, suffix="bad name!"), "name", None),
         (create(training_file=cls_file, labels=["pos", "other"]), "labels", None),
         (create(training_file=cls_file, prompt_template="no slot"), "prompt_template", None),

@@ -152,3 +152,16 @@ def test_drift_route_shows_the_monitors_reports(client, platform, acme):
                        headers=acme).json()["data"]
     assert [e["type"] for e in older] == ["policy"]
     assert client.get("/v1/adapters/sentiment/retrains", headers=acme).json()["data"] == []
+
+
+def test_a_policy_cannot_ask_for_more_training_capacity_than_the_operator_gives(client, acme):
+    r = client.put("/v1/adapters/sentiment/policy", headers=acme,
+                   json={"max_concurrent_jobs_total": 1_000_000})
+    assert r.status_code == 400
+    assert "TUNELOOP_TRAIN_MAX_ACTIVE_JOBS" in r.json()["error"]["message"]
+    r = client.put("/v1/adapters/sentiment/policy", headers=acme,
+                   json={"max_concurrent_jobs_per_tenant": 50, "max_concurrent_jobs_total": 50})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "max_concurrent_jobs_per_tenant"
+    r = client.put("/v1/adapters/sentiment/policy", headers=acme,
+                   json={"max_concurrent_jobs_per_tenant": 2, "max_concurrent_jobs_total": 4})
+    assert r.status_code == 200, r.text

@@ -53,9 +53,11 @@ def live_server(platform):
     thread.join(timeout=30)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser():
-    """Headless Debian Chromium (never Playwright's downloaded browsers)."""
+    """Headless Debian Chromium (never Playwright's downloaded browsers). Package scope:
+    Playwright's sync API keeps an event loop running in the main thread while it is open,
+    which would break every later test that calls ``asyncio.run``."""
     if shutil.which(CHROMIUM) is None:
         pytest.fail(f"{CHROMIUM} is missing; run `bash scripts/system-deps.sh` "
                     "(apt-get install chromium)")
