@@ -22,6 +22,13 @@ def classification_lines(n: int = 12) -> bytes:
                    for i in range(n)).encode()
 
 
+def chat_lines(n: int = 4) -> bytes:
+    """``n`` distinct chat examples (one user turn, one assistant reply) as JSONL bytes."""
+    return "".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
+                                            {"role": "assistant", "content": "a"}]}) + "\n"
+                   for i in range(n)).encode()
+
+
 def upload(client, headers, data: bytes, filename: str = "data.jsonl", **form):  # noqa: ANN001
     """POST ``data`` to ``/v1/files`` for fine-tuning; extra form fields from ``form``."""
     return client.post("/v1/files", headers=headers, files={"file": (filename, data)},

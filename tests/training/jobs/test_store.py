@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from services.store.models import JobStatus, TenantState
 from services.tenants import create_tenant, get_tenant, set_tenant_state
+from tests.support.api import chat_lines
 from training.jobs import store
 from training.jobs.files import store_file
 from training.jobs.intake import JobRequest, create_job
@@ -15,9 +14,7 @@ from training.jobs.manager import JobManager
 
 
 def queued_job(platform, tenant):  # noqa: ANN001, ANN201
-    data = "".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
-                                            {"role": "assistant", "content": "a"}]}) + "\n"
-                   for i in range(4)).encode()
+    data = chat_lines()
     file = store_file(platform, tenant, data, "train.jsonl")
     job = create_job(platform, tenant, JobRequest(model="base", training_file=file.id))
     with platform.store.write() as session:

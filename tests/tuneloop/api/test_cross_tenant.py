@@ -12,6 +12,7 @@ from services.adapter_intake import register_adapter_dir
 from services.platform import Platform
 from services.store.models import RequestRecord
 from services.tenants import create_key, create_tenant, get_tenant
+from tests.support.api import chat_lines
 from training.jobs.files import store_file
 from training.jobs.intake import JobRequest, create_job
 from tuneloop.app import create_app
@@ -33,9 +34,7 @@ def world(make_settings, database_url, peft_adapter):
         s.expunge(owner)
     register_adapter_dir(platform, owner, "secret", peft_adapter)
     register_adapter_dir(platform, owner, "secret", peft_adapter)  # v2
-    rows = "".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
-                                            {"role": "assistant", "content": "a"}]}) + "\n"
-                   for i in range(4)).encode()
+    rows = chat_lines()
     file = store_file(platform, owner, rows, "train.jsonl")
     job = create_job(platform, owner, JobRequest(model="base", training_file=file.id))
     with platform.store.write() as s:
@@ -87,11 +86,8 @@ def test_every_route_answers_404_for_another_tenants_objects(world):
         missing.status_code, missing.json()["error"]["code"]) and foreign.status_code < 500
     assert (foreign.json()["error"]["message"].replace(file_id, "ID")
             == missing.json()["error"]["message"].replace("file-0123456789abcdef01234567", "ID"))
-    rows = "".join(json.dumps({"messages": [{"role": "user", "content": f"q{i}"},
-                                            {"role": "assistant", "content": "a"}]}) + "\n"
-                   for i in range(4))
     own = client.post("/v1/files", headers=other, data={"purpose": "fine-tune"},
-                      files={"file": ("t.jsonl", rows.encode(), "application/jsonl")})
+                      files={"file": ("t.jsonl", chat_lines(), "application/jsonl")})
     assert own.status_code < 300, own.text
     own = own.json()
     r = client.post("/v1/fine_tuning/jobs", headers=other,
