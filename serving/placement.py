@@ -415,7 +415,20 @@ class EnginePool:
                 await probe(slot.client)
                 slot.placement.mark_verified(name)
 
-        await asyncio.gather(*(prepare(s) for s in slots))
+        results = await asyncio.gather(*(prepare(s) for s in slots), return_exceptions=True)
+        failed = [(s, r) for s, r in zip(slots, results) if isinstance(r, BaseException)]
+        for slot, exc in failed:
+            # An engine that stopped answering (not one that refused the adapter) is skipped:
+            # it is out of rotation, and loads the version when it is back and asked for it.
+            gone = (isinstance(exc, Unavailable) and not isinstance(exc, AdapterLoadError)
+                    and not getattr(slot.client, "reachable", True))
+            if not gone:
+                raise exc
+        if len(failed) == len(slots):
+            raise failed[0][1]
+        for slot, exc in failed:
+            log.warning("engine %s is down; %s is loaded there when it is back: %s",
+                        slot.name, name, exc)
 
     def retire_everywhere(self, name: str) -> None:
         """:meth:`AdapterPlacement.retire` on every engine."""

@@ -189,6 +189,7 @@ def test_engines_gateways_and_the_store_on_separate_hosts(cluster, trained_adapt
     cluster.engine_hosts[1 - victim].kill_all()
     until(lambda: chat(gw2, auth, "support").status_code == 200, 30, "the restarted engine serves")
     assert engine_name in engine_adapters(cluster.engine_urls[victim])
+    cluster.start_engine(1 - victim)  # both engines up again for the promotion below
 
     # A promotion through gateway 1 is served by gateway 2 within 2 s.
     r = httpx.post(f"{gw1}/v1/adapters/support/versions", headers=auth, timeout=120,

@@ -309,3 +309,33 @@ def test_pool_loads_a_cold_adapter_on_one_engine_and_spreads_a_hot_one():
     assert set(first) == {"e0"}
     assert "e1" in more  # e0 was 3 requests busier than e1: the hot adapter spilled over
     assert loads(e0) == ["a"] and loads(e1) == ["a"]
+
+
+def test_prepare_everywhere_skips_an_engine_that_stopped_answering():
+    class Client:
+        reachable = True
+
+    up, down = FakeEngine(), FakeEngine()
+    down.down = True
+    gone = Client()
+    s0 = EngineSlot("up", client=Client(), placement=AdapterPlacement(up, 4))  # type: ignore[arg-type]
+    s1 = EngineSlot("down", client=gone, placement=AdapterPlacement(down, 4))  # type: ignore[arg-type]
+    pool = EnginePool([s0, s1])
+
+    async def probe(client):  # noqa: ANN001, ANN202
+        return None
+
+    async def run():
+        gone.reachable = False  # its last request got no answer (transport failure)
+        await pool.prepare_everywhere("v2", "/v2", probe)
+        assert s0.placement.is_verified("v2") and not s1.placement.is_loaded("v2")
+        gone.reachable = True  # a reachable engine that fails is an error, not skipped
+        with pytest.raises(Unavailable):
+            await pool.prepare_everywhere("v3", "/v3", probe)
+        up.down = True
+        gone.reachable = False
+        s0.client.reachable = False
+        with pytest.raises(Unavailable):  # none prepared: the promotion fails
+            await pool.prepare_everywhere("v4", "/v4", probe)
+
+    asyncio.run(run())
