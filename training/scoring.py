@@ -88,20 +88,28 @@ def classify(
 
 
 @torch.no_grad()
+def greedy_generate(model: Any, tokenizer: Any, messages: list[Message], max_new_tokens: int,
+                    **options: Any) -> tuple[int, Any]:
+    """One greedy generation for a conversation: the prompt length and ``generate``'s output
+    (``options`` go to ``generate``, e.g. ``output_logits=True, return_dict_in_generate=True``)."""
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt_ids(tokenizer, messages)], device=device)
+    out = model.generate(
+        input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
+        do_sample=False, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id, **options,
+    )
+    return ids.shape[1], out
+
+
 def generate_replies(
     model: Any, tokenizer: Any, conversations: Sequence[list[Message]], max_new_tokens: int = 64
 ) -> list[str]:
     """Greedy assistant reply to each conversation (one at a time, no padding effects)."""
-    device = next(model.parameters()).device
     replies = []
     for messages in conversations:
-        ids = torch.tensor([prompt_ids(tokenizer, messages)], device=device)
-        out = model.generate(
-            input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-            do_sample=False, eos_token_id=tokenizer.eos_token_id,
-            pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-        )
-        replies.append(tokenizer.decode(out[0, ids.shape[1]:], skip_special_tokens=True).strip())
+        start, out = greedy_generate(model, tokenizer, messages, max_new_tokens)
+        replies.append(tokenizer.decode(out[0, start:], skip_special_tokens=True).strip())
     return replies
 
 

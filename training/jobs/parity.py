@@ -298,20 +298,15 @@ def peft_greedy_steps(model: Any, tokenizer: Any, conversations: list[list[Messa
     tokens' log-probabilities (float32, conditioned on its own reply so far)."""
     import torch
 
-    from training.tokenize import prompt_ids
+    from training.scoring import greedy_generate
 
-    device = next(model.parameters()).device
     ends = set(tokenizer.all_special_ids)
     replies, all_steps = [], []
     with torch.no_grad():
         for messages in conversations:
-            ids = torch.tensor([prompt_ids(tokenizer, messages)], device=device)
-            out = model.generate(
-                input_ids=ids, attention_mask=torch.ones_like(ids), max_new_tokens=max_new_tokens,
-                do_sample=False, eos_token_id=tokenizer.eos_token_id,
-                pad_token_id=tokenizer.pad_token_id or tokenizer.eos_token_id,
-                output_logits=True, return_dict_in_generate=True)
-            new = out.sequences[0, ids.shape[1]:].tolist()
+            start, out = greedy_generate(model, tokenizer, messages, max_new_tokens,
+                                         output_logits=True, return_dict_in_generate=True)
+            new = out.sequences[0, start:].tolist()
             steps: list[Step] = []
             for k, logits in enumerate(out.logits):
                 logprobs = torch.log_softmax(logits[0].float(), -1)
