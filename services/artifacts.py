@@ -73,16 +73,7 @@ class ArtifactStore:
         key = hashlib.sha256(data).hexdigest()
         path = self._path(key)
         if not self.fs.exists(path):
-            self.fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
-            # A name of its own per writer: two identical uploads at once never share a temp file,
-            # and the blob appears under its key only once complete.
-            tmp = f"{path}.tmp-{uuid.uuid4().hex}"
-            with self.fs.open(tmp, "wb") as fh:
-                fh.write(data)
-                if self.is_local:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            self.fs.mv(tmp, path)
+            write_whole(self.fs, path, data)
         return key
 
     def get_bytes(self, key: str) -> bytes:
@@ -121,6 +112,21 @@ class ArtifactStore:
         except OSError:  # another process won the race; its copy is identical
             shutil.rmtree(tmp, ignore_errors=True)
         return target
+
+
+def write_whole(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
+    """Write ``path`` so that readers see nothing or all of it, durably on a local disk."""
+    fs.makedirs(path.rsplit("/", 1)[0], exist_ok=True)
+    # A name of its own per writer: two identical writes at once never share a temp file,
+    # and the object appears under its name only once complete.
+    tmp = f"{path}.tmp-{uuid.uuid4().hex}"
+    local = "file" in fs.protocol or "local" in fs.protocol
+    with fs.open(tmp, "wb") as fh:
+        fh.write(data)
+        if local:
+            fh.flush()
+            os.fsync(fh.fileno())
+    fs.mv(tmp, path)
 
 
 def pack_dir(directory: Path) -> bytes:

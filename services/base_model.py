@@ -111,3 +111,23 @@ def import_default_model(target_dir: Path, *, force: bool = False) -> tuple[Path
         shutil.rmtree(target_dir)
     tmp.rename(target_dir)
     return target_dir, True
+
+
+def resolve_base_model(configured: Path, fingerprint: str, *, default: bool) -> Path:
+    """This machine's copy of the base model with ``fingerprint`` (what a training machine
+    runs): ``configured`` (its TUNELOOP_BASE_MODEL, or the default model dir, imported from the
+    shipped GGUF when ``default`` and missing). Raises InvalidInput naming the fix otherwise."""
+    configured = Path(configured)
+    if default and not (configured / "config.json").is_file():
+        import_default_model(configured)
+    if not (configured / "config.json").is_file():
+        raise InvalidInput(
+            f"the base model directory {configured} does not exist on this machine; set "
+            "TUNELOOP_BASE_MODEL here to a copy of the server's base model")
+    found = model_fingerprint(configured)
+    if found != fingerprint:
+        raise InvalidInput(
+            f"the base model at {configured} on this machine (fingerprint {found[:12]}) is not "
+            f"the one the job was created for ({fingerprint[:12]}); set TUNELOOP_BASE_MODEL "
+            "here to the same model as on the server")
+    return configured

@@ -111,6 +111,10 @@ class TrainConfig:
     """Evaluate on at most this many held-out examples."""
     max_new_tokens: int = 64
     """Generation length for chat exact match / ROUGE-L."""
+    base_fingerprint: str | None = None
+    """The base model's fingerprint. When set, a machine where ``base_model`` is missing (a Ray
+    worker on another node) uses its own copy (its TUNELOOP_BASE_MODEL or the default model),
+    and every machine checks that its copy is this model."""
     crash_at_step: int | None = None
     """Testing only: worker rank 0 exits abruptly once, right after finishing this step (before
     its checkpoint), as if killed; the run must restart from its latest checkpoint and finish."""

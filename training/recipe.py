@@ -168,13 +168,30 @@ def _load_state(directory: str, model: Any, optimizer: Any, scheduler: Any) -> i
     return int(state["step"])
 
 
+def on_this_machine(config: TrainConfig) -> TrainConfig:
+    """``config`` with this machine's copy of the base model: a Ray worker on another node than
+    the driver has it under its own TUNELOOP_BASE_MODEL (or the default model dir), checked
+    against ``base_fingerprint`` (no fingerprint: the path is used as given)."""
+    if config.base_fingerprint is None:
+        return config
+    from services.base_model import resolve_base_model
+    from services.settings import Settings
+
+    path, default = Path(config.base_model), False
+    if not (path / "config.json").is_file():
+        settings = Settings()
+        path, default = settings.resolved_base_model, settings.base_model is None
+    path = resolve_base_model(path, config.base_fingerprint, default=default)
+    return replace(config, base_model=str(path))
+
+
 def train_worker(payload: dict[str, Any]) -> None:
     """Ray Train worker loop (one per worker). Reports metrics every step, checkpoints on rank 0."""
     import ray.train
     import ray.train.torch
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local model dirs only, never a hub
-    config = TrainConfig.from_dict(payload["config"])
+    config = on_this_machine(TrainConfig.from_dict(payload["config"]))
     examples = [TokenizedExample(ids, labels) for ids, labels in payload["examples"]]
     pad_id = payload["pad_id"]
     context = ray.train.get_context()
@@ -310,6 +327,20 @@ def torch_threads(cpus: float | None) -> int:
     return max(1, int(cpus))
 
 
+def ray_storage(location: str) -> tuple[str, Any]:
+    """Ray Train's (storage_path, storage_filesystem) for a local dir or an fsspec URL: an
+    object store goes through the same fsspec filesystem (and credentials) as the artifacts."""
+    if "://" not in location:
+        return location, None
+    import fsspec
+    import pyarrow.fs
+
+    fs, path = fsspec.core.url_to_fs(location)
+    if "file" in fs.protocol or "local" in fs.protocol:
+        return path, None
+    return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
+
+
 def train(config: TrainConfig, examples: list[TokenizedExample], pad_id: int) -> Any:
     """Run the Ray Train job; returns ray.train.Result (raises TrainingFailed on failure)."""
     import ray
@@ -321,6 +352,7 @@ def train(config: TrainConfig, examples: list[TokenizedExample], pad_id: int) ->
     if config.cpus_per_worker is None:
         nodes = [float(n["Resources"].get("CPU", 0)) for n in ray.nodes() if n.get("Alive")]
         config = replace(config, cpus_per_worker=auto_cpus_per_worker(nodes, config.num_workers))
+    storage_path, filesystem = ray_storage(config.resolved_storage_path)
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"config": config.to_dict(), "pad_id": pad_id,
@@ -330,7 +362,7 @@ def train(config: TrainConfig, examples: list[TokenizedExample], pad_id: int) ->
             num_workers=config.num_workers, use_gpu=config.use_gpu,
             resources_per_worker={"CPU": config.cpus_per_worker}),
         run_config=RunConfig(
-            name=config.run_name, storage_path=config.resolved_storage_path,
+            name=config.run_name, storage_path=storage_path, storage_filesystem=filesystem,
             failure_config=FailureConfig(max_failures=config.max_failures),
             checkpoint_config=CheckpointConfig(num_to_keep=2)),
     )
@@ -395,6 +427,7 @@ def run_training(config: TrainConfig) -> TrainResult:
     from transformers import AutoTokenizer
 
     began = time.time()
+    config = on_this_machine(config)
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
 

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import shutil
+import os
+import tempfile
 from pathlib import Path
+from unittest import mock
 
 from training import progress
 from training.config import TrainConfig
+from training.jobs.entrypoint import PreparedRun, prepare_run
+from training.jobs.workspace import RESULT, JobWorkspace
 from training.runners.base import RunSpec, RunState, RunStatus
 
 
 class ScriptedRunner:
     """A JobRunner that plays a run from a script instead of starting Ray: each ``status`` call
-    advances one stage (start, steps with checkpoints, evaluation + output) and writes the
-    progress events and output files the real recipe would."""
+    advances one stage (start, steps with checkpoints, evaluation + output). Like the real job
+    entrypoint it fetches the job's inputs from its workspace (:func:`prepare_run`), and writes
+    progress events, the adapter and ``result.json`` through the artifact store."""
 
     def __init__(self, adapter_dir: Path, *, steps: int = 3, fail_with: str | None = None,
                  hold: bool = False, accuracy: float = 0.9, checks: bool = False):
@@ -27,6 +31,7 @@ class ScriptedRunner:
         self.fail_with = fail_with
         self.hold = hold
         self.configs: dict[str, TrainConfig] = {}
+        self.runs: dict[str, tuple[JobWorkspace, PreparedRun]] = {}
         self.specs: dict[str, RunSpec] = {}
         self.stage: dict[str, int] = {}
         self.cancelled: set[str] = set()
@@ -36,7 +41,11 @@ class ScriptedRunner:
         self.cancelled.discard(spec.job_id)  # submitted again (resumed): a new run of the job
         self.submissions.append(spec.job_id)
         self.specs[spec.job_id] = spec
-        self.configs[spec.job_id] = TrainConfig.from_json(spec.entrypoint[-1])
+        workspace = JobWorkspace(spec.entrypoint[spec.entrypoint.index("--job") + 1])
+        with mock.patch.dict(os.environ, spec.env):  # what the runner gives the run
+            run = prepare_run(workspace, Path(tempfile.mkdtemp(prefix="scripted-run-")))
+        self.runs[spec.job_id] = (workspace, run)
+        self.configs[spec.job_id] = run.config
         self.stage.setdefault(spec.job_id, 0)
 
     def cancel(self, job_id: str) -> None:
@@ -64,20 +73,19 @@ class ScriptedRunner:
         if self.fail_with:
             emit("failed", reason=self.fail_with, error="TrainingFailed")
             return RunStatus(RunState.FAILED, "exit code 1")
-        out = Path(config.output_dir)
-        shutil.copytree(self.adapter_dir, out / "adapter", dirs_exist_ok=True)
+        workspace, run = self.runs[job_id]
         evaluation = {"adapter": {"accuracy": self.accuracy, "macro_f1": 0.88},
                       "base": {"accuracy": 0.4, "macro_f1": 0.3}}
         emit("evaluated", **evaluation)
-        (out / "metrics.json").write_text(json.dumps({
-            "eval": evaluation, "train": {"loss": 0.5}, "datasets": {"train_examples": 18},
-            "hyperparameters": config.hyperparameters(), "wall_time_s": 1.0}))
-        emit("succeeded", adapter_dir=str(out / "adapter"))
+        metrics = {"eval": evaluation, "train": {"loss": 0.5}, "datasets": {"train_examples": 18},
+                   "hyperparameters": config.hyperparameters(), "wall_time_s": 1.0}
+        emit("succeeded")
+        checks = None
         if self.checks:
-            from training.jobs.entrypoint import CHECKS_FILE, run_checks
+            from training.jobs.entrypoint import run_checks
 
-            argv = self.specs[job_id].entrypoint
-            spec = json.loads(Path(argv[argv.index("--checks") + 1]).read_text())
-            result = run_checks(config, out / "adapter", spec["champion"])
-            (out / CHECKS_FILE).write_text(json.dumps(result))
+            checks = run_checks(config, self.adapter_dir, run.champion)
+        workspace.write_json(RESULT, {"adapter_key": run.store.put_dir(self.adapter_dir),
+                                      "metrics": metrics, "checks": checks})
+        progress.flush()
         return RunStatus(RunState.SUCCEEDED)

@@ -36,8 +36,8 @@ def current_champion(platform: Platform, job: FineTuningJob) -> AdapterVersion |
 
 def champion_spec(platform: Platform, job: FineTuningJob) -> dict[str, Any]:
     """What the training run needs to score the champion on its held-out split:
-    ``{"version", "adapter_dir", "labels", "prompt_template"}``, or ``{"version", "skipped"}``
-    when there is no comparable champion."""
+    ``{"version", "artifact_key", "labels", "prompt_template"}`` (the run fetches the adapter
+    from the store), or ``{"version", "skipped"}`` when there is no comparable champion."""
     champion = current_champion(platform, job)
     if champion is None:
         return {"version": None, "skipped": "the adapter has no champion yet"}
@@ -49,12 +49,13 @@ def champion_spec(platform: Platform, job: FineTuningJob) -> dict[str, Any]:
         return {"version": ref, "skipped": f"champion {ref} has labels {champion.labels}, the "
                 f"candidate {labels}: their accuracies are not comparable"}
     return {"version": ref, "labels": champion.labels, "prompt_template": champion.prompt_template,
-            "adapter_dir": str(platform.artifacts.materialize_dir(champion.artifact_key))}
+            "artifact_key": champion.artifact_key}
 
 
 def evaluate_champion(candidate: Candidate, spec: dict[str, Any]) -> dict[str, Any]:
     """The champion's metrics on the candidate's held-out split (``spec`` from
-    :func:`champion_spec`, with an ``adapter_dir``); runs where the candidate was trained."""
+    :func:`champion_spec`, with the ``adapter_dir`` the run fetched); runs where the candidate
+    was trained."""
     from training import scoring
 
     examples = candidate.examples

@@ -1,9 +1,10 @@
-"""Running one job: validate its files, build the TrainConfig, submit it to the runner, follow the
-run's progress file into job events, and finish it (publish, fail with a reason, or cancel)."""
+"""Running one job: validate its files, write its spec to its workspace in the artifact store
+(:mod:`training.jobs.workspace`), submit it to the runner, follow the run's progress from the
+store into job events, and finish it (publish the adapter the run stored, fail with a reason,
+or cancel). Nothing reaches the run through a local path, so it can run on any machine."""
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 import time
@@ -28,6 +29,7 @@ from training.jobs.hyperparameters import train_config_fields
 from training.jobs.parity import ParityEngine
 from training.jobs.publish import publish
 from training.jobs.states import EventType
+from training.jobs.workspace import LOCAL_FIELDS, RESULT, SPEC, DataInput, JobSpec, JobWorkspace
 from training.runners.base import JobRunner, RunSpec, RunState
 
 log = logging.getLogger("tuneloop.jobs")
@@ -74,34 +76,57 @@ def validate_job_files(platform: Platform, job: FineTuningJob) -> None:
                 f"{k} {v['examples']} examples" for k, v in summary.items()), summary))
 
 
+def workspace_of(platform: Platform, job_id: str) -> JobWorkspace:
+    return JobWorkspace.of(platform.settings.resolved_artifacts_url, job_id)
+
+
 def build_config(platform: Platform, job: FineTuningJob) -> TrainConfig:
-    """The run's TrainConfig: files copied out of the artifact store into the job directory."""
+    """The run's TrainConfig as this process sees it (the job's files copied out of the artifact
+    store into its local job directory, for publishing); progress and Ray Train storage are
+    the job's workspace in the store, wherever the run happens."""
     settings = platform.settings
+    workspace = workspace_of(platform, job.id)
     directory = job_dir(platform, job.id)
     directory.mkdir(parents=True, exist_ok=True)
     paths: dict[str, str | None] = {"training": None, "validation": None}
     for kind, row in _files(platform, job).items():
         if row is not None:
-            suffix = ".csv" if row.format == "csv" else ".jsonl"
-            path = directory / f"{kind}{suffix}"
+            path = directory / f"{kind}{_suffix(row)}"
             path.write_bytes(file_bytes(platform, row))
             paths[kind] = str(path)
-    parent_dir = None
-    if job.parent_version_id is not None:
-        with platform.store.read() as session:
-            parent = session.get_one(AdapterVersion, job.parent_version_id)
-        parent_dir = str(platform.artifacts.materialize_dir(parent.artifact_key))
     extra: dict[str, Any] = {}
     if job.task == AdapterTask.CLASSIFICATION:
         extra = {"labels": job.labels, "prompt_template": job.prompt_template}
     return TrainConfig(
         base_model=str(platform.base_model_dir), output_dir=str(directory / "output"),
         task=AdapterTask(job.task), train_file=paths["training"], eval_file=paths["validation"],
-        parent_adapter=parent_dir, seed=job.seed, num_workers=settings.train_workers,
-        cpus_per_worker=settings.train_cpus_per_worker,
-        use_gpu=settings.train_use_gpu, storage_path=str(directory / "ray"),
-        run_name=job.run_name, progress_file=str(directory / "progress.jsonl"),
+        seed=job.seed, num_workers=settings.train_workers,
+        cpus_per_worker=settings.train_cpus_per_worker, use_gpu=settings.train_use_gpu,
+        storage_path=workspace.ray_url, run_name=job.run_name,
+        progress_file=workspace.progress_url, base_fingerprint=platform.base_fingerprint,
         **extra, **train_config_fields(job.hyperparameters))
+
+
+def _suffix(row: DatasetFile) -> str:
+    return ".csv" if row.format == "csv" else ".jsonl"
+
+
+def job_spec(platform: Platform, job: FineTuningJob, config: TrainConfig) -> JobSpec:
+    """What the run needs, by artifact key only (``job.json`` in the job's workspace)."""
+    files = _files(platform, job)
+    parent_key = None
+    if job.parent_version_id is not None:
+        with platform.store.read() as session:
+            parent_key = session.get_one(AdapterVersion, job.parent_version_id).artifact_key
+    training, validation = files["training"], files["validation"]
+    assert training is not None  # a job always has a training file
+    return JobSpec(
+        artifacts_url=platform.settings.resolved_artifacts_url,
+        config={**config.to_dict(), **dict.fromkeys(LOCAL_FIELDS)},
+        base_fingerprint=platform.base_fingerprint,
+        training=DataInput(training.sha256, _suffix(training)),
+        validation=DataInput(validation.sha256, _suffix(validation)) if validation else None,
+        parent_key=parent_key, champion=champion_spec(platform, job))
 
 
 def _metrics_text(metrics: dict[str, Any]) -> str:
@@ -126,18 +151,19 @@ class RunFollower:
     """Turns the run's progress events into job events and the job's ``progress`` snapshot."""
 
     job_id: str
-    path: Path
-    seen: int = 0
+    reader: progress.ProgressReader
     tokens_by_step: dict[int, int] = field(default_factory=dict)
     snapshot: dict[str, Any] = field(default_factory=dict)
     failure: str | None = None
     started_at: float | None = None
 
+    @classmethod
+    def of(cls, platform: Platform, job_id: str) -> RunFollower:
+        return cls(job_id, progress.ProgressReader(workspace_of(platform, job_id).progress_url))
+
     def poll(self, session: Session) -> None:
-        events = progress.read_events(self.path)
-        for event in events[self.seen:]:
+        for event in self.reader.poll():
             self._apply(session, event)
-        self.seen = len(events)
 
     def _apply(self, session: Session, event: dict[str, Any]) -> None:
         kind = event.get("event")
@@ -218,17 +244,17 @@ def run_claimed_job(ctx: JobContext, job: FineTuningJob) -> JobStatus:
     platform = ctx.platform
     try:
         config = build_config(platform, job)
-        config_path = job_dir(platform, job.id) / "config.json"
-        config.to_json(config_path)
-        checks_path = job_dir(platform, job.id) / "checks.json"
-        checks_path.write_text(json.dumps({"champion": champion_spec(platform, job)}),
-                               encoding="utf-8")
+        workspace = workspace_of(platform, job.id)
+        workspace.write_json(SPEC, job_spec(platform, job, config).to_dict())
         settings = platform.settings
+        env = {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+        local = settings.training_runner == "local"
+        if local:  # the same machine: the run uses this process's base model
+            env["TUNELOOP_BASE_MODEL"] = str(platform.base_model_dir)
         ctx.runner.submit(RunSpec(
-            job_id=job.id, entrypoint=job_entrypoint(config_path, checks_path),
+            job_id=job.id, entrypoint=job_entrypoint(workspace, None if local else "python"),
             num_workers=config.num_workers, cpus_per_worker=config.cpus_per_worker or 1.0,
-            gpus_per_worker=1 if config.use_gpu else 0, image=settings.kuberay_image,
-            env={"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}))
+            gpus_per_worker=1 if config.use_gpu else 0, image=settings.kuberay_image, env=env))
     except Exception as exc:
         log.exception("job %s could not start", job.id)
         return _finish_failed(ctx, job, "setup_failed",
@@ -238,14 +264,12 @@ def run_claimed_job(ctx: JobContext, job: FineTuningJob) -> JobStatus:
         store.add_event(session, job.id, EventType.STARTED,
                         f"training run {job.run_name} submitted to the {job.runner} runner",
                         {"run_name": job.run_name, "runner": job.runner})
-    assert config.progress_file is not None  # build_config sets it
-    follower = RunFollower(job.id, Path(config.progress_file))
-    follower.seen = len(progress.read_events(follower.path))  # a resumed job: skip the old run's
-    return follow_run(ctx, job, follower, Path(config.output_dir))
+    follower = RunFollower.of(platform, job.id)
+    follower.reader.poll()  # a resumed job: skip the events of its earlier runs
+    return follow_run(ctx, job, follower)
 
 
-def follow_run(ctx: JobContext, job: FineTuningJob, follower: RunFollower, output_dir: Path
-               ) -> JobStatus:
+def follow_run(ctx: JobContext, job: FineTuningJob, follower: RunFollower) -> JobStatus:
     """Poll the run until it ends (heartbeat, events, cancel, shutdown); finish the job."""
     platform = ctx.platform
     while True:
@@ -281,7 +305,7 @@ def follow_run(ctx: JobContext, job: FineTuningJob, follower: RunFollower, outpu
     if status.state is RunState.FAILED:
         reason = follower.failure or status.message or "the run failed without a message"
         return _finish_failed(ctx, job, "training_failed", f"training failed: {reason}")
-    return _publish(ctx, job, follower, output_dir)
+    return _publish(ctx, job, follower)
 
 
 @contextmanager
@@ -307,8 +331,7 @@ def _heartbeating(ctx: JobContext, job: FineTuningJob, every_s: float = 5.0) -> 
         thread.join(every_s + 5)
 
 
-def _publish(ctx: JobContext, job: FineTuningJob, follower: RunFollower, output_dir: Path
-             ) -> JobStatus:
+def _publish(ctx: JobContext, job: FineTuningJob, follower: RunFollower) -> JobStatus:
     platform = ctx.platform
     files = _files(platform, job)
     parent_ref = job.model if job.parent_version_id is not None else None
@@ -318,10 +341,15 @@ def _publish(ctx: JobContext, job: FineTuningJob, follower: RunFollower, output_
             store.add_event(session, job.id, type_, message, data)
 
     try:
-        config = TrainConfig.from_json(job_dir(platform, job.id) / "config.json")
+        outcome = workspace_of(platform, job.id).read_json(RESULT)
+        if outcome is None:
+            raise RuntimeError(f"the run finished without writing {RESULT} to the job's "
+                               "workspace in the artifact store")
         with _heartbeating(ctx, job):
-            result = publish(platform, job, output_dir, config=config, files=files,
-                             parent_ref=parent_ref, record=record,
+            adapter_dir = platform.artifacts.materialize_dir(outcome["adapter_key"])
+            result = publish(platform, job, adapter_dir, config=build_config(platform, job),
+                             summary=outcome["metrics"], checks=outcome.get("checks"),
+                             files=files, parent_ref=parent_ref, record=record,
                              switcher=ctx.switcher, parity_engine=ctx.parity_engine)
     except Exception as exc:
         log.exception("publishing job %s failed", job.id)

@@ -27,7 +27,6 @@ import threading
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from pathlib import Path
 from typing import Any
 
 from services.errors import Conflict
@@ -39,7 +38,6 @@ from training.jobs.execute import (
     JobContext,
     RunFollower,
     follow_run,
-    job_dir,
     run_claimed_job,
     validate_job_files,
 )
@@ -213,9 +211,8 @@ class JobManager:
             row.owner, row.heartbeat_at = self.owner, store.now()
             store.add_event(session, row.id, EventType.MESSAGE,
                             "tuneloop restarted; following the run on the cluster again")
-        follower = RunFollower(job.id, job_dir(self.platform, job.id) / "progress.jsonl")
-        output = job_dir(self.platform, job.id) / "output"
-        self._spawn(job.id, lambda: follow_run(self.context(), job, follower, Path(output)))
+        follower = RunFollower.of(self.platform, job.id)
+        self._spawn(job.id, lambda: follow_run(self.context(), job, follower))
 
     def _spawn(self, job_id: str, target: Callable[[], Any]) -> None:
         def run() -> None:

@@ -14,7 +14,6 @@ Every step records a typed job event through ``record``.
 
 from __future__ import annotations
 
-import json
 import logging
 import subprocess
 from collections.abc import Callable
@@ -40,7 +39,6 @@ from services.store.models import (
 from training.config import TrainConfig
 from training.gate import GateDecision, decide_gate, gate_metric
 from training.jobs.candidate import Candidate
-from training.jobs.entrypoint import CHECKS_FILE
 from training.jobs.parity import ParityEngine, ParityResult
 from training.jobs.parity import check_parity as run_parity_check
 from training.jobs.states import EventType
@@ -103,19 +101,11 @@ class Published:
     failure: str | None = None  # the parity failure, when not ready
 
 
-def read_checks(output_dir: Path) -> dict[str, Any] | None:
-    """The run's ``job_checks.json`` (:mod:`training.jobs.entrypoint`), None if it wrote none."""
-    path = output_dir / CHECKS_FILE
-    if not path.is_file():
-        return None
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def _compare_with_champion(job: FineTuningJob, checks: dict[str, Any] | None,
                            evaluation: dict[str, Any], record: Record) -> tuple[GateDecision, dict]:
     if checks is None:
         checks = {"champion_skipped": "the training run did not evaluate the champion (it "
-                  "wrote no job_checks.json)"}
+                  "reported no checks)"}
     champion, champion_ref = checks.get("champion"), checks.get("champion_version")
     skipped = checks.get("champion_skipped")
     if champion is not None:
@@ -145,7 +135,8 @@ def check_parity(candidate: Candidate, checks: dict[str, Any] | None,
                             engine_name, adapter_path, template, labels)
 
 
-def publish(platform: Platform, job: FineTuningJob, output_dir: Path, *, config: TrainConfig,
+def publish(platform: Platform, job: FineTuningJob, adapter_dir: Path, *, config: TrainConfig,
+            summary: dict[str, Any], checks: dict[str, Any] | None,
             files: dict[str, DatasetFile | None], parent_ref: str | None, record: Record,
             switcher: ChampionSwitcher | None = None, parity_engine: ParityEngine | None = None
             ) -> Published:
@@ -155,11 +146,9 @@ def publish(platform: Platform, job: FineTuningJob, output_dir: Path, *, config:
     become champion only with ``auto_promote`` and a passed gate (through ``switcher`` when
     serving runs here).
     """
-    summary = json.loads((output_dir / "metrics.json").read_text(encoding="utf-8"))
     evaluation = dict(summary.get("eval") or {})
-    candidate = Candidate(config, output_dir / "adapter")
+    candidate = Candidate(config, adapter_dir)
     classification = job.task == AdapterTask.CLASSIFICATION
-    checks = read_checks(output_dir)
     try:
         gate, comparison = _compare_with_champion(job, checks, evaluation, record)
         metrics = {"eval": evaluation, "train": summary.get("train") or {},
@@ -170,7 +159,7 @@ def publish(platform: Platform, job: FineTuningJob, output_dir: Path, *, config:
             tenant = session.get_one(Tenant, job.tenant_id)
             session.expunge(tenant)
         version = register_adapter_dir(
-            platform, tenant, job.adapter_name, output_dir / "adapter", task=job.task,
+            platform, tenant, job.adapter_name, adapter_dir, task=job.task,
             labels=job.labels if classification else None,
             prompt_template=job.prompt_template if classification else None,
             metrics=metrics, lineage=lineage_for(platform, job, files, parent_ref, summary),

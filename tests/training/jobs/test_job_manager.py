@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 
@@ -12,7 +13,6 @@ from services import registry
 from services.store.models import JobStatus
 from tests.support.scripted_runner import ScriptedRunner
 from training.jobs import store
-from training.jobs.execute import job_dir
 from training.jobs.files import store_file
 from training.jobs.intake import JobRequest, create_job
 from training.jobs.manager import JobManager
@@ -116,9 +116,9 @@ def test_warm_start_and_auto_promote(platform, tenant, training_file, peft_adapt
         v2 = registry.get_version(session, tenant, "sent", 2)
     assert v2.lineage["parent_version"] == "sent@v1"
     # the job told the run which champion to score (test_publish_checks.py runs the checks)
-    checks = json.loads((job_dir(platform, second.id) / "checks.json").read_text())
-    assert checks["champion"]["version"] == "sent@v1"
-    assert checks["champion"]["labels"] == ["neg", "pos"]
+    champion = runner.runs[second.id][1].champion  # from job.json in the job's workspace
+    assert champion["version"] == "sent@v1" and champion["labels"] == ["neg", "pos"]
+    assert (Path(champion["adapter_dir"]) / "adapter_config.json").is_file()
     assert "did not evaluate the champion" in v2.metrics["comparison"]["champion_skipped"]
     assert job_row(platform, second.id).fine_tuned_model == "sent@v2"
     assert "promoted" in [e.type for e in events(platform, third.id)]
