@@ -6,14 +6,18 @@ call :func:`load_settings` (or construct :class:`Settings` with an explicit envi
 
 from __future__ import annotations
 
+import json
+import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from typing_extensions import Annotated
 
 DEFAULT_BASE_MODEL_NAME = "SmolLM2-135M-Instruct"
+# A Kubernetes object name (DNS-1123 subdomain).
+_OBJECT_NAME = re.compile(r"[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?")
 
 
 class Settings(BaseSettings):
@@ -164,6 +168,20 @@ class Settings(BaseSettings):
     kuberay_image: str | None = None
     """Container image of RayJob pods (must contain tuneloop and its training dependencies)."""
 
+    kuberay_env_from: str = ""
+    """ConfigMaps and Secrets in ``kuberay_namespace`` whose keys become the environment of every
+    RayJob pod, comma separated ``secret:NAME`` / ``configmap:NAME`` (the chart names its
+    settings ConfigMap and S3 Secret): credentials reach the pods by reference, never inline."""
+
+    kuberay_worker_node_selector: Annotated[dict[str, str], NoDecode] = Field(
+        default_factory=dict)
+    """``nodeSelector`` of RayJob worker pods, as JSON: ``{"nvidia.com/gpu.present": "true"}``."""
+
+    kuberay_worker_tolerations: Annotated[list[dict[str, Any]], NoDecode] = Field(
+        default_factory=list)
+    """``tolerations`` of RayJob worker pods, as JSON: ``[{"key": "nvidia.com/gpu",
+    "operator": "Exists", "effect": "NoSchedule"}]``."""
+
     monitor_in_serve: bool = True
     """Run the monitor loop inside ``tuneloop serve``. Turn it off on gateway replicas when a
     dedicated ``tuneloop monitor`` process runs (only one monitor may act on an adapter)."""
@@ -228,6 +246,31 @@ class Settings(BaseSettings):
             return [u.strip().rstrip("/") for u in value.split(",") if u.strip()]
         return value
 
+    @field_validator("kuberay_env_from")
+    @classmethod
+    def _check_env_from(cls, value: str) -> str:
+        kuberay_env_sources(value)
+        return value
+
+    @field_validator("kuberay_worker_node_selector", "kuberay_worker_tolerations", mode="before")
+    @classmethod
+    def _parse_json(cls, value: object, info: ValidationInfo) -> object:
+        # Decoded here rather than by pydantic-settings so load_settings(environ) parses it too.
+        if not isinstance(value, str):
+            return value
+        selector = info.field_name == "kuberay_worker_node_selector"
+        if not value.strip():
+            return {} if selector else []
+        try:
+            return json.loads(value)
+        except ValueError as exc:
+            example = ('{"nvidia.com/gpu.present": "true"}' if selector
+                       else '[{"key": "nvidia.com/gpu", "operator": "Exists"}]')
+            raise ValueError(
+                f"TUNELOOP_{str(info.field_name).upper()} is not JSON ({exc}): {value!r}; set it "
+                f"to a JSON {'object' if selector else 'list'}, e.g. {example}"
+            ) from exc
+
     @model_validator(mode="after")
     def _check_cross_fields(self) -> Settings:
         if self.max_cpu_loras < self.max_loras:
@@ -282,6 +325,30 @@ class Settings(BaseSettings):
     @property
     def resolved_base_model_name(self) -> str:
         return self.base_model_name or self.resolved_base_model.name
+
+    @property
+    def kuberay_env_sources(self) -> list[tuple[str, str]]:
+        """``kuberay_env_from`` as ``("secret" | "configmap", name)`` pairs."""
+        return kuberay_env_sources(self.kuberay_env_from)
+
+
+def kuberay_env_sources(value: str) -> list[tuple[str, str]]:
+    """Parse ``secret:NAME,configmap:NAME`` (TUNELOOP_KUBERAY_ENV_FROM) into ``(kind, name)``
+    pairs. Raises ValueError naming the bad entry and the expected form."""
+    sources = []
+    for entry in (e.strip() for e in value.split(",")):
+        if not entry:
+            continue
+        kind, _, name = entry.partition(":")
+        kind, name = kind.strip().lower(), name.strip()
+        if kind not in ("secret", "configmap") or not _OBJECT_NAME.fullmatch(name):
+            raise ValueError(
+                f"TUNELOOP_KUBERAY_ENV_FROM entry {entry!r} is not secret:NAME or configmap:NAME "
+                "(NAME a Kubernetes object name); set it to e.g. "
+                "'configmap:tuneloop-settings,secret:tuneloop-s3'"
+            )
+        sources.append((kind, name))
+    return sources
 
 
 def load_settings(environ: dict[str, str] | None = None) -> Settings:

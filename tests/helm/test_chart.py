@@ -472,6 +472,79 @@ def test_kuberay_rbac_is_namespaced_and_minimal(rendered) -> None:
     assert gateway["spec"]["template"]["spec"]["automountServiceAccountToken"] is False
 
 
+# Settings that must reach RayJob pods only by Secret reference, never through the ConfigMap.
+SECRET_SETTINGS = (
+    "TUNELOOP_DATABASE_URL", "TUNELOOP_ADMIN_KEY", "TUNELOOP_ENGINE_API_KEY",
+    "TUNELOOP_METRICS_TOKEN", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "POSTGRES_PASSWORD",
+)  # fmt: skip
+
+
+def _named(docs: list[tuple[str, dict]], kind: str, name: str) -> dict:
+    (obj,) = [d for _, d in docs if d["kind"] == kind and d["metadata"]["name"] == name]
+    return obj
+
+
+def _settings_of(docs: list[tuple[str, dict]]) -> dict[str, str]:
+    return _named(docs, "ConfigMap", f"{FULL}-settings")["data"]
+
+
+def test_kuberay_pods_get_the_settings_configmap_and_the_s3_secret(helm: str, rendered) -> None:
+    from services.settings import load_settings
+
+    scenario = SCENARIOS["kuberay-training-values"]
+    docs = render(
+        helm, scenario,
+        "--set", "artifacts.s3.accessKeyId=AKIA-chart",
+        "--set", "artifacts.s3.secretAccessKey=sk-chart",
+    )  # fmt: skip
+    settings = _settings_of(docs)
+    assert settings["TUNELOOP_KUBERAY_ENV_FROM"] == f"configmap:{FULL}-settings,secret:{FULL}-s3"
+    # The gateway (and the monitor) read it from the ConfigMap they mount; both objects exist.
+    for name in ("gateway", "monitor"):
+        deployment = _named(docs, "Deployment", f"{FULL}-{name}")
+        (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        assert {"configMapRef": {"name": f"{FULL}-settings"}} in container["envFrom"]
+    secret = _named(docs, "Secret", f"{FULL}-s3")
+    assert set(secret["data"]) == {"AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"}
+    # What the pods get by envFrom holds no secret: those stay in Secrets.
+    assert not set(SECRET_SETTINGS) & set(settings)
+    assert not {"AKIA-chart", "sk-chart"} & set(settings.values())
+    # The rendered settings are valid tuneloop settings, and say what the runner needs.
+    parsed = load_settings({k: v for k, v in settings.items() if k.startswith("TUNELOOP_")})
+    assert parsed.kuberay_env_sources == [
+        ("configmap", f"{FULL}-settings"),
+        ("secret", f"{FULL}-s3"),
+    ]
+    kuberay = values_of("kuberay-training-values")["training"]["kuberay"]
+    assert parsed.kuberay_worker_node_selector == kuberay["workerNodeSelector"] == {
+        "nvidia.com/gpu.present": "true"
+    }
+    assert parsed.kuberay_worker_tolerations == kuberay["workerTolerations"]
+    assert json.loads(settings["TUNELOOP_KUBERAY_WORKER_TOLERATIONS"])[0]["key"] == "nvidia.com/gpu"
+
+    existing = _settings_of(render(helm, scenario, "--set", "artifacts.s3.existingSecret=my-s3"))
+    assert existing["TUNELOOP_KUBERAY_ENV_FROM"] == f"configmap:{FULL}-settings,secret:my-s3"
+    # IRSA (no keys, no Secret): the ConfigMap only; no KubeRay settings without KubeRay.
+    irsa = one(rendered, "kuberay-training-values", "ConfigMap", f"{FULL}-settings")["data"]
+    assert irsa["TUNELOOP_KUBERAY_ENV_FROM"] == f"configmap:{FULL}-settings"
+    for other in ALL:
+        data = one(rendered, other, "ConfigMap", f"{FULL}-settings")["data"]
+        assert not set(SECRET_SETTINGS) & set(data), other
+        if other != "kuberay-training-values":
+            assert not [k for k in data if k.startswith("TUNELOOP_KUBERAY_")], other
+
+
+def test_kuberay_worker_scheduling_is_left_out_when_unset(helm: str) -> None:
+    docs = render(
+        helm, SCENARIOS["kuberay-training-values"],
+        "--set", "training.kuberay.workerNodeSelector=null",
+        "--set", "training.kuberay.workerTolerations=null",
+    )  # fmt: skip
+    settings = _settings_of(docs)
+    assert "TUNELOOP_KUBERAY_WORKER_NODE_SELECTOR" not in settings
+    assert "TUNELOOP_KUBERAY_WORKER_TOLERATIONS" not in settings
+
+
 def test_external_state_scenario_uses_secrets_and_no_bundled_database(rendered) -> None:
     scenario = "external-postgres-s3-values"
     assert not objects(rendered, scenario, "StatefulSet")
@@ -750,6 +823,8 @@ def test_notes_render(helm: str, tmp_path: Path) -> None:
     assert "export ADMIN_KEY=$(kubectl -n tl get secret rel-tuneloop-admin-key" in notes
     assert "helm install kuberay-operator kuberay/kuberay-operator" in notes
     assert "engine key in Secret rel-tuneloop-engine-key" in notes
+    # The RayJobs run in another namespace: the objects they read by reference must be copied.
+    assert "(TUNELOOP_KUBERAY_ENV_FROM) in namespace tuneloop-training, not tl" in notes
 
 
 def test_install_helm_script_is_idempotent_and_fast() -> None:

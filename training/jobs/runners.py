@@ -18,8 +18,11 @@ def make_runner(settings: Settings) -> JobRunner:
     if settings.training_runner == "kuberay":
         from training.runners.kuberay import KubeRayRunner
 
-        return KubeRayRunner.from_config(namespace=settings.kuberay_namespace,
-                                         image=settings.kuberay_image)
+        return KubeRayRunner.from_config(
+            namespace=settings.kuberay_namespace, image=settings.kuberay_image,
+            env_from=settings.kuberay_env_sources,
+            worker_node_selector=settings.kuberay_worker_node_selector,
+            worker_tolerations=settings.kuberay_worker_tolerations)
     from training.runners.local import LocalRayRunner
 
     return LocalRayRunner(settings.data_dir.resolve() / "jobs" / "logs",

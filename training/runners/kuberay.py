@@ -11,6 +11,7 @@ import hashlib
 import json
 import re
 import shlex
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, cast
 
@@ -30,6 +31,9 @@ JOB_ID_KEY = "tuneloop.dev/job-id"
 # KubeRay derives RayCluster, Service and Pod names from the RayJob name; it refuses longer names.
 MAX_NAME_LENGTH = 47
 _SA_NAMESPACE_FILE = Path("/var/run/secrets/kubernetes.io/serviceaccount/namespace")
+
+# envFrom source kinds (TUNELOOP_KUBERAY_ENV_FROM's ``secret:NAME`` / ``configmap:NAME``).
+ENV_FROM_REFS = {"secret": "secretRef", "configmap": "configMapRef"}
 
 CRD_MISSING_HINT = (
     "KubeRay CRDs not installed: install the KubeRay operator "
@@ -73,9 +77,19 @@ def build_rayjob(
     head_memory: str = "2Gi",
     service_account: str | None = None,
     ray_version: str | None = None,
+    env_from: Sequence[tuple[str, str]] = (),
+    worker_node_selector: dict[str, str] | None = None,
+    worker_tolerations: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    """The RayJob manifest for ``spec`` (pure: no API calls)."""
+    """The RayJob manifest for ``spec`` (pure: no API calls).
+
+    ``env_from`` (``("secret" | "configmap", name)``) become every container's ``envFrom``, so
+    credentials reach the pods by reference and never appear in the manifest; the worker pods
+    (the GPU ones) also get ``worker_node_selector`` and ``worker_tolerations``. Raises
+    ValueError for an unknown source kind.
+    """
     env = [{"name": k, "value": v} for k, v in sorted(spec.env.items())]
+    sources = _env_from(env_from)
     worker_resources: dict[str, dict[str, Any]] = {
         "requests": {"cpu": _quantity(spec.cpus_per_worker)},
         "limits": {"cpu": _quantity(spec.cpus_per_worker)},
@@ -93,7 +107,9 @@ def build_rayjob(
     cluster: dict[str, Any] = {
         "headGroupSpec": {
             "rayStartParams": {"dashboard-host": "0.0.0.0"},
-            "template": _pod_template("ray-head", image, env, head_resources, service_account),
+            "template": _pod_template(
+                "ray-head", image, env, sources, head_resources, service_account
+            ),
         },
         "workerGroupSpecs": [
             {
@@ -103,7 +119,8 @@ def build_rayjob(
                 "maxReplicas": spec.num_workers,
                 "rayStartParams": {},
                 "template": _pod_template(
-                    "ray-worker", image, env, worker_resources, service_account
+                    "ray-worker", image, env, sources, worker_resources, service_account,
+                    node_selector=worker_node_selector, tolerations=worker_tolerations,
                 ),
             }
         ],
@@ -178,7 +195,11 @@ class KubeRayRunner:
         head_memory: str = "2Gi",
         service_account: str | None = None,
         ray_version: str | None = None,
+        env_from: Sequence[tuple[str, str]] = (),
+        worker_node_selector: dict[str, str] | None = None,
+        worker_tolerations: Sequence[dict[str, Any]] = (),
     ) -> None:
+        _env_from(env_from)  # refuse a bad source now, not at the first submission
         self.api = api
         self.namespace = namespace
         self.image = image
@@ -187,6 +208,9 @@ class KubeRayRunner:
         self.head_memory = head_memory
         self.service_account = service_account
         self.ray_version = ray_version
+        self.env_from = list(env_from)
+        self.worker_node_selector = dict(worker_node_selector or {})
+        self.worker_tolerations = list(worker_tolerations)
 
     @classmethod
     def from_config(
@@ -235,6 +259,9 @@ class KubeRayRunner:
             head_memory=self.head_memory,
             service_account=self.service_account,
             ray_version=self.ray_version,
+            env_from=self.env_from,
+            worker_node_selector=self.worker_node_selector,
+            worker_tolerations=self.worker_tolerations,
         )
 
     def submit(self, spec: RunSpec) -> None:
@@ -345,18 +372,41 @@ def _quantity(cpus: float) -> str:
     return str(int(cpus)) if float(cpus).is_integer() else f"{round(cpus * 1000)}m"
 
 
+def _env_from(sources: Sequence[tuple[str, str]]) -> list[dict[str, Any]]:
+    """``envFrom`` entries of ``(kind, name)`` sources."""
+    entries = []
+    for kind, name in sources:
+        if kind not in ENV_FROM_REFS or not name:
+            raise ValueError(
+                f"envFrom source {kind}:{name} is not secret:NAME or configmap:NAME; fix "
+                "TUNELOOP_KUBERAY_ENV_FROM (e.g. configmap:tuneloop-settings,secret:tuneloop-s3)"
+            )
+        entries.append({ENV_FROM_REFS[kind]: {"name": name}})
+    return entries
+
+
 def _pod_template(
     container: str,
     image: str,
     env: list[dict[str, str]],
+    env_from: list[dict[str, Any]],
     resources: dict[str, Any],
     service_account: str | None,
+    *,
+    node_selector: dict[str, str] | None = None,
+    tolerations: Sequence[dict[str, Any]] = (),
 ) -> dict[str, Any]:
-    pod: dict[str, Any] = {
-        "containers": [{"name": container, "image": image, "env": env, "resources": resources}]
-    }
+    container_spec: dict[str, Any] = {"name": container, "image": image, "env": env}
+    if env_from:
+        container_spec["envFrom"] = env_from
+    container_spec["resources"] = resources
+    pod: dict[str, Any] = {"containers": [container_spec]}
     if service_account:
         pod["serviceAccountName"] = service_account
+    if node_selector:
+        pod["nodeSelector"] = dict(node_selector)
+    if tolerations:
+        pod["tolerations"] = [dict(t) for t in tolerations]
     return {
         "metadata": {"labels": {"app.kubernetes.io/managed-by": MANAGED_BY}},
         "spec": pod,

@@ -168,11 +168,18 @@ app.kubernetes.io/part-of: tuneloop
       key: {{ ternary .Values.engineKey.existingSecretKey "engine-key" (ne .Values.engineKey.existingSecret "") }}
 {{- end }}
 
-{{/* S3 credentials from a Secret (none: the pod's identity, e.g. IRSA). */}}
-{{- define "tuneloop.s3SecretEnv" -}}
+{{/* Name of the Secret with the S3 keys; empty when pods use their identity (e.g. IRSA). */}}
+{{- define "tuneloop.s3SecretName" -}}
 {{- $s3 := .Values.artifacts.s3 }}
 {{- if and (eq .Values.artifacts.type "s3") (or $s3.existingSecret $s3.accessKeyId) }}
-{{- $secret := default (printf "%s-s3" (include "tuneloop.fullname" .)) $s3.existingSecret }}
+{{- default (printf "%s-s3" (include "tuneloop.fullname" .)) $s3.existingSecret }}
+{{- end }}
+{{- end }}
+
+{{/* S3 credentials from a Secret (none: the pod's identity, e.g. IRSA). */}}
+{{- define "tuneloop.s3SecretEnv" -}}
+{{- with (include "tuneloop.s3SecretName" .) }}
+{{- $secret := . }}
 - name: AWS_ACCESS_KEY_ID
   valueFrom:
     secretKeyRef:
@@ -184,6 +191,16 @@ app.kubernetes.io/part-of: tuneloop
       name: {{ $secret }}
       key: AWS_SECRET_ACCESS_KEY
 {{- end }}
+{{- end }}
+
+{{/* TUNELOOP_KUBERAY_ENV_FROM: what every RayJob pod gets by reference, the settings ConfigMap
+(artifact store, base model) and the S3 Secret when there is one. */}}
+{{- define "tuneloop.kuberayEnvFrom" -}}
+{{- $sources := list (printf "configmap:%s-settings" (include "tuneloop.fullname" .)) }}
+{{- with (include "tuneloop.s3SecretName" .) }}
+{{- $sources = append $sources (printf "secret:%s" .) }}
+{{- end }}
+{{- join "," $sources }}
 {{- end }}
 
 {{/* Secret-backed environment of the gateway and monitor. */}}

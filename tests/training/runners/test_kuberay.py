@@ -344,3 +344,104 @@ def test_from_config_reads_a_kubeconfig(cluster: Cluster, tmp_path: Path, monkey
     assert runner.namespace == NS
     runner.submit(SPEC)
     assert _get(cluster, rayjob_name(SPEC.job_id))["metadata"]["namespace"] == NS
+
+
+ENV_FROM = [("configmap", "rel-tuneloop-settings"), ("secret", "rel-tuneloop-s3")]
+GPU_NODES = {"nvidia.com/gpu.present": "true"}
+GPU_TAINT = [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+
+
+def _pods(manifest: dict) -> tuple[dict, dict]:
+    cluster = manifest["spec"]["rayClusterSpec"]
+    (workers,) = cluster["workerGroupSpecs"]
+    return cluster["headGroupSpec"]["template"]["spec"], workers["template"]["spec"]
+
+
+def test_settings_and_credentials_reach_head_and_workers_by_reference(cluster: Cluster) -> None:
+    runner = _runner(
+        cluster, env_from=ENV_FROM, worker_node_selector=GPU_NODES, worker_tolerations=GPU_TAINT
+    )
+    manifest = runner.manifest(SPEC)
+    assert_valid_rayjob(manifest)
+    head, worker = _pods(manifest)
+    for pod in (head, worker):
+        (container,) = pod["containers"]
+        assert container["envFrom"] == [
+            {"configMapRef": {"name": "rel-tuneloop-settings"}},
+            {"secretRef": {"name": "rel-tuneloop-s3"}},
+        ]
+        assert {e["name"] for e in container["env"]} == set(SPEC.env)  # still there, and win
+    # GPU scheduling is for the workers; the head stays schedulable anywhere.
+    assert worker["nodeSelector"] == GPU_NODES and worker["tolerations"] == GPU_TAINT
+    assert "nodeSelector" not in head and "tolerations" not in head
+
+
+def test_without_options_pods_get_no_env_from_or_scheduling_fields(cluster: Cluster) -> None:
+    for pod in _pods(_runner(cluster).manifest(SPEC)):
+        assert "envFrom" not in pod["containers"][0]
+        assert "nodeSelector" not in pod and "tolerations" not in pod
+
+
+def test_schema_rejects_a_misspelt_env_from_source(cluster: Cluster) -> None:
+    manifest = _runner(cluster, env_from=ENV_FROM).manifest(SPEC)
+    _, worker = _pods(manifest)
+    worker["containers"][0]["envFrom"].append({"secretRefs": {"name": "typo"}})
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(manifest, SCHEMA)
+
+
+def test_runner_refuses_an_unknown_env_from_kind(cluster: Cluster) -> None:
+    with pytest.raises(ValueError, match="secret:NAME or configmap:NAME"):
+        _runner(cluster, env_from=[("vault", "s3")])
+
+
+def test_make_runner_passes_the_settings_and_never_inlines_secret_values(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from services.settings import load_settings
+    from training.jobs.runners import make_runner
+
+    # The gateway process has the S3 keys in its environment; the RayJob must only name the
+    # Secret they come from.
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", "AKIA-gateway-only")
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "s3-secret-value")
+    monkeypatch.setattr(
+        KubeRayRunner, "from_config", classmethod(lambda cls, **kwargs: cls(None, **kwargs))
+    )
+    settings = load_settings({
+        "TUNELOOP_TRAINING_RUNNER": "kuberay",
+        "TUNELOOP_KUBERAY_NAMESPACE": NS,
+        "TUNELOOP_KUBERAY_IMAGE": "tuneloop/training:test",
+        "TUNELOOP_KUBERAY_ENV_FROM": "configmap:rel-tuneloop-settings, secret:rel-tuneloop-s3",
+        "TUNELOOP_KUBERAY_WORKER_NODE_SELECTOR": json.dumps(GPU_NODES),
+        "TUNELOOP_KUBERAY_WORKER_TOLERATIONS": json.dumps(GPU_TAINT),
+    })  # fmt: skip
+    runner = make_runner(settings)
+    assert isinstance(runner, KubeRayRunner)
+    manifest = runner.manifest(SPEC)
+    assert_valid_rayjob(manifest)
+    text = json.dumps(manifest)
+    assert "s3-secret-value" not in text and "AKIA-gateway-only" not in text
+    head, worker = _pods(manifest)
+    for pod in (head, worker):
+        assert not [e for e in pod["containers"][0]["env"] if e["name"].startswith("AWS_")]
+        assert {"secretRef": {"name": "rel-tuneloop-s3"}} in pod["containers"][0]["envFrom"]
+    assert worker["nodeSelector"] == GPU_NODES and worker["tolerations"] == GPU_TAINT
+
+
+@pytest.mark.parametrize(
+    ("env", "needle"),
+    [
+        ({"TUNELOOP_KUBERAY_ENV_FROM": "rel-tuneloop-s3"}, "secret:NAME or configmap:NAME"),
+        ({"TUNELOOP_KUBERAY_ENV_FROM": "secret:Bad_Name"}, "TUNELOOP_KUBERAY_ENV_FROM"),
+        ({"TUNELOOP_KUBERAY_WORKER_NODE_SELECTOR": "gpu=true"}, "JSON object"),
+        ({"TUNELOOP_KUBERAY_WORKER_TOLERATIONS": "[{"}, "JSON list"),
+    ],
+)
+def test_bad_kuberay_pod_settings_say_what_to_write(env: dict, needle: str) -> None:
+    from pydantic import ValidationError
+
+    from services.settings import load_settings
+
+    with pytest.raises(ValidationError, match=re.escape(needle)):
+        load_settings(env)
