@@ -6,6 +6,7 @@ versions record it and registration refuses adapters trained on another base.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.util
 import json
@@ -113,21 +114,25 @@ def import_default_model(target_dir: Path, *, force: bool = False) -> tuple[Path
     return target_dir, True
 
 
-def resolve_base_model(configured: Path, fingerprint: str, *, default: bool) -> Path:
-    """This machine's copy of the base model with ``fingerprint`` (what a training machine
-    runs): ``configured`` (its TUNELOOP_BASE_MODEL, or the default model dir, imported from the
-    shipped GGUF when ``default`` and missing). Raises InvalidInput naming the fix otherwise."""
+def resolve_base_model(configured: Path, fingerprint: str, *, default_dir: Path) -> Path:
+    """This machine's copy of the base model with ``fingerprint`` (what a training machine runs):
+    ``configured`` (its TUNELOOP_BASE_MODEL) when it exists there, else the default model in
+    ``default_dir``, imported from the shipped GGUF on first use (one importer at a time).
+    Raises InvalidInput naming the fix when the copy found is another model."""
     configured = Path(configured)
-    if default and not (configured / "config.json").is_file():
-        import_default_model(configured)
+    path = configured
     if not (configured / "config.json").is_file():
-        raise InvalidInput(
-            f"the base model directory {configured} does not exist on this machine; set "
-            "TUNELOOP_BASE_MODEL here to a copy of the server's base model")
-    found = model_fingerprint(configured)
+        path = Path(default_dir)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path.parent / f".{path.name}.lock", "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # Ray workers on one node import once
+            import_default_model(path)
+    found = model_fingerprint(path)
     if found != fingerprint:
+        where = (f"the base model at {path}" if path == configured else
+                 f"{configured} does not exist here, and the default model ({path})")
         raise InvalidInput(
-            f"the base model at {configured} on this machine (fingerprint {found[:12]}) is not "
-            f"the one the job was created for ({fingerprint[:12]}); set TUNELOOP_BASE_MODEL "
-            "here to the same model as on the server")
-    return configured
+            f"{where} on this machine (fingerprint {found[:12]}) is not the model the job was "
+            f"created for ({fingerprint[:12]}); set TUNELOOP_BASE_MODEL here to a copy of the "
+            "server's base model")
+    return path

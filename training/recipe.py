@@ -170,18 +170,19 @@ def _load_state(directory: str, model: Any, optimizer: Any, scheduler: Any) -> i
 
 def on_this_machine(config: TrainConfig) -> TrainConfig:
     """``config`` with this machine's copy of the base model: a Ray worker on another node than
-    the driver has it under its own TUNELOOP_BASE_MODEL (or the default model dir), checked
+    the driver has it under its own TUNELOOP_BASE_MODEL (or imports the default model), checked
     against ``base_fingerprint`` (no fingerprint: the path is used as given)."""
     if config.base_fingerprint is None:
         return config
     from services.base_model import resolve_base_model
     from services.settings import Settings
 
-    path, default = Path(config.base_model), False
+    settings = Settings()
+    path = Path(config.base_model)
     if not (path / "config.json").is_file():
-        settings = Settings()
-        path, default = settings.resolved_base_model, settings.base_model is None
-    path = resolve_base_model(path, config.base_fingerprint, default=default)
+        path = settings.resolved_base_model
+    path = resolve_base_model(path, config.base_fingerprint,
+                              default_dir=settings.default_base_model_dir)
     return replace(config, base_model=str(path))
 
 

@@ -69,7 +69,7 @@ def prepare_run(workspace: JobWorkspace, scratch: Path) -> PreparedRun:
 
     settings = Settings()
     base = resolve_base_model(settings.resolved_base_model, spec.base_fingerprint,
-                              default=settings.base_model is None)
+                              default_dir=settings.default_base_model_dir)
     local = {"base_model": str(base), "output_dir": str(scratch / "output"),
              "train_file": data(spec.training, "training"),
              "eval_file": data(spec.validation, "validation"),
