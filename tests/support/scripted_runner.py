@@ -21,7 +21,8 @@ class ScriptedRunner:
     progress events, the adapter and ``result.json`` through the artifact store."""
 
     def __init__(self, adapter_dir: Path, *, steps: int = 3, fail_with: str | None = None,
-                 hold: bool = False, accuracy: float = 0.9, checks: bool = False):
+                 hold: bool = False, accuracy: float = 0.9, checks: bool = False,
+                 lose_runs: int = 0):
         self.adapter_dir = adapter_dir
         self.accuracy = accuracy  # the candidate's held-out accuracy the "recipe" reports
         # checks: run the job entrypoint's real checks (champion on the held-out split, PEFT
@@ -30,6 +31,9 @@ class ScriptedRunner:
         self.steps = steps
         self.fail_with = fail_with
         self.hold = hold
+        # lose_runs: the first N runs die after their first step without reporting anything (a
+        # lost driver or machine); the next submission continues from the last stage
+        self.lose_runs = lose_runs
         self.configs: dict[str, TrainConfig] = {}
         self.runs: dict[str, tuple[JobWorkspace, PreparedRun]] = {}
         self.specs: dict[str, RunSpec] = {}
@@ -65,6 +69,9 @@ class ScriptedRunner:
             return RunStatus(RunState.RUNNING)
         if self.hold:
             return RunStatus(RunState.RUNNING)
+        if stage == 2 and self.lose_runs > 0 and self.submissions.count(job_id) <= self.lose_runs:
+            self.stage[job_id] = 1  # the next run resumes after the first step's checkpoint
+            return RunStatus(RunState.FAILED, "JOB_SUPERVISOR_ACTOR_DIED: the driver's node died")
         if stage <= self.steps:
             emit("step", step=stage, total_steps=self.steps, epoch=stage / self.steps,
                  loss=2.0 / stage, tokens=100, tokens_per_s=50.0, learning_rate=1e-4)

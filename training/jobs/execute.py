@@ -34,6 +34,10 @@ from training.runners.base import JobRunner, RunSpec, RunState
 
 log = logging.getLogger("tuneloop.jobs")
 
+MAX_AUTOMATIC_RESTARTS = 2
+"""Times a job is queued again because the process running it (tuneloop, or the run's driver on
+a cluster) was lost; then it fails with ``job_interrupted``."""
+
 
 def job_dir(platform: Platform, job_id: str) -> Path:
     return platform.settings.data_dir.resolve() / "jobs" / job_id
@@ -302,9 +306,10 @@ def follow_run(ctx: JobContext, job: FineTuningJob, follower: RunFollower) -> Jo
     if status.state is RunState.CANCELLED:
         return _finish(ctx, job, JobStatus.CANCELLED, EventType.CANCELLED,
                        "the training run was stopped outside tuneloop")
+    if status.state is RunState.FAILED and follower.failure is None:
+        return _requeue_lost_run(ctx, job, status.message or "it ended without a message")
     if status.state is RunState.FAILED:
-        reason = follower.failure or status.message or "the run failed without a message"
-        return _finish_failed(ctx, job, "training_failed", f"training failed: {reason}")
+        return _finish_failed(ctx, job, "training_failed", f"training failed: {follower.failure}")
     return _publish(ctx, job, follower)
 
 
@@ -377,6 +382,28 @@ def _publish(ctx: JobContext, job: FineTuningJob, follower: RunFollower) -> JobS
         store.transition(session, row, JobStatus.SUCCEEDED,
                          event=(EventType.SUCCEEDED, f"job succeeded: {ref}", None))
     return JobStatus.SUCCEEDED
+
+
+def _requeue_lost_run(ctx: JobContext, job: FineTuningJob, why: str) -> JobStatus:
+    """The run died without reporting a failure of its own (its driver or machine was lost, or
+    it was killed): queue the job again, so the next run resumes from the latest checkpoint in
+    its workspace; after MAX_AUTOMATIC_RESTARTS of those it fails."""
+    with ctx.platform.store.write() as session:
+        row = store.get_job(session, None, job.id)
+        if row.status != str(JobStatus.RUNNING):
+            return JobStatus(row.status)
+        restarts = store.count_restarts(session, job.id)
+        if restarts >= MAX_AUTOMATIC_RESTARTS:
+            store.fail(session, row, "job_interrupted", (
+                f"the training run was lost {restarts + 1} times without reporting an error "
+                f"(last: {why}); if it runs out of memory, lower batch_size, max_length or "
+                "TUNELOOP_TRAIN_WORKERS, then create the job again"))
+            return JobStatus.FAILED
+        store.transition(session, row, JobStatus.QUEUED, event=(
+            EventType.QUEUED, f"the training run was lost without reporting an error ({why}); "
+            "the job is queued again and resumes from its latest checkpoint",
+            {"restart": restarts + 1, "lost_run": why}))
+    return JobStatus.QUEUED
 
 
 def _finish(ctx: JobContext, job: FineTuningJob, status: JobStatus, event: EventType,

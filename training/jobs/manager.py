@@ -35,6 +35,7 @@ from services.platform import Platform
 from services.store.models import FineTuningJob, JobStatus
 from training.jobs import store
 from training.jobs.execute import (
+    MAX_AUTOMATIC_RESTARTS,
     JobContext,
     RunFollower,
     follow_run,
@@ -48,7 +49,6 @@ from training.runners.base import JobRunner
 
 log = logging.getLogger("tuneloop.jobs")
 
-MAX_AUTOMATIC_RESTARTS = 2
 RESTART_REASON = (
     "tuneloop stopped {count} times while this job was running (the {runner} runner's runs do "
     "not outlive it), so it is not restarted again: if the job itself takes the machine down "

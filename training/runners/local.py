@@ -69,9 +69,13 @@ class LocalRayRunner:
         return self._head.driver_env()
 
     def submit(self, spec: RunSpec) -> None:
-        """Start ``spec.entrypoint`` unless a run for ``spec.job_id`` exists (idempotent)."""
+        """Start ``spec.entrypoint`` unless a run of ``spec.job_id`` is live or succeeded
+        (idempotent); after a failed or stopped run (a paused job resumed, a lost run queued
+        again) a new run starts, which resumes from the job's checkpoints."""
         with self._lock:
-            if spec.job_id in self._runs:
+            existing = self._runs.get(spec.job_id)
+            if existing is not None and existing.process.poll() in (None, 0) \
+                    and not existing.cancelled:
                 return
             self.log_dir.mkdir(parents=True, exist_ok=True)
             log_path = self.log_dir / f"{_safe(spec.job_id)}.log"

@@ -2,8 +2,9 @@
 (``ray.job_submission.JobSubmissionClient``, dashboard address such as ``http://head:8265``).
 
 The cluster must have tuneloop installed (or get it through ``runtime_env``); the entrypoint is
-the same command the local runner runs. Submission ids are ``tuneloop-<job_id>``, so submit is
-idempotent and status survives a tuneloop restart (the cluster remembers its jobs).
+the same command the local runner runs. Submission ids are ``tuneloop-<job_id>`` (then
+``-2``, ``-3``... when a lost run is submitted again), so submit is idempotent while a run is
+live or succeeded, and status survives a tuneloop restart (the cluster remembers its jobs).
 """
 
 from __future__ import annotations
@@ -22,8 +23,13 @@ _STATES = {
 }
 
 
-def submission_id(job_id: str) -> str:
-    return f"tuneloop-{job_id}"
+def submission_id(job_id: str, attempt: int = 1) -> str:
+    """``tuneloop-<job_id>``, then ``tuneloop-<job_id>-2``... for runs submitted again after a
+    run was lost (the Jobs API never reuses a submission id)."""
+    return f"tuneloop-{job_id}" + (f"-{attempt}" if attempt > 1 else "")
+
+
+MAX_ATTEMPTS = 10
 
 
 class RayClusterRunner:
@@ -45,46 +51,61 @@ class RayClusterRunner:
             self._client = JobSubmissionClient(self.address)
         return self._client
 
-    def _exists(self, sid: str) -> bool:
+    def _info(self, sid: str) -> Any | None:
         try:
-            self.client.get_job_info(sid)
+            return self.client.get_job_info(sid)
         except RuntimeError:  # the client raises RuntimeError for an unknown submission id
-            return False
-        return True
+            return None
+
+    def _latest(self, job_id: str) -> tuple[int, Any | None]:
+        """(attempt, info) of the job's newest submission; (0, None) before the first."""
+        latest: tuple[int, Any | None] = (0, None)
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            info = self._info(submission_id(job_id, attempt))
+            if info is None:
+                break
+            latest = (attempt, info)
+        return latest
 
     def submit(self, spec: RunSpec) -> None:
-        """Submit ``spec.entrypoint`` as job ``tuneloop-<job_id>`` unless it was submitted."""
-        sid = submission_id(spec.job_id)
-        if self._exists(sid):
+        """Submit ``spec.entrypoint`` unless a run of the job is live or succeeded; after a
+        failed or stopped run, as the next attempt (it resumes from the job's checkpoints)."""
+        attempt, info = self._latest(spec.job_id)
+        if info is not None and _state(info) in (RunState.PENDING, RunState.RUNNING,
+                                                 RunState.SUCCEEDED):
             return
         env_vars = {**self.runtime_env.get("env_vars", {}), **spec.env}
         runtime_env = {**self.runtime_env, "env_vars": env_vars}
         self.client.submit_job(
             entrypoint=shlex.join(spec.entrypoint),
-            submission_id=sid,
+            submission_id=submission_id(spec.job_id, attempt + 1),
             runtime_env=runtime_env,
             metadata={"tuneloop_job_id": spec.job_id},
         )
 
     def status(self, job_id: str) -> RunStatus:
-        sid = submission_id(job_id)
-        try:
-            info = self.client.get_job_info(sid)
-        except RuntimeError:
+        attempt, info = self._latest(job_id)
+        if info is None:
             return RunStatus(RunState.FAILED, f"the Ray cluster at {self.address} has no job "
-                             f"{sid}; submit it again")
-        state = _STATES.get(str(getattr(info.status, "value", info.status)), RunState.FAILED)
+                             f"{submission_id(job_id)}; submit it again")
+        state = _state(info)
         message = info.message
         if state is RunState.FAILED and getattr(info, "error_type", None):
             message = f"{info.error_type}: {message}"
         return RunStatus(state, message)
 
     def cancel(self, job_id: str) -> None:
-        """Ask the cluster to stop the job (its driver, then the Ray Train workers it owns)."""
-        sid = submission_id(job_id)
-        if self._exists(sid):
-            self.client.stop_job(sid)
+        """Ask the cluster to stop the job's live run (its driver, then the Ray Train workers
+        it owns)."""
+        attempt, info = self._latest(job_id)
+        if info is not None and not _state(info).is_terminal:
+            self.client.stop_job(submission_id(job_id, attempt))
 
     def logs(self, job_id: str) -> str:
-        """The job driver's output so far."""
-        return self.client.get_job_logs(submission_id(job_id))
+        """The output of the job's newest run so far."""
+        attempt, _ = self._latest(job_id)
+        return self.client.get_job_logs(submission_id(job_id, max(attempt, 1)))
+
+
+def _state(info: Any) -> RunState:
+    return _STATES.get(str(getattr(info.status, "value", info.status)), RunState.FAILED)

@@ -136,6 +136,34 @@ def test_failed_run_reports_the_recipe_reason(platform, tenant, training_file, p
     assert events(platform, job.id)[-1].type == "failed"
 
 
+def test_a_lost_run_is_queued_again_and_resumes_then_fails_after_too_many(
+        platform, tenant, training_file, peft_adapter):
+    from training.jobs.execute import MAX_AUTOMATIC_RESTARTS
+
+    runner = ScriptedRunner(peft_adapter, steps=3, lose_runs=1)
+    manager = JobManager(platform, runner=runner, poll_s=0.01)
+    job = create_job(platform, tenant, JobRequest(model="base", training_file=training_file.id))
+    # the driver's node dies after step 1: no error of the run's own, so the job is queued again
+    assert manager.run_job(job.id) is JobStatus.QUEUED
+    queued = events(platform, job.id)[-1]
+    assert queued.type == "queued" and "resumes from its latest checkpoint" in queued.message
+    assert queued.data["restart"] == 1 and "driver's node died" in queued.data["lost_run"]
+    assert manager.run_job(job.id) is JobStatus.SUCCEEDED  # the next run goes on to the end
+    assert runner.submissions == [job.id, job.id]
+    with platform.store.read() as session:
+        checkpoints, _ = store.list_checkpoints(session, job.id)
+    assert sorted(c.step for c in checkpoints) == [1, 2, 3]  # step 1 recorded once
+
+    always_lost = ScriptedRunner(peft_adapter, steps=3, lose_runs=10)
+    manager = JobManager(platform, runner=always_lost, poll_s=0.01)
+    doomed = create_job(platform, tenant, JobRequest(model="base", training_file=training_file.id))
+    statuses = [manager.run_job(doomed.id) for _ in range(MAX_AUTOMATIC_RESTARTS + 1)]
+    assert statuses == [JobStatus.QUEUED] * MAX_AUTOMATIC_RESTARTS + [JobStatus.FAILED]
+    row = job_row(platform, doomed.id)
+    assert row.error["code"] == "job_interrupted"
+    assert f"lost {MAX_AUTOMATIC_RESTARTS + 1} times" in row.error["message"]
+
+
 def wait_for(predicate, timeout_s=20.0):
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -62,6 +62,12 @@ def test_success_and_failure_and_idempotent_submit(runner):
     assert status.state is RunState.FAILED
     assert "boom" in status.message
     assert runner.status("never-submitted").state is RunState.FAILED
+    # a failed run submitted again (a lost run queued again) is a new run; a succeeded one is not
+    runner.submit(RunSpec(job_id="bad", entrypoint=[sys.executable, "-c", "print('again')"]))
+    assert runner.wait("bad", timeout_s=60).state is RunState.SUCCEEDED
+    assert "again" in runner.log_tail("bad")
+    runner.submit(RunSpec(job_id="bad", entrypoint=[sys.executable, "-c", "raise SystemExit(3)"]))
+    assert runner.status("bad").state is RunState.SUCCEEDED
 
 
 def test_cancel_stops_the_run_and_frees_its_workers(runner):
@@ -73,6 +79,9 @@ def test_cancel_stops_the_run_and_frees_its_workers(runner):
     runner.cancel("hold")
     assert runner.status("hold").state is RunState.CANCELLED
     assert wait_for(lambda: available_cpus() >= before, 60), "the actor's CPU was not freed"
+    # a paused job resumed: the stopped run is replaced by a new one
+    runner.submit(RunSpec(job_id="hold", entrypoint=[sys.executable, "-c", "print('resumed')"]))
+    assert runner.wait("hold", timeout_s=60).state is RunState.SUCCEEDED
 
 
 def test_recipe_entrypoint_command(tmp_path):

@@ -75,3 +75,22 @@ def test_status_mapping_and_cancel():
     assert runner.status("j").state is RunState.CANCELLED
     runner.cancel("unknown")  # no-op
     assert runner.logs("j") == "log text"
+
+
+def test_a_lost_run_is_submitted_again_as_the_next_attempt():
+    client = FakeJobsClient()
+    runner = RayClusterRunner("http://head:8265", client=client)
+    spec = RunSpec(job_id="j", entrypoint=["true"])
+    runner.submit(spec)
+    client.jobs["tuneloop-j"] = Info("FAILED", "the driver's node died", "JOB_SUPERVISOR_ACTOR_DIED")
+    runner.submit(spec)  # the job was queued again: a second attempt, never the same id
+    assert [c["submission_id"] for c in client.submitted] == ["tuneloop-j", "tuneloop-j-2"]
+    assert runner.status("j").state is RunState.PENDING  # the newest attempt's state
+    runner.submit(spec)  # live: idempotent
+    client.jobs["tuneloop-j-2"] = Info("SUCCEEDED")
+    runner.submit(spec)  # succeeded: its result is in the job's workspace, nothing to rerun
+    assert len(client.submitted) == 2
+    assert runner.status("j").state is RunState.SUCCEEDED
+    client.jobs["tuneloop-j-2"] = Info("RUNNING")
+    runner.cancel("j")
+    assert client.stopped == ["tuneloop-j-2"]
