@@ -21,6 +21,7 @@ from sqlalchemy import Insert, and_, or_, select
 from sqlalchemy.orm import Session
 
 from services.errors import InvalidInput, NotFound, RateLimited, TuneloopError
+from services.quotas import Quota, TenantCounts, count_feedback
 from services.store.db import Store
 from services.store.models import Adapter, AdapterVersion, FeedbackRecord, RequestRecord, Tenant
 
@@ -126,16 +127,21 @@ def plan_feedback(
     existing: dict[str, str],
     responses: dict[str, ResponseInfo],
     labels: dict[LabelKey, list[str] | None],
+    quota: Quota | None = None,
+    stored: dict[int, int] | None = None,
 ) -> tuple[list[list[StoredFeedback] | TuneloopError], list[dict]]:
     """Decide each submission's outcome and the rows to insert (pure).
 
     ``existing`` maps stored keys to their response id. A submission is all or nothing: any bad
-    item rejects it with one error naming every bad item. Ids already stored, or stored by an
-    earlier accepted submission or item of this batch, answer ``created=False``.
+    item rejects it with one error naming every bad item, and one whose new records would take
+    its tenant past ``quota`` (``stored``: records per tenant now) is refused with Forbidden.
+    Ids already stored, or stored by an earlier accepted submission or item of this batch,
+    answer ``created=False``.
     """
     outcomes: list[list[StoredFeedback] | TuneloopError] = []
     rows: list[dict] = []
     taken = dict(existing)
+    counts = dict(stored or {})
     for sub, ids in zip(submissions, client_ids):
         errors = []
         for i, (item, cid) in enumerate(zip(sub.items, ids)):
@@ -163,6 +169,13 @@ def plan_feedback(
                 "comment": item.comment,
             })
             result.append(StoredFeedback(cid, item.response_id, created=True))
+        if quota is not None and new_rows:
+            try:
+                quota.check(counts.get(sub.tenant_id, 0), len(new_rows))
+            except TuneloopError as exc:
+                outcomes.append(exc)
+                continue
+            counts[sub.tenant_id] = counts.get(sub.tenant_id, 0) + len(new_rows)
         taken.update(new_keys)
         rows.extend(new_rows)
         outcomes.append(result)
@@ -202,10 +215,13 @@ class LabelSets:
 
 
 def write_feedback(session: Session, submissions: Sequence[Submission],
-                   label_sets: LabelSets | None = None) -> list[list[StoredFeedback] | TuneloopError]:
+                   label_sets: LabelSets | None = None, quota: Quota | None = None,
+                   counts: TenantCounts | None = None
+                   ) -> list[list[StoredFeedback] | TuneloopError]:
     """Store ``submissions`` in ``session``'s transaction: batched lookups, one multi-row insert.
 
-    Returns per submission its stored items or the error rejecting it (NotFound, InvalidInput).
+    Returns per submission its stored items or the error rejecting it (NotFound, InvalidInput,
+    Forbidden over ``quota``, checked against ``counts``: default a fresh count per call).
     An id stored by another process between the lookup and the insert is skipped by the insert
     (``ON CONFLICT DO NOTHING``) and answered as a resend.
     """
@@ -231,10 +247,19 @@ def write_feedback(session: Session, submissions: Sequence[Submission],
         if r is not None and r.tenant_id == sub.tenant_id and r.adapter and r.adapter_version
     }
     labels = (label_sets or LabelSets()).lookup(session, label_keys) if label_keys else {}
-    outcomes, rows = plan_feedback(submissions, client_ids, existing, responses, labels)
+    stored = None
+    if quota is not None:
+        counts = counts or TenantCounts(count_feedback, ttl_s=0)
+        stored = counts.current(session, {sub.tenant_id for sub in submissions})
+    outcomes, rows = plan_feedback(submissions, client_ids, existing, responses, labels,
+                                   quota, stored)
     if not rows:
         return outcomes
     inserted = _insert_new(session, rows)
+    if counts is not None:
+        for row in rows:
+            if row["id"] in inserted:
+                counts.add(row["tenant_id"], 1)
     if len(inserted) == len(rows):
         return outcomes
     # Another process stored some of these ids since the lookup: a resend, as far as we know.
@@ -280,7 +305,7 @@ class FeedbackBatcher:
     """
 
     def __init__(self, store: Store, max_items: int = 5000, offload: Callable | None = None,
-                 max_pending_items: int = 50_000) -> None:
+                 max_pending_items: int = 50_000, quota: Quota | None = None) -> None:
         from starlette.concurrency import run_in_threadpool
 
         self.store = store
@@ -290,6 +315,9 @@ class FeedbackBatcher:
         when the store is slower than the clients)."""
         self.pending_items = 0
         self.labels = LabelSets()
+        self.quota = quota
+        """Records per tenant (TUNELOOP_TENANT_MAX_FEEDBACK_RECORDS); None: unlimited."""
+        self.counts = TenantCounts(count_feedback)
         self._offload = offload or run_in_threadpool
         self._queue: asyncio.Queue = asyncio.Queue()
         self._task: asyncio.Task | None = None
@@ -337,4 +365,4 @@ class FeedbackBatcher:
 
     def _write(self, submissions: list[Submission]) -> list:
         with self.store.write() as session:
-            return write_feedback(session, submissions, self.labels)
+            return write_feedback(session, submissions, self.labels, self.quota, self.counts)

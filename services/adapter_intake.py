@@ -21,6 +21,7 @@ from services.adapter_validation import (
 from services.archive import find_adapter_root, safe_extract
 from services.names import NameKind, check_name
 from services.platform import Platform
+from services.quotas import check_adapter_quota
 from services.store.models import AdapterVersion, Tenant, VersionState
 from services.tenants import get_tenant
 
@@ -38,9 +39,13 @@ def register_adapter_dir(
     lineage: dict | None = None,
     state: VersionState = VersionState.READY,
 ) -> AdapterVersion:
-    """Validate ``adapter_dir`` and register it as the next version of (tenant, name)."""
+    """Validate ``adapter_dir`` and register it as the next version of (tenant, name).
+
+    Raises InvalidInput / TooLarge naming the problem, Forbidden (``quota_exceeded``) when the
+    tenant is at its adapter or version quota (checked before any validation)."""
     s = platform.settings
     check_name(name, NameKind.ADAPTER)
+    check_room(platform, tenant, name)
     registry.check_classification_spec(task, labels, prompt_template, max_labels=s.max_labels,
                                        max_label_chars=s.max_label_chars)
     info = validate_adapter_dir(
@@ -59,6 +64,13 @@ def register_adapter_dir(
             state=state))
 
 
+def check_room(platform: Platform, tenant: Tenant | str, name: str) -> None:
+    """Raise Forbidden when (tenant, name) cannot get one more version (services.quotas)."""
+    with platform.store.read() as session:
+        row = get_tenant(session, tenant) if isinstance(tenant, str) else tenant
+        check_adapter_quota(session, platform.settings, row, name)
+
+
 def _stage_allowed_files(adapter_dir: Path, info: AdapterInfo, staging: Path) -> AdapterInfo:
     """Put in ``staging`` only what an adapter may carry (:data:`ADAPTER_FILES`): the config
     rewritten from its checked keys and the validated weights; returns ``info`` with their size."""
@@ -75,6 +87,8 @@ def register_adapter_archive(
     platform: Platform, tenant: Tenant | str, name: str, archive: Path, **kwargs: Any
 ) -> AdapterVersion:
     """Like :func:`register_adapter_dir` for an uploaded .tar.gz of a PEFT directory."""
+    check_name(name, NameKind.ADAPTER)
+    check_room(platform, tenant, name)  # before unpacking anything
     tmp = Path(tempfile.mkdtemp(prefix="tuneloop-adapter-"))
     try:
         safe_extract(archive, tmp, max_bytes=platform.settings.max_adapter_bytes)

@@ -119,24 +119,47 @@ def read_safetensors_header(path: Path) -> dict[str, dict]:
             raise InvalidInput(f"{path.name} is corrupt: header length {length} is impossible")
         try:
             header = json.loads(fh.read(length))
-        except (ValueError, UnicodeDecodeError) as exc:
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
             raise InvalidInput(f"{path.name} is corrupt: header is not JSON ({exc})") from exc
     if not isinstance(header, dict):
         raise InvalidInput(f"{path.name} is corrupt: header is not an object")
     header.pop("__metadata__", None)
     data_len = size - 8 - length
     for name, meta in header.items():
-        try:
-            start, end = meta["data_offsets"]
-            shape = [int(d) for d in meta["shape"]]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise InvalidInput(f"{path.name} is corrupt: bad entry for tensor {name!r}") from exc
-        if not 0 <= start <= end <= data_len:
-            raise InvalidInput(
-                f"{path.name} is corrupt or truncated: tensor {name!r} lies outside the file"
-            )
-        meta["shape"] = shape
+        _check_tensor_entry(path.name, name, meta, data_len)
     return header
+
+
+# Bits per element of the safetensors dtypes; an entry's byte range must hold its shape.
+_DTYPE_BITS = {"BOOL": 8, "U8": 8, "I8": 8, "F8_E5M2": 8, "F8_E4M3": 8, "F8_E8M0": 8,
+               "I16": 16, "U16": 16, "F16": 16, "BF16": 16, "I32": 32, "U32": 32, "F32": 32,
+               "I64": 64, "U64": 64, "F64": 64, "F4": 4, "F6_E2M3": 6, "F6_E3M2": 6}
+
+
+def _is_count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
+
+
+def _check_tensor_entry(file: str, name: str, meta: object, data_len: int) -> None:
+    """One header entry: a known dtype, a shape of non-negative integers, and integer
+    ``data_offsets`` inside the file whose byte count fits the shape; raises InvalidInput."""
+    bad = f"{file} is corrupt: tensor {name!r} has"
+    if not isinstance(meta, dict):
+        raise InvalidInput(f"{bad} no dtype, shape and data_offsets")
+    dtype, shape, offsets = meta.get("dtype"), meta.get("shape"), meta.get("data_offsets")
+    if not isinstance(dtype, str) or dtype not in _DTYPE_BITS:
+        raise InvalidInput(f"{bad} unknown dtype {str(dtype)[:40]!r}")
+    if not isinstance(shape, list) or len(shape) > 8 or not all(_is_count(d) for d in shape):
+        raise InvalidInput(f"{bad} shape {str(shape)[:80]}; dimensions must be integers >= 0")
+    if not (isinstance(offsets, list) and len(offsets) == 2 and all(map(_is_count, offsets))):
+        raise InvalidInput(f"{bad} data_offsets {str(offsets)[:80]}; they must be two integers "
+                           ">= 0")
+    start, end = offsets
+    if not start <= end <= data_len:
+        raise InvalidInput(f"{file} is corrupt or truncated: tensor {name!r} lies outside the file")
+    if end - start != (math.prod(shape) * _DTYPE_BITS[dtype] + 7) // 8:
+        raise InvalidInput(f"{bad} {end - start} bytes for shape {str(shape)[:80]} of {dtype}; "
+                           "the header does not describe its data")
 
 
 @lru_cache(maxsize=8)

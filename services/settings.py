@@ -128,10 +128,38 @@ class Settings(BaseSettings):
     """Timeout of one engine request made by the gateway."""
 
     tenant_max_concurrency: int = Field(default=64, ge=1)
-    """Requests one tenant may have in flight at once; more get 429."""
+    """Requests one tenant may have in flight at once, each counted by its sequences
+    (TUNELOOP_MAX_REQUEST_SEQUENCES); more get 429."""
 
     tenant_rate_per_s: float = Field(default=200.0, gt=0)
-    """Sustained requests per second per tenant (token bucket); more get 429."""
+    """Sustained requests per second per tenant (token bucket; a request costs its sequences,
+    at most the bucket's size); more get 429."""
+
+    max_request_sequences: int = Field(default=256, ge=1)
+    """Most sequences one inference request may ask the engine for (classify: its texts;
+    completions: prompts x ``n``; chat: ``n``); more get 400. Admission weighs a request by
+    them: it takes that many of the tenant's TUNELOOP_TENANT_MAX_CONCURRENCY slots (all of them
+    at most) and rate tokens."""
+
+    stream_idle_timeout_s: float = Field(default=120.0, gt=0)
+    """A streamed response whose engine sends nothing for this long ends with an error event
+    (``stream_idle_timeout``) and gives back its slot and engine request."""
+
+    tenant_max_files: int = Field(default=1000, ge=1)
+    """Dataset files one tenant may store (files API and the monitor's compiled datasets); one
+    more answers 403 ``quota_exceeded``."""
+
+    tenant_max_adapters: int = Field(default=100, ge=1)
+    """Adapters (names) one tenant may have; registering or fine-tuning a new name beyond it
+    answers 403 ``quota_exceeded``."""
+
+    tenant_max_versions_per_adapter: int = Field(default=100, ge=1)
+    """Versions one adapter may have (registered or trained); one more answers 403
+    ``quota_exceeded``."""
+
+    tenant_max_feedback_records: int = Field(default=1_000_000, ge=1)
+    """Feedback records one tenant may store; a submission that would go beyond it answers 403
+    ``quota_exceeded`` (nothing of it is stored)."""
 
     request_log_sample_rate: float = Field(default=1.0, ge=0, le=1)
     """Share of served requests stored in the request log (decided by a hash of the response id).

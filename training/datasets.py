@@ -221,13 +221,23 @@ def _classification_records(
         header = next(reader)
     except StopIteration:
         return records
+    except csv.Error as exc:
+        issues.append(_csv_issue(1, exc))
+        return records
     columns = [c.strip().lower() for c in header]
     if "text" not in columns or "label" not in columns:
         issues.append(DatasetIssue(1, f"CSV header must have columns text and label, got {header}"))
         return records
     ti, li = columns.index("text"), columns.index("label")
     start = reader.line_num + 1
-    for row in reader:
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:  # the reader cannot resync after this: stop at the first one
+            issues.append(_csv_issue(start, exc))
+            break
         line, start = start, reader.line_num + 1
         if not any(cell.strip() for cell in row):
             continue
@@ -236,6 +246,14 @@ def _classification_records(
             continue
         records.append((line, row[ti], row[li]))
     return records
+
+
+def _csv_issue(line: int, exc: csv.Error) -> DatasetIssue:
+    """A CSV parse error (a field over csv.field_size_limit(), a stray NUL) as an issue."""
+    if "field limit" in str(exc):
+        return DatasetIssue(line, f"a CSV field is longer than {csv.field_size_limit()} "
+                                  "characters; shorten the text (or check for an unclosed quote)")
+    return DatasetIssue(line, f"unreadable CSV: {exc}")
 
 
 def sniff_format(data: bytes, filename: str | None = None) -> Literal["jsonl", "csv"]:

@@ -20,6 +20,7 @@ from monitoring.metrics import Metrics
 from services.cache_sync import ChangeWatcher
 from services.hot_swap import HotSwap
 from services.platform import Platform
+from services.quotas import feedback_quota
 from serving.gateway.parity_engine import GatewayEngine
 from serving.gateway.runtime import Gateway, open_gateway
 from training.jobs.manager import JobManager
@@ -90,7 +91,9 @@ async def open_state(platform: Platform, *, serve: ServeOptions | None = None,
         await stack.enter_async_context(manager.running())
         metrics = gateway.metrics if gateway is not None else Metrics()
         state = AppState(platform=platform, swap=swap, jobs=manager, keys=KeyCache(),
-                         feedback=FeedbackBatcher(platform.store), metrics=metrics,
+                         feedback=FeedbackBatcher(platform.store,
+                                                  quota=feedback_quota(settings)),
+                         metrics=metrics,
                          gateway=gateway)
         stack.push_async_callback(state.feedback.close)
         watcher = ChangeWatcher(platform.store, state.drop_caches, settings.serving_sync_interval_s)

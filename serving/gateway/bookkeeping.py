@@ -88,11 +88,12 @@ class InferenceCall:
 
 @asynccontextmanager
 async def inference_call(gw: Gateway, tenant: Tenant, route: str, model: str, id_prefix: str,
-                         *, stream: bool = False) -> AsyncIterator[InferenceCall]:
-    """Admit the request (raises RateLimited) and do its bookkeeping however it ends; a client
-    that went away (:class:`ClientGone`) is suppressed with status 499."""
+                         *, stream: bool = False, weight: int = 1
+                         ) -> AsyncIterator[InferenceCall]:
+    """Admit the request as ``weight`` sequences (raises RateLimited) and do its bookkeeping
+    however it ends; a client that went away (:class:`ClientGone`) is suppressed with 499."""
     call = InferenceCall(gw, tenant, route, model, new_response_id(id_prefix), stream=stream)
-    call._slot.enter_context(gw.limiter.admit(tenant.name))
+    call._slot.enter_context(gw.limiter.admit(tenant.name, weight))
     try:
         yield call
     except TuneloopError as exc:

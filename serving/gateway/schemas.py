@@ -77,6 +77,11 @@ class ChatRequest(BaseModel):
     def _known(cls, value: Any) -> Any:
         return _only_known(value, CHAT_PARAMS, "chat")
 
+    def sequences(self) -> tuple[int, str]:
+        """(sequences the engine runs for this request, how they were counted): admission's
+        weight."""
+        return self.n, f"n={self.n}"
+
 
 class CompletionRequest(BaseModel):
     model_config = ConfigDict(extra="allow")
@@ -85,11 +90,21 @@ class CompletionRequest(BaseModel):
     stream: bool = False
     max_tokens: int | None = Field(default=None, ge=1)
     n: int = Field(default=1, ge=1, le=16)
+    best_of: int | None = Field(default=None, ge=1, le=16)
 
     @model_validator(mode="before")
     @classmethod
     def _known(cls, value: Any) -> Any:
         return _only_known(value, COMPLETION_PARAMS, "completions")
+
+    def sequences(self) -> tuple[int, str]:
+        """(prompts x max(n, best_of), how they were counted): admission's weight."""
+        prompt = self.prompt
+        prompts = len(prompt) if isinstance(prompt, list) and prompt and not isinstance(
+            prompt[0], int) else 1
+        if self.best_of is not None and self.best_of > self.n:
+            return prompts * self.best_of, f"{prompts} prompts x best_of={self.best_of}"
+        return prompts * self.n, f"{prompts} prompts x n={self.n}"
 
 
 class ClassifyRequest(BaseModel):
@@ -108,3 +123,8 @@ class ClassifyRequest(BaseModel):
         if any(not isinstance(t, str) or not t.strip() for t in items):
             raise ValueError("every input text must be a non-empty string")
         return value
+
+    def sequences(self) -> tuple[int, str]:
+        """(texts, how they were counted): admission's weight (one engine prefill per text)."""
+        texts = 1 if isinstance(self.input, str) else len(self.input)
+        return texts, f"{texts} texts"

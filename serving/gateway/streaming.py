@@ -52,16 +52,30 @@ class StreamRecord:
 
 async def rewrite_events(
     lines: AsyncIterable[str], response_id: str, public_model: str, record: StreamRecord,
-    *, include_usage: bool,
+    *, include_usage: bool, idle_timeout_s: float | None = None,
 ) -> AsyncGenerator[bytes, None]:
     """Engine SSE lines -> client SSE events with the gateway's ``id`` and ``model``.
 
     Content and usage are collected into ``record``; the usage-only chunk (``choices: []``) is
     passed on only with ``include_usage`` (the client's ``stream_options``). An engine failure
-    mid-stream becomes a final OpenAI error event (the status line was sent long ago).
+    mid-stream becomes a final OpenAI error event (the status line was sent long ago), and so
+    does an engine that sends nothing for ``idle_timeout_s`` (code ``stream_idle_timeout``):
+    the stream ends, so its closing gives back the slot and aborts the engine request.
     """
+    iterator = aiter(lines)
     try:
-        async for line in lines:
+        while True:
+            with anyio.move_on_after(idle_timeout_s) as waited:
+                try:
+                    line = await anext(iterator)
+                except StopAsyncIteration:
+                    return
+            if waited.cancelled_caught:
+                yield _error_event(
+                    f"the engine sent nothing for {idle_timeout_s:g} s, so the stream was "
+                    "ended (TUNELOOP_STREAM_IDLE_TIMEOUT_S); retry the request",
+                    "server_error", "stream_idle_timeout")
+                return
             if not line.startswith("data: ") or line == "data: [DONE]":
                 yield line.encode() + b"\n\n"
                 continue
@@ -84,5 +98,9 @@ async def rewrite_events(
                     continue
             yield b"data: " + json.dumps(event).encode() + b"\n\n"
     except TuneloopError as exc:
-        err = {"error": {"message": exc.message, "type": exc.type, "code": exc.code}}
-        yield b"data: " + json.dumps(err).encode() + b"\n\n"
+        yield _error_event(exc.message, exc.type, exc.code)
+
+
+def _error_event(message: str, type_: str, code: str) -> bytes:
+    err = {"error": {"message": message, "type": type_, "code": code}}
+    return b"data: " + json.dumps(err).encode() + b"\n\n"

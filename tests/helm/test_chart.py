@@ -713,6 +713,7 @@ def test_dashboard_is_valid_grafana_json(rendered) -> None:
         (["--set", "lora.maxLoraRank=7"], "maxLoraRank"),
         (["--set-string", "gateway.replicas=two"], "gateway.replicas"),
         (["--set", "database.external.url=mysql://x/y"], "database.external.url"),
+        (["--set", "gateway.bodyLimits.requestBytes=0"], "gateway.bodyLimits.requestBytes"),
     ],
 )
 def test_values_schema_rejects_bad_values(helm: str, flags: list[str], message: str) -> None:
@@ -739,6 +740,7 @@ def test_values_schema_rejects_bad_values(helm: str, flags: list[str], message: 
             "must be ReadOnlyMany or ReadWriteMany",
         ),
         (["--set", "engine.adapterCacheEntries=4"], "must be >= lora.maxCpuLoras"),
+        (["--set", "extraSettings.MAX_UPLOAD_BYTES=5"], "set gateway.bodyLimits.uploadBytes"),
     ],
 )
 def test_cross_field_rules_say_what_to_set(helm: str, flags: list[str], message: str) -> None:
@@ -825,6 +827,27 @@ def test_notes_render(helm: str, tmp_path: Path) -> None:
     assert "engine key in Secret rel-tuneloop-engine-key" in notes
     # The RayJobs run in another namespace: the objects they read by reference must be copied.
     assert "(TUNELOOP_KUBERAY_ENV_FROM) in namespace tuneloop-training, not tl" in notes
+    # No Ingress in the chart: the NOTES say what body size one in front must allow.
+    assert 'proxy-body-size: "536936448"' in notes  # the upload limit + 64 KiB of form fields
+    assert 'proxy-body-size: "8388608"' in notes
+
+
+def test_body_limits_default_to_the_gateway_settings_and_reach_every_process(
+    helm: str, rendered
+) -> None:
+    from services.settings import Settings
+
+    limits = yaml.safe_load((CHART / "values.yaml").read_text())["gateway"]["bodyLimits"]
+    defaults = [Settings.model_fields[f"max_{kind}_bytes"].default
+                for kind in ("request", "upload", "adapter")]
+    assert [limits["requestBytes"], limits["uploadBytes"], limits["adapterBytes"]] == defaults
+    for scenario, docs in rendered.items():
+        (settings,) = [d for f, d in docs if f == "configmap-settings.yaml"]
+        assert settings["data"]["TUNELOOP_MAX_REQUEST_BYTES"] == str(limits["requestBytes"]), scenario
+        assert settings["data"]["TUNELOOP_MAX_UPLOAD_BYTES"] == str(limits["uploadBytes"]), scenario
+    docs = render(helm, None, "--set", "gateway.bodyLimits.uploadBytes=2147483648")
+    (settings,) = [d for f, d in docs if f == "configmap-settings.yaml"]
+    assert settings["data"]["TUNELOOP_MAX_UPLOAD_BYTES"] == "2147483648"  # no float notation
 
 
 def test_install_helm_script_is_idempotent_and_fast() -> None:

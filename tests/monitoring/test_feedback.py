@@ -43,6 +43,25 @@ def test_each_id_is_created_once_within_and_across_requests():
     assert [r["id"] for r in rows] == [storage_key(1, "x"), storage_key(1, "y")]
 
 
+def test_a_request_over_the_tenant_quota_is_refused_whole_within_a_batch():
+    from services.errors import Forbidden
+    from services.quotas import Quota
+
+    quota = Quota("feedback records", 3, "TUNELOOP_TENANT_MAX_FEEDBACK_RECORDS", "Ask.")
+    subs = [Submission(1, [_fb("chat-1", "a"), _fb("chat-1", "b")], bulk=True),
+            Submission(1, [_fb("chat-1", "c"), _fb("chat-1", "d")], bulk=True),
+            Submission(1, [_fb("chat-1", "a"), _fb("chat-1", "e")], bulk=True),
+            Submission(2, [_fb("other-tenant", "a")])]
+    outcomes, rows = plan_feedback(subs, [[i.id for i in s.items] for s in subs], {}, RESPONSES,
+                                   LABELS, quota, {1: 1, 2: 0})
+    assert [s.created for s in outcomes[0]] == [True, True]
+    assert isinstance(outcomes[1], Forbidden) and "you have 3 feedback records" in (
+        outcomes[1].message), "1 stored + 2 of this batch"
+    assert isinstance(outcomes[2], Forbidden), "one new record is one too many"
+    assert [s.created for s in outcomes[3]] == [True], "another tenant has its own quota"
+    assert [r["id"] for r in rows] == ["t1:a", "t1:b", "t2:a"]
+
+
 def test_ids_are_scoped_per_tenant():
     outcomes, rows = _plan([Submission(1, [_fb("chat-1", "x")]), Submission(2, [_fb("other-tenant", "x")])])
     assert [o[0].created for o in outcomes] == [True, True]

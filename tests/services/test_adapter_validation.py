@@ -58,6 +58,51 @@ def test_truncated_safetensors_is_rejected(lora_factory, base_model_dir, tmp_pat
         validate_adapter_dir(d, base_model_dir, max_rank=8, max_bytes=10**9)
 
 
+def _rewrite_first_tensor(weights: Path, **changes: object) -> None:
+    """Rewrite ``weights``' safetensors header with ``changes`` to its first LoRA tensor."""
+    import struct
+
+    raw = weights.read_bytes()
+    (length,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8:8 + length])
+    first = next(k for k in sorted(header) if "lora_A" in k)
+    header[first].update(changes)
+    encoded = json.dumps(header).encode()
+    weights.write_bytes(struct.pack("<Q", len(encoded)) + encoded + raw[8 + length:])
+
+
+@pytest.mark.parametrize(("changes", "message"), [
+    ({"data_offsets": ["0", "x"]}, "data_offsets .* must be two integers"),
+    ({"data_offsets": [0, 10**20]}, "lies outside the file"),
+    ({"data_offsets": [0.0, 16]}, "must be two integers"),
+    ({"data_offsets": [0]}, "must be two integers"),
+    ({"shape": [-8, 576]}, r"dimensions must be integers >= 0"),
+    ({"shape": [8.5, 576]}, r"dimensions must be integers >= 0"),
+    ({"shape": [4, 576]}, "does not describe its data"),
+    ({"dtype": "X99"}, "unknown dtype"),
+], ids=["non-numeric-offsets", "offsets-past-the-end", "float-offsets", "one-offset",
+        "negative-dimension", "float-dimension", "shape-bigger-than-data", "unknown-dtype"])
+def test_hostile_safetensors_headers_are_invalid_input(lora_factory, base_model_dir, tmp_path,
+                                                       changes, message):
+    d = _copy(lora_factory(8), tmp_path / "a")
+    _rewrite_first_tensor(d / "adapter_model.safetensors", **changes)
+    with pytest.raises(InvalidInput, match=message):
+        validate_adapter_dir(d, base_model_dir, max_rank=8, max_bytes=10**9)
+
+
+@pytest.mark.parametrize(("head", "message"), [
+    ((1 << 40).to_bytes(8, "little") + b"{}", "header length .* is impossible"),
+    ((100_002).to_bytes(8, "little") + b"[" * 100_002, "header is not JSON"),
+    ((2).to_bytes(8, "little") + b"[]", "header is not an object"),
+], ids=["length-beyond-the-file", "deeply-nested", "not-an-object"])
+def test_hostile_safetensors_framing_is_invalid_input(lora_factory, base_model_dir, tmp_path,
+                                                      head, message):
+    d = _copy(lora_factory(8), tmp_path / "a")
+    (d / "adapter_model.safetensors").write_bytes(head)
+    with pytest.raises(InvalidInput, match=message):
+        validate_adapter_dir(d, base_model_dir, max_rank=8, max_bytes=10**9)
+
+
 def test_unknown_target_module_is_rejected(lora_factory, base_model_dir, tmp_path):
     d = _copy(lora_factory(8), tmp_path / "a")
     config = json.loads((d / "adapter_config.json").read_text())

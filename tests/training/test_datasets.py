@@ -141,6 +141,17 @@ def test_classification_csv_with_quoted_multiline_field_keeps_line_numbers():
     assert [(e.line, e.label) for e in report.examples] == [(2, "pos"), (3, "neg")]
 
 
+@pytest.mark.parametrize(("data", "line"), [
+    (b"text,label\nok,pos\n\"" + b"a" * 200_000 + b"\",neg\n", 3),
+    (b"text,label\nok,pos\n" + b"a" * 140_000 + b",neg\n", 3),
+    (b"\"" + b"h" * 140_000 + b"\",label\n", 1),
+], ids=["quoted-field", "unquoted-field", "header-field"])
+def test_a_csv_field_over_the_csv_module_limit_is_an_issue_not_a_crash(data, line):
+    report = validate_classification_dataset(data, fmt="csv")
+    assert [(i.line, i.message[:44]) for i in report.issues if i.line is not None] == [
+        (line, "a CSV field is longer than 131072 characters")]
+
+
 def test_csv_without_required_columns():
     report = validate_classification_dataset(b"sentence,class\nhi,x\n", fmt="csv")
     assert report.issues[0].line == 1

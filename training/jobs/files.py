@@ -18,6 +18,7 @@ from sqlalchemy.orm import Session
 
 from services.errors import InvalidInput, NotFound
 from services.platform import Platform
+from services.quotas import check_file_quota
 from services.store.models import AdapterTask, DatasetFile, Tenant
 from training.datasets import ValidationReport, sniff_format, validate_dataset
 from training.errors import DatasetError
@@ -75,10 +76,13 @@ def validate_file(platform: Platform, data: bytes, filename: str, task: str | No
 
 def store_file(platform: Platform, tenant: Tenant, data: bytes, filename: str,
                purpose: str = "fine-tune", task: str | None = None) -> DatasetFile:
-    """Validate and store an upload; raises DatasetError (every issue, with line numbers)."""
+    """Validate and store an upload; raises DatasetError (every issue, with line numbers),
+    Forbidden when the tenant is at TUNELOOP_TENANT_MAX_FILES (checked before validating)."""
     if purpose not in PURPOSES:
         raise InvalidInput(f"purpose {purpose!r} is not supported; use 'fine-tune'",
                            param="purpose")
+    with platform.store.read() as session:
+        check_file_quota(session, platform.settings, tenant)
     filename = (filename or "upload.jsonl").replace("\\", "/").rsplit("/", 1)[-1][:MAX_FILENAME]
     report = validate_file(platform, data, filename, task)
     if report.issues:

@@ -19,6 +19,7 @@ from services.errors import InvalidInput, NotFound, RateLimited
 from services.names import NameKind, check_name
 from services.platform import Platform
 from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
+from services.quotas import check_adapter_quota
 from services.settings import Settings
 from services.store.models import (
     Adapter,
@@ -106,7 +107,8 @@ def check_metadata(metadata: Any) -> dict[str, str] | None:
 def create_job(platform: Platform, tenant: Tenant, request: JobRequest) -> FineTuningJob:
     """Check the request and store the job as ``validating_files`` with a ``created`` event.
 
-    Raises InvalidInput (400) naming the bad field, RateLimited (429) when the queue is full.
+    Raises InvalidInput (400) naming the bad field, RateLimited (429) when the queue is full,
+    Forbidden (403 ``quota_exceeded``) when the adapter could not get its new version.
     """
     settings = platform.settings
     model, training_file, validation_file = (request.model, request.training_file,
@@ -142,6 +144,8 @@ def create_job(platform: Platform, tenant: Tenant, request: JobRequest) -> FineT
         if existing is not None and existing.task != task:
             raise InvalidInput(f"adapter {name!r} exists as a {existing.task} adapter; choose "
                                f"another suffix for a {task} job", param="suffix")
+        # The job's result is version N+1 of this adapter: refuse now, not after training.
+        check_adapter_quota(session, settings, tenant, name)
         per_tenant = settings.train_max_active_jobs_per_tenant
         if store.count_active(session, tenant) >= per_tenant:
             raise RateLimited(f"you already have {per_tenant} fine-tuning jobs queued, running "

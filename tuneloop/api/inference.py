@@ -22,6 +22,7 @@ from services.store.models import AdapterVersion, Tenant
 from serving.gateway.bookkeeping import InferenceCall, inference_call
 from serving.gateway.disconnect import CLIENT_CLOSED_STATUS, cancel_on_disconnect
 from serving.gateway.dispatch import OpenStream
+from serving.gateway.limits import check_weight
 from serving.gateway.resolution import Target
 from serving.gateway.runtime import Gateway
 from serving.gateway.schemas import ChatRequest, ClassifyRequest, CompletionRequest
@@ -179,10 +180,12 @@ async def _serve_generation(request: Request, route: str,
     body = await _json_body(request)
     parsed = _validate(schema, body)
     _check_prompt_size(_prompt_chars(parsed), gw.settings.max_model_len)
+    weight, counted = parsed.sequences()
+    check_weight(weight, gw.settings.max_request_sequences, counted)
     request_input = body.get("messages") if route == "chat" else body.get("prompt")
     include_usage = _asks_for_usage(body)
     async with inference_call(gw, tenant, route, parsed.model, id_prefix,
-                              stream=bool(parsed.stream)) as call:
+                              stream=bool(parsed.stream), weight=weight) as call:
         _check_background(gw)
         call.target = target = await _resolve(gw, tenant, parsed.model)
         body["model"] = target.engine_model
@@ -216,7 +219,8 @@ def _relay(call: InferenceCall, engine_stream: OpenStream, request_input: Any,
     assert call.target is not None
     record = StreamRecord()
     events = rewrite_events(engine_stream, call.response_id, call.target.public_model, record,
-                            include_usage=include_usage)
+                            include_usage=include_usage,
+                            idle_timeout_s=call.gw.settings.stream_idle_timeout_s)
 
     async def close() -> None:
         call.release()
@@ -251,7 +255,10 @@ async def classify(request: Request) -> Response:
     texts = [parsed.input] if isinstance(parsed.input, str) else list(parsed.input)
     for text in texts:
         _check_prompt_size(len(text), gw.settings.max_model_len)
-    async with inference_call(gw, tenant, "classify", parsed.model, "clf") as call:
+    weight, counted = parsed.sequences()
+    check_weight(weight, gw.settings.max_request_sequences, counted)
+    async with inference_call(gw, tenant, "classify", parsed.model, "clf",
+                              weight=weight) as call:
         _check_background(gw)
         call.target = target = await _resolve(gw, tenant, parsed.model)
         if target.adapter is None or target.adapter.task != "classification":

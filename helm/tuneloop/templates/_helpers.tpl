@@ -295,6 +295,11 @@ app.kubernetes.io/part-of: tuneloop
 {{- fail (printf "baseModel.pvc.accessModes is %v: every engine, gateway and the monitor mount the model volume, so it must be ReadOnlyMany or ReadWriteMany" $modes) }}
 {{- end }}
 {{- end }}
+{{- range $key, $field := dict "MAX_REQUEST_BYTES" "requestBytes" "MAX_UPLOAD_BYTES" "uploadBytes" "MAX_ADAPTER_BYTES" "adapterBytes" }}
+{{- if hasKey $v.extraSettings $key }}
+{{- fail (printf "extraSettings.%s would set TUNELOOP_%s twice; set gateway.bodyLimits.%s instead" $key $key $field) }}
+{{- end }}
+{{- end }}
 {{- if lt (int $v.engine.adapterCacheEntries) (int $v.lora.maxCpuLoras) }}
 {{- fail (printf "engine.adapterCacheEntries (%v) must be >= lora.maxCpuLoras (%v): vLLM re-reads a cached adapter's files when it activates it again" $v.engine.adapterCacheEntries $v.lora.maxCpuLoras) }}
 {{- end }}

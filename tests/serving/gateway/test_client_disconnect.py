@@ -216,3 +216,55 @@ def test_disconnect_during_a_non_streaming_request_aborts_it_and_frees_the_slot(
     with _request(gateway.port, key, CHAT) as sock:
         assert _status(sock) == 200
     assert 'status="499"' in gw.metrics.exposition().decode()  # counted as "client closed"
+
+
+@pytest.fixture
+def idle_servers(make_settings):
+    """The stand-in engine holding its first chunk back for 30 s, behind a gateway whose tenant
+    has 4 slots and whose streams end after 1 s without engine output."""
+    engine = SlowStreamEngine(first_chunk_after_s=30.0)
+    with Server(engine, free_port()) as engine_server:
+        settings = make_settings(engine_urls=[f"http://127.0.0.1:{engine_server.port}"],
+                                 tenant_max_concurrency=4, tenant_rate_per_s=1000,
+                                 stream_idle_timeout_s=1.0, port=free_port())
+        platform = Platform.open(settings)
+        with platform.store.write() as s:
+            create_tenant(s, "acme")
+            key = create_key(s, "acme").key
+        app = create_app(platform=platform, serve=ServeOptions())
+        with Server(app, settings.port) as gateway:
+            yield engine, gateway, {"Authorization": f"Bearer {key}"}, app
+        platform.close()
+
+
+def test_a_request_counts_its_sequences_and_a_silent_stream_ends_and_frees_them(idle_servers):
+    import httpx
+
+    engine, gateway, headers, app = idle_servers
+    gw = app.state.tuneloop.gateway
+    with httpx.Client(base_url=f"http://127.0.0.1:{gateway.port}", timeout=10) as client:
+        started = time.monotonic()
+        with client.stream("POST", "/v1/chat/completions", headers=headers,
+                           json={**STREAM, "n": 4}) as stream:
+            assert stream.status_code == 200
+            assert gw.limiter.in_flight("acme") == 4, "n=4 holds 4 of the tenant's slots"
+            r = client.post("/v1/chat/completions", headers=headers, json=CHAT)
+            assert r.status_code == 429, r.text
+            assert "TUNELOOP_TENANT_MAX_CONCURRENCY" in r.json()["error"]["message"]
+            body = b"".join(stream.iter_bytes())
+        assert 0.9 < time.monotonic() - started < 10
+        events = [json.loads(e[6:]) for e in body.decode().split("\n\n") if e.startswith("data: {")]
+        assert events[-1]["error"]["code"] == "stream_idle_timeout", body
+        assert "TUNELOOP_STREAM_IDLE_TIMEOUT_S" in events[-1]["error"]["message"]
+        assert _wait_for(lambda: engine.aborted == 1), "the engine request was not aborted"
+        assert _wait_for(lambda: gw.limiter.in_flight("acme") == 0), "the slots were kept"
+        engine.first_chunk_after_s = 0.0
+        r = client.post("/v1/chat/completions", headers=headers, json={**CHAT, "n": 16})
+        assert r.status_code == 200, "a request heavier than the cap runs alone, taking all 4"
+        r = client.post("/v1/completions", headers=headers,
+                        json={"model": "base", "prompt": ["a"] * 17, "n": 16})
+        assert r.status_code == 400, r.text
+        error = r.json()["error"]
+        assert error["code"] == "too_many_sequences"
+        assert "272 sequences (17 prompts x n=16)" in error["message"]
+        assert "TUNELOOP_MAX_REQUEST_SEQUENCES" in error["message"]

@@ -48,3 +48,27 @@ def test_usage_is_collected_always_and_sent_only_when_asked(include_usage):
         assert len(events) == 3 and events[-1]["choices"] == [] and events[-1]["usage"] == USAGE
     else:
         assert len(events) == 2 and all(e["choices"] for e in events)
+
+
+def test_an_engine_that_goes_silent_ends_the_stream_with_an_error_event():
+    closed = []
+
+    async def stalls() -> AsyncIterator[str]:
+        try:
+            yield ENGINE_LINES[0]
+            await asyncio.sleep(60)
+            yield ENGINE_LINES[1]
+        finally:
+            closed.append(True)
+
+    async def run() -> bytes:
+        return b"".join([chunk async for chunk in rewrite_events(
+            stalls(), "chatcmpl-1", "bot@v1", StreamRecord(), include_usage=False,
+            idle_timeout_s=0.05)])
+
+    raw = asyncio.run(asyncio.wait_for(run(), 5))
+    events = [json.loads(e[6:]) for e in raw.decode().split("\n\n") if e.startswith("data: {")]
+    assert events[0]["choices"][0]["delta"]["content"] == "Hi"
+    assert events[-1]["error"]["code"] == "stream_idle_timeout"
+    assert "0.05 s" in events[-1]["error"]["message"]
+    assert closed == [True], "the engine stream was not closed"

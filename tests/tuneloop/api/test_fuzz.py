@@ -65,11 +65,28 @@ def _tar(entries: dict[str, bytes]) -> bytes:
     return buf.getvalue()
 
 
+def _safetensors(entry: dict, data: bytes = b"\x00" * 16) -> bytes:
+    header = json.dumps({"base_model.model.model.layers.0.self_attn.q_proj.lora_A.weight": entry})
+    return len(header).to_bytes(8, "little") + header.encode() + data
+
+
+_LORA_CONFIG = b'{"peft_type": "LORA", "r": 8, "target_modules": ["q_proj"]}'
 FILES = [b"", b"\x00" * 1000, b"\xff\xfe garbage", b'{"messages": "x"}\n' * 50,
-         b"text,label\n" + b'"' + b"a" * 200_000 + b'",x\n',
+         b"text,label\n" + b'"' + b"a" * 200_000 + b'",x\n',  # a CSV field over 128 KiB
+         b"text,label\nok,a\n" + b"b" * 140_000 + b",c\n",
          _tar({"adapter_config.json": b'{"r": -4, "lora_alpha": NaN}',
                "adapter_model.safetensors": b"\xff" * 64}),
-         _tar({"adapter_config.json": b"[" * 10_000})]
+         _tar({"adapter_config.json": b"[" * 10_000}),
+         # safetensors headers: offsets that are not numbers, past the end, a header longer
+         # than the file; tar members that collide (a file, then a path inside it)
+         _tar({"adapter_config.json": _LORA_CONFIG, "adapter_model.safetensors": _safetensors(
+             {"dtype": "F32", "shape": [8, 576], "data_offsets": ["0", "16"]})}),
+         _tar({"adapter_config.json": _LORA_CONFIG, "adapter_model.safetensors": _safetensors(
+             {"dtype": "F32", "shape": [-8, 576], "data_offsets": [0, 2**70]})}),
+         _tar({"adapter_config.json": _LORA_CONFIG,
+               "adapter_model.safetensors": (2**40).to_bytes(8, "little") + b"{}"}),
+         _tar({"adapter_config.json": _LORA_CONFIG,
+               "adapter_config.json/adapter_model.safetensors": b"x"})]
 
 
 @pytest.fixture
