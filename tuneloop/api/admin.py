@@ -1,4 +1,5 @@
-"""Admin routes: tenants and their API keys (admin key required)."""
+"""Admin routes: tenants and their API keys (admin key required); the operator's read-only
+views are in :mod:`tuneloop.api.admin_views`."""
 
 from __future__ import annotations
 
@@ -7,10 +8,12 @@ from fastapi import Path as FastAPIPath
 
 from services import tenants
 from services.store.models import MAX_ROW_ID, TenantState
+from tuneloop.api import admin_views
 from tuneloop.api.deps import app_state, platform, require_admin
 from tuneloop.api.schemas import KeyOut, ListOut, TenantCreate, TenantOut
 
 router = APIRouter(prefix="/admin", dependencies=[Depends(require_admin)], tags=["admin"])
+router.include_router(admin_views.router)  # engines, job queue, monitor events (read-only)
 
 
 def _tenant_out(t) -> TenantOut:  # noqa: ANN001

@@ -1,16 +1,23 @@
-"""Fixtures of the console tests: the platform API served by uvicorn on a free port (no engine)
-and headless Debian Chromium driven by Playwright."""
+"""Fixtures of the console tests: the platform API served by uvicorn on a free port (without
+serving, or with the gateway over a stand-in engine) and headless Debian Chromium driven by
+Playwright."""
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import socket
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import httpx
 import pytest
+
+if TYPE_CHECKING:
+    from services.platform import Platform
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -18,7 +25,7 @@ CHROMIUM = "/usr/bin/chromium"
 @dataclass
 class LiveServer:
     url: str
-    platform: object
+    platform: Platform
     http: httpx.Client
 
 
@@ -28,14 +35,11 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture
-def live_server(platform):
-    """The app (platform API + console, no serving) on 127.0.0.1; jobs are validated, never run."""
+@contextlib.contextmanager
+def _serve(app, platform) -> Iterator[LiveServer]:  # noqa: ANN001
+    """Run ``app`` under uvicorn on a free port of 127.0.0.1 until the context ends."""
     import uvicorn
 
-    from tuneloop.app import create_app
-
-    app = create_app(platform=platform, jobs={"concurrency": 0, "poll_s": 0.05})
     port = _free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning",
                                            lifespan="on"))
@@ -47,10 +51,55 @@ def live_server(platform):
             pytest.fail("the console's uvicorn server did not start")
         time.sleep(0.05)
     url = f"http://127.0.0.1:{port}"
-    with httpx.Client(base_url=url, timeout=30) as http:
-        yield LiveServer(url=url, platform=platform, http=http)
-    server.should_exit = True
-    thread.join(timeout=30)
+    try:
+        with httpx.Client(base_url=url, timeout=30) as http:
+            yield LiveServer(url=url, platform=platform, http=http)
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+
+
+@pytest.fixture
+def live_server(platform):
+    """The app (platform API + console, no serving) on 127.0.0.1; jobs are validated, never run."""
+    from tuneloop.app import create_app
+
+    app = create_app(platform=platform, jobs={"concurrency": 0, "poll_s": 0.05})
+    with _serve(app, platform) as server:
+        yield server
+
+
+@pytest.fixture
+def fake_engine_url():
+    """The supervisor tests' stand-in engine (answers /health and every POST) on a thread."""
+    from http.server import ThreadingHTTPServer
+
+    from tests.support.fake_engine import Handler
+
+    engine = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=engine.serve_forever, name="fake-engine", daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{engine.server_address[1]}"
+    engine.shutdown()
+    engine.server_close()
+
+
+@pytest.fixture
+def serving_server(make_settings, fake_engine_url):
+    """Like ``live_server`` with the gateway on: one engine (the stand-in, so adapters "load" and
+    hot swaps pass their probe, but nothing generates) and no request log."""
+    from services.platform import Platform
+    from tuneloop.app import create_app
+    from tuneloop.state import ServeOptions
+
+    platform = Platform.open(make_settings(engine_urls=[fake_engine_url]))
+    app = create_app(platform=platform, serve=ServeOptions(request_log=False),
+                     jobs={"concurrency": 0, "poll_s": 0.05})
+    try:
+        with _serve(app, platform) as server:
+            yield server
+    finally:
+        platform.close()
 
 
 @pytest.fixture(scope="package")

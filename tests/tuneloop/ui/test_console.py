@@ -155,6 +155,10 @@ def test_operator_creates_a_tenant_and_sees_its_key_once(page, live_server):
     page.click("button.disable")
     expect(page.locator("#tenants tbody tr")).to_contain_text("disabled")
 
+    page.click("#nav a:text('Engines, jobs, monitor')")
+    expect(page.locator("#engines-none")).to_have_text(
+        "No engines: this process does not serve (it runs no gateway).")
+
 
 def test_tenant_data_is_shown_as_text_never_as_markup(page, live_server, peft_adapter):
     acme = tenant_key(live_server.http, "acme")

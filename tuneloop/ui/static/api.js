@@ -56,6 +56,18 @@ export async function api(path, options = {}) {
   return response.status === 204 ? null : response.json();
 }
 
+/** POST a multipart form (a file upload); resolves to the parsed JSON body, rejects with
+ * ApiError. The browser sets the multipart Content-Type with its boundary. */
+export async function upload(path, form, {signal} = {}) {
+  const key = session.key();
+  const headers = {Accept: "application/json"};
+  if (key) headers.Authorization = `Bearer ${key}`;
+  const response = await fetch(path, {method: "POST", headers, body: form, signal,
+    credentials: "omit", cache: "no-store"});
+  if (!response.ok) throw await errorFrom(response);
+  return response.json();
+}
+
 /** Which view a key opens: "tenant", "admin"; rejects with the API's error for a bad key. */
 export async function whoIs(key) {
   try {

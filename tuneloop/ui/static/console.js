@@ -6,23 +6,26 @@
 import {ApiError, session, whoIs} from "./api.js";
 import {adapterList, adapterPage} from "./adapters.js";
 import {h, replace} from "./dom.js";
+import {versionPage} from "./evaluation.js";
 import {jobList, jobPage} from "./jobs.js";
 import {operatorView} from "./operator.js";
+import {platformView} from "./platform.js";
 import {playground} from "./playground.js";
 
 const ROUTES = {
   tenant: [
     [/^\/adapters$/, adapterList],
     [/^\/adapters\/([^/]+)$/, adapterPage, ["name"]],
+    [/^\/adapters\/([^/]+)\/versions\/(\d+)$/, versionPage, ["name", "version"]],
     [/^\/jobs$/, jobList],
     [/^\/jobs\/([^/]+)$/, jobPage, ["id"]],
     [/^\/playground$/, playground],
   ],
-  admin: [[/^\/operator$/, operatorView]],
+  admin: [[/^\/operator$/, operatorView], [/^\/platform$/, platformView]],
 };
 const NAV = {
   tenant: [["#/adapters", "Adapters"], ["#/jobs", "Jobs"], ["#/playground", "Playground"]],
-  admin: [["#/operator", "Tenants and keys"]],
+  admin: [["#/operator", "Tenants and keys"], ["#/platform", "Engines, jobs, monitor"]],
 };
 const HOME = {tenant: "#/adapters", admin: "#/operator"};
 

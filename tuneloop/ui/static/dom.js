@@ -50,9 +50,18 @@ export function errorLine() {
   return node;
 }
 
+/** Unix seconds of an API time: unix seconds, or ISO text (naive ISO is UTC: SQLite drops
+ * the zone the server stored); NaN when it is neither. */
+export function seconds(value) {
+  if (typeof value === "number") return value;
+  if (typeof value !== "string") return NaN;
+  const naive = /^\d{4}-\d\d-\d\dT[\d:.]+$/.test(value);
+  return Date.parse(naive ? `${value}Z` : value) / 1000;
+}
+
 export function when(value) {
   if (value === null || value === undefined) return "";
-  const date = typeof value === "number" ? new Date(value * 1000) : new Date(value);
+  const date = new Date(seconds(value) * 1000);
   return Number.isNaN(date.getTime()) ? String(value) : date.toLocaleString();
 }
 

@@ -1,8 +1,10 @@
-// Fine-tuning jobs: the list, and one job's status, progress, loss curve, events and cancel.
+// Fine-tuning jobs: the list with the new-job form (newjob.js), and one job's status, progress,
+// loss curve, events and cancel.
 
 import {api} from "./api.js";
 import {lineChart} from "./chart.js";
 import {errorLine, h, keyValues, number, replace, table, when} from "./dom.js";
+import {newJobForm} from "./newjob.js";
 
 const TERMINAL = new Set(["succeeded", "failed", "cancelled"]);
 const REFRESH_MS = 2000;
@@ -22,8 +24,13 @@ function progressBar(progress, status) {
 
 export async function jobList(view, _params, ctx) {
   const body = await api("/v1/fine_tuning/jobs?limit=100", {signal: ctx.signal});
+  const created = (job) => {
+    location.hash = `#/jobs/${encodeURIComponent(job.id)}`;
+  };
   replace(view,
     h("h1", null, "Fine-tuning jobs"),
+    newJobForm(ctx, created),
+    h("h2", null, "Jobs"),
     table(["job", "adapter", "model", "status", "progress", "created"], body.data.map((j) => [
       h("a", {href: `#/jobs/${encodeURIComponent(j.id)}`, class: "job-link"}, j.id),
       j.suffix, j.model, h("span", {class: `status status-${j.status}`}, j.status),
