@@ -186,6 +186,24 @@ def on_this_machine(config: TrainConfig) -> TrainConfig:
     return replace(config, base_model=str(path))
 
 
+def _parent_files(config: TrainConfig) -> dict[str, bytes] | None:
+    """The warm-start adapter's files, shipped to the workers with their examples (a worker on
+    another node than the driver cannot read the driver's copy)."""
+    if not config.parent_adapter:
+        return None
+    return {name: (Path(config.parent_adapter) / name).read_bytes() for name in ADAPTER_FILES}
+
+
+def _with_parent_here(config: TrainConfig, files: dict[str, bytes] | None) -> TrainConfig:
+    """``config`` with a parent adapter directory this worker can read."""
+    if not files or (config.parent_adapter and Path(config.parent_adapter).is_dir()):
+        return config
+    directory = Path(tempfile.mkdtemp(prefix="tuneloop-parent-"))
+    for name, data in files.items():
+        (directory / Path(name).name).write_bytes(data)
+    return replace(config, parent_adapter=str(directory))
+
+
 def train_worker(payload: dict[str, Any]) -> None:
     """Ray Train worker loop (one per worker). Reports metrics every step, checkpoints on rank 0."""
     import ray.train
@@ -193,6 +211,7 @@ def train_worker(payload: dict[str, Any]) -> None:
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local model dirs only, never a hub
     config = on_this_machine(TrainConfig.from_dict(payload["config"]))
+    config = _with_parent_here(config, payload.get("parent_files"))
     examples = [TokenizedExample(ids, labels) for ids, labels in payload["examples"]]
     pad_id = payload["pad_id"]
     context = ray.train.get_context()
@@ -357,6 +376,7 @@ def train(config: TrainConfig, examples: list[TokenizedExample], pad_id: int) ->
     trainer = TorchTrainer(
         train_worker,
         train_loop_config={"config": config.to_dict(), "pad_id": pad_id,
+                           "parent_files": _parent_files(config),
                            "examples": [(e.input_ids, e.labels) for e in examples]},
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         scaling_config=ScalingConfig(

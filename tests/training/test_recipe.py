@@ -168,3 +168,21 @@ def test_bad_dataset_fails_before_training_with_line_numbers(tmp_path):
     assert [i.line for i in caught.value.issues] == [None, 2, 3]  # None: only one label left
     failed = read_events(tmp_path / "progress.jsonl")[-1]
     assert failed["event"] == "failed" and "line 2: empty text" in failed["reason"]
+
+
+def test_a_worker_on_another_node_gets_the_warm_start_adapter_with_its_examples(
+        peft_adapter, tmp_path):
+    from training.recipe import _parent_files, _with_parent_here
+
+    config = TrainConfig(base_model=str(tmp_path), output_dir=str(tmp_path / "out"),
+                         train_examples=[{"text": "a", "label": "x"}],
+                         parent_adapter=str(peft_adapter))
+    files = _parent_files(config)  # what the driver ships in the workers' payload
+    assert set(files) == {"adapter_config.json", "adapter_model.safetensors"}
+    assert _with_parent_here(config, files) == config  # the driver's node: its own copy
+    elsewhere = TrainConfig.from_dict({**config.to_dict(),
+                                       "parent_adapter": str(tmp_path / "not-on-this-node")})
+    here = Path(_with_parent_here(elsewhere, files).parent_adapter)
+    assert here.is_dir() and here != peft_adapter
+    for name, data in files.items():
+        assert (here / name).read_bytes() == data == (Path(peft_adapter) / name).read_bytes()
