@@ -24,6 +24,7 @@ from monitoring.metrics import Metrics
 from monitoring.monitor_store import EventType
 from monitoring.policy import PromotionAction, RetrainPolicy, promotion_action
 from services import registry
+from services.artifact_gc import keep_stored
 from services.hot_swap import ChampionSwitcher
 from services.platform import Platform
 from services.store.models import (
@@ -104,14 +105,16 @@ class Retrainer:
                                   champion.task)
         valid = self._stored_file(tenant, dataset.jsonl("eval"), f"{stem}-eval.jsonl",
                                   champion.task)
-        summary["lineage_key"] = self.platform.artifacts.put_bytes(
-            json.dumps(dataset.lineage()).encode("utf-8"))
+        lineage = json.dumps(dataset.lineage()).encode("utf-8")
+        summary["lineage_key"] = lineage_key = self.platform.artifacts.put_bytes(lineage)
         parent = registry.version_ref(adapter.name, champion.version)
         job = create_job(self.platform, tenant, JobRequest(model=parent, training_file=train.id,
                          validation_file=valid.id, suffix=adapter.name,
                          hyperparameters=cfg.hyperparameters, task=champion.task,
                          auto_promote=False, seed=int(dataset.version[:8], 16) % 2**31))
         with self.platform.store.write() as session:
+            keep_stored(session, self.platform.artifacts, lineage_key,
+                        lambda: self.platform.artifacts.put_bytes(lineage))
             run = ms.add_run(session, adapter_id=adapter.id, tenant_id=tenant.id,
                              status=str(RetrainRunStatus.TRAINING), trigger=trigger,
                              champion_version=champion.version, job_id=job.id,

@@ -19,6 +19,7 @@ from services.adapter_validation import (
     validate_adapter_dir,
 )
 from services.archive import find_adapter_root, safe_extract
+from services.artifact_gc import keep_stored
 from services.names import NameKind, check_name
 from services.platform import Platform
 from services.quotas import check_adapter_quota
@@ -51,17 +52,20 @@ def register_adapter_dir(
     info = validate_adapter_dir(
         adapter_dir, platform.base_model_dir, max_rank=s.max_lora_rank, max_bytes=s.max_adapter_bytes
     )
+    lineage = {"base_model": platform.base_model_name, **(lineage or {})}
     with tempfile.TemporaryDirectory(prefix="tuneloop-adapter-clean-") as staging:
         info = _stage_allowed_files(adapter_dir, info, Path(staging))
         key = platform.artifacts.put_dir(Path(staging))
-    lineage = {"base_model": platform.base_model_name, **(lineage or {})}
-    with platform.store.write() as session:
-        if isinstance(tenant, str):
-            tenant = get_tenant(session, tenant)
-        return registry.register_version(session, tenant, name, registry.NewVersion(
-            info=info, artifact_key=key, base_fingerprint=platform.base_fingerprint, task=task,
-            labels=labels, prompt_template=prompt_template, metrics=metrics, lineage=lineage,
-            state=state))
+        with platform.store.write() as session:
+            # a delete may have collected an identical blob since put_dir (services/artifact_gc)
+            keep_stored(session, platform.artifacts, key,
+                        lambda: platform.artifacts.put_dir(Path(staging)))
+            if isinstance(tenant, str):
+                tenant = get_tenant(session, tenant)
+            return registry.register_version(session, tenant, name, registry.NewVersion(
+                info=info, artifact_key=key, base_fingerprint=platform.base_fingerprint,
+                task=task, labels=labels, prompt_template=prompt_template, metrics=metrics,
+                lineage=lineage, state=state))
 
 
 def check_room(platform: Platform, tenant: Tenant | str, name: str) -> None:

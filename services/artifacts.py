@@ -90,6 +90,20 @@ class ArtifactStore:
             )
         return data
 
+    def delete(self, key: str) -> bool:
+        """Remove the blob of ``key`` and this process's unpacked copy of it; False when the
+        blob was not there. Blobs are shared by content: delete only through
+        :func:`services.artifact_gc.collect`, which checks that nothing references the key."""
+        path = self._path(key)
+        removed = self.fs.exists(path)
+        if removed:
+            try:
+                self.fs.rm(path)
+            except FileNotFoundError:  # another process deleted it meanwhile
+                removed = False
+        shutil.rmtree(self.cache_dir / key, ignore_errors=True)
+        return removed
+
     def put_dir(self, directory: Path) -> str:
         """Store the regular files of ``directory`` (recursively); returns the content key."""
         return self.put_bytes(pack_dir(Path(directory)))

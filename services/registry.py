@@ -163,9 +163,12 @@ def register_version(session: Session, tenant: Tenant, name: str,
     latest = session.scalar(
         select(func.max(AdapterVersion.version)).where(AdapterVersion.adapter_id == adapter.id)
     )
+    # Numbers of deleted versions are not given again (their engine-side names stay unique).
+    number = max(latest or 0, adapter.last_version or 0) + 1
+    adapter.last_version = number
     row = AdapterVersion(
         adapter_id=adapter.id,
-        version=(latest or 0) + 1,
+        version=number,
         state=state,
         task=task,
         labels=labels,
@@ -204,8 +207,10 @@ def list_adapters(session: Session, tenant: Tenant) -> list[Adapter]:
     return list(session.scalars(select(Adapter).where(Adapter.tenant_id == tenant.id).order_by(Adapter.name)))
 
 
-def get_adapter(session: Session, tenant: Tenant, name: str) -> Adapter:
-    return _adapter(session, tenant, name)
+def get_adapter(session: Session, tenant: Tenant, name: str, *, lock: bool = False) -> Adapter:
+    """The tenant's adapter ``name`` (NotFound otherwise); ``lock``: the row is locked until
+    the transaction ends (promotes, rollbacks and deletes of it wait)."""
+    return _adapter(session, tenant, name, lock=lock)
 
 
 def list_versions(session: Session, adapter: Adapter) -> list[AdapterVersion]:

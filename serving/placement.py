@@ -143,7 +143,13 @@ class AdapterPlacement:
             if name in self._unloading:
                 await asyncio.shield(self._unloading[name])
                 continue
-            if name in self._loaded:
+            entry = self._loaded.get(name)
+            if entry is not None and entry.path != path:
+                # The name now means other content (an adapter deleted and made again under
+                # its old name): the engine must drop the old weights and load these.
+                await self._unload(name, kind="unload")
+                continue
+            if entry is not None:
                 self._loaded.move_to_end(name)
                 return False
             task = self._loading.get(name)
@@ -446,3 +452,19 @@ class EnginePool:
             *(s.placement.drain_and_unload(name, timeout_s) for s in self.slots)
         )
         return all(results)
+
+    async def purge_everywhere(self, name: str, timeout_s: float | None = None) -> None:
+        """Make every engine drop ``name`` (a deleted version): drained and unloaded where this
+        pool loaded it, and unloaded anyway where it did not (another gateway may have loaded
+        it on a shared engine; an engine that does not have it answers an error, ignored)."""
+
+        async def purge(slot: EngineSlot) -> None:
+            if slot.placement.holds(name):
+                await slot.placement.drain_and_unload(name, timeout_s)
+                return
+            try:
+                await slot.client.unload_lora_adapter(name)
+            except Exception as exc:  # noqa: BLE001 - best effort: not loaded there, or down
+                log.debug("engine %s: unloading deleted %s: %s", slot.name, name, exc)
+
+        await asyncio.gather(*(purge(s) for s in self.slots))

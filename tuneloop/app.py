@@ -78,7 +78,7 @@ def create_app(
     """Build the app: the platform API always; the gateway with ``serve``; the monitor thread
     with ``monitor``; ``jobs`` are options for the job manager. Pass ``platform`` to share one;
     otherwise it is opened on startup (and closed on shutdown)."""
-    from tuneloop.api import adapters, admin, feedback, files, health, inference, policy
+    from tuneloop.api import adapters, admin, deletes, feedback, files, health, inference, policy
     from tuneloop.api import jobs as jobs_api
     from tuneloop.api.body_limits import BodyLimits
     from tuneloop.api.deps import authenticate_scope
@@ -115,7 +115,7 @@ def create_app(
         # before reaching its own (no paths overlap).
         app.include_router(inference.router)
     for router in (health.router, admin.router, adapters.router, feedback.router, policy.router,
-                   files.router, jobs_api.router):
+                   files.router, jobs_api.router, deletes.router, deletes.admin_router):
         app.include_router(router)
     app.include_router(ui_router)
     return app

@@ -17,6 +17,13 @@ if url.startswith("sqlite"):
     engine = engine.execution_options(sqlite_begin="IMMEDIATE")
 
 with engine.connect() as connection:
+    if url.startswith("sqlite"):
+        # Batch mode rebuilds a table (copy, drop, rename); dropping it must not run the foreign
+        # keys of the tables that reference it. SQLite changes this only outside a transaction,
+        # so it is set on the driver's connection before the migration's transaction begins.
+        driver = connection.connection.driver_connection
+        assert driver is not None
+        driver.execute("PRAGMA foreign_keys=OFF")
     context.configure(
         connection=connection,
         target_metadata=Base.metadata,

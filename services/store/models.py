@@ -144,6 +144,9 @@ class Adapter(Base):
         ForeignKey("adapter_versions.id", use_alter=True, name="fk_adapters_champion"),
         nullable=True,
     )
+    last_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    """The highest version number ever given, deleted versions included: a new version counts
+    on from it, so a number (and its engine-side name) is never reused."""
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 
@@ -254,10 +257,10 @@ class FineTuningJob(Base):
     )
     adapter_name: Mapped[str] = mapped_column(String(64))
     task: Mapped[AdapterTask] = mapped_column(EnumString(AdapterTask, 16))
-    training_file: Mapped[str] = mapped_column(ForeignKey("dataset_files.id"))
-    validation_file: Mapped[str | None] = mapped_column(
-        ForeignKey("dataset_files.id"), nullable=True
-    )
+    # File ids without a foreign key (migration 0009): a file can be deleted once its jobs
+    # finished, and the job keeps naming it (as OpenAI's jobs do).
+    training_file: Mapped[str] = mapped_column(String(64))
+    validation_file: Mapped[str | None] = mapped_column(String(64), nullable=True)
     hyperparameters: Mapped[dict] = mapped_column(JSON, default=dict)
     labels: Mapped[list | None] = mapped_column(JSON, nullable=True)
     prompt_template: Mapped[str | None] = mapped_column(Text, nullable=True)
@@ -393,8 +396,8 @@ class RetrainRun(Base):
     job_id: Mapped[str | None] = mapped_column(ForeignKey("fine_tuning_jobs.id"), nullable=True)
     dataset_version: Mapped[str] = mapped_column(String(64))
     dataset: Mapped[dict] = mapped_column(JSON, default=dict)
-    training_file: Mapped[str] = mapped_column(ForeignKey("dataset_files.id"))
-    validation_file: Mapped[str] = mapped_column(ForeignKey("dataset_files.id"))
+    training_file: Mapped[str] = mapped_column(String(64))  # no foreign key: see FineTuningJob
+    validation_file: Mapped[str] = mapped_column(String(64))
     candidate_version: Mapped[int | None] = mapped_column(Integer, nullable=True)
     evaluation: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     gate: Mapped[dict | None] = mapped_column(JSON, nullable=True)

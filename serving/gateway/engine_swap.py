@@ -74,6 +74,29 @@ class EngineSwap:
         if older is not None and older not in (previous.engine_name, champion):
             self._drain_and_unload(older)
 
+    def remove(self, engine_names: list[str]) -> asyncio.Task | None:
+        """Deleted versions: forget them here and have every engine unload them (in the
+        background; the returned task is for tests). None without engines."""
+        names = set(engine_names)
+        for table in (self._incoming, self._rollback_targets):
+            for key in [k for k, v in table.items() if v in names]:
+                del table[key]
+        for name in names:
+            draining = self._draining.pop(name, None)
+            if draining is not None:
+                draining.cancel()
+        pool = self.dispatch.pool
+        if pool is None or not names:
+            return None
+
+        async def purge() -> None:
+            await asyncio.gather(*(pool.purge_everywhere(n, timeout_s=30) for n in sorted(names)))
+
+        task = asyncio.create_task(purge(), name="purge-deleted-versions")
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        return task
+
     def _drain_and_unload(self, engine_name: str) -> None:
         assert self.dispatch.pool is not None
         task = asyncio.create_task(self.dispatch.pool.drain_and_unload_everywhere(engine_name, timeout_s=120))

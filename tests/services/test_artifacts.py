@@ -49,3 +49,18 @@ def test_memory_filesystem_works_like_s3(tmp_path):
     store = ArtifactStore("memory://tuneloop-test")
     key = store.put_bytes(b"remote")
     assert store.get_bytes(key) == b"remote"
+
+
+def test_delete_removes_the_blob_and_the_unpacked_copy(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("A")
+    store = ArtifactStore(str(tmp_path / "root"), cache_dir=tmp_path / "cache")
+    key = store.put_dir(src)
+    store.materialize_dir(key)
+    assert store.delete(key) is True
+    assert not store.exists(key) and not (tmp_path / "cache" / key).exists()
+    assert not list((tmp_path / "root").rglob(key))
+    assert store.delete(key) is False
+    with pytest.raises(NotFound):
+        store.get_bytes(key)

@@ -339,3 +339,36 @@ def test_prepare_everywhere_skips_an_engine_that_stopped_answering():
             await pool.prepare_everywhere("v4", "/v4", probe)
 
     asyncio.run(run())
+
+
+def test_a_name_that_now_means_other_content_is_loaded_again():
+    """An adapter deleted and registered again under its old name has the same engine-side
+    names with other weights (another artifact key): the engine must not keep the old ones."""
+    engine = FakeEngine()
+    placement = AdapterPlacement(engine, capacity=4)
+
+    async def run():
+        await placement.ensure_loaded("acme.bot.v1", "artifact:old")
+        assert not await placement.ensure_loaded("acme.bot.v1", "artifact:old")
+        assert await placement.ensure_loaded("acme.bot.v1", "artifact:new")
+
+    asyncio.run(run())
+    assert engine.calls == [("load", "acme.bot.v1"), ("unload", "acme.bot.v1"),
+                            ("load", "acme.bot.v1")]
+
+
+def test_purge_unloads_a_deleted_version_on_every_engine_also_where_another_gateway_loaded_it():
+    e0, e1 = FakeEngine(), FakeEngine()
+    slots = [EngineSlot("e0", client=e0, placement=AdapterPlacement(e0, 4)),  # type: ignore[arg-type]
+             EngineSlot("e1", client=e1, placement=AdapterPlacement(e1, 4))]  # type: ignore[arg-type]
+    pool = EnginePool(slots)
+
+    async def run():
+        await slots[0].placement.ensure_loaded("acme.bot.v1", "/v1")
+        e1.loaded.add("acme.bot.v1")  # loaded on e1 by another gateway: this pool does not know
+        await pool.purge_everywhere("acme.bot.v1")
+
+    asyncio.run(run())
+    assert not e0.loaded and not e1.loaded
+    assert not slots[0].placement.is_loaded("acme.bot.v1")
+    assert ("unload", "acme.bot.v1") in e1.calls

@@ -16,6 +16,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from services.artifact_gc import keep_stored
 from services.errors import InvalidInput, NotFound
 from services.platform import Platform
 from services.quotas import check_file_quota
@@ -95,6 +96,8 @@ def store_file(platform: Platform, tenant: Tenant, data: bytes, filename: str,
         format=detect_task(data, filename)[1], stats=stats,
     )
     with platform.store.write() as session:
+        # a delete may have collected an identical blob since put_bytes (services/artifact_gc)
+        keep_stored(session, platform.artifacts, key, lambda: platform.artifacts.put_bytes(data))
         session.add(row)
     return row
 

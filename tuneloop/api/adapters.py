@@ -1,4 +1,5 @@
-"""Registry routes: list, show, register versions, promote, rollback (tenant-scoped)."""
+"""Registry routes: list, show, register versions, promote, rollback (tenant-scoped); deleting
+an adapter or a version is in :mod:`tuneloop.api.deletes`."""
 
 from __future__ import annotations
 

@@ -79,3 +79,13 @@ class PromoteIn(BaseModel):
 class RollbackIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     reason: str | None = None
+
+
+class DeletedOut(BaseModel):
+    """A delete's answer, as OpenAI's (``files.delete``, ``models.delete``)."""
+
+    id: str
+    object: str
+    deleted: bool = True
+    rows: dict[str, int] | None = Field(
+        default=None, description="Rows deleted per table (tenant and adapter deletes).")

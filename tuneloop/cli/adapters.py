@@ -1,4 +1,5 @@
-"""``tuneloop adapters``: register, list, show, promote, rollback (on the configured store).
+"""``tuneloop adapters``: register, list, show, promote, rollback, delete (on the configured
+store).
 
 Promotions made here take effect in running gateways on their next request for the adapter
 (they read the champion from the store); promote over HTTP to preload it on the engines first.
@@ -85,3 +86,29 @@ def rollback(name: str, tenant: str = TENANT, reason: str = typer.Option(None)) 
     with opened_platform() as p, p.store.write() as session:
         row = registry.rollback(session, get_tenant(session, tenant), name, reason)
     typer.echo(f"rolled back: {registry.version_ref(name, row.version)} is the champion of {name}")
+
+
+@app.command("delete")
+def delete(
+    name: str,
+    version: int = typer.Option(None, "--version", "-v", help="Delete only version N (not "
+                                "the champion or the rollback target)."),
+    tenant: str = TENANT,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+) -> None:
+    """Delete NAME with all its versions, the jobs that trained it, its retrain policy,
+    monitor history, request log and feedback; or, with --version, one version. Running
+    gateways stop serving it within their sync interval (TUNELOOP_SERVING_SYNC_INTERVAL_S)."""
+    from training.deletion import delete_adapter, delete_version
+
+    what = registry.version_ref(name, version) if version is not None else f"adapter {name}"
+    if version is None and not yes:
+        typer.confirm(f"delete {what} and all its data?", abort=True)
+    with opened_platform() as p:
+        with p.store.read() as session:
+            t = get_tenant(session, tenant)
+        if version is None:
+            delete_adapter(p, t, name)
+        else:
+            delete_version(p, t, name, version)
+    typer.echo(f"deleted {what}")

@@ -1,4 +1,4 @@
-"""``tuneloop files``: upload, list and show dataset files (on the configured store)."""
+"""``tuneloop files``: upload, list, show and delete dataset files (on the configured store)."""
 
 from __future__ import annotations
 
@@ -70,3 +70,15 @@ def show(file_id: str, tenant: str = TENANT) -> None:
     with opened_platform() as p, p.store.read() as session:
         typer.echo(json.dumps(_show(files.get_file(session, get_tenant(session, tenant),
                                                    file_id)), indent=2))
+
+
+@app.command("delete")
+def delete(file_id: str, tenant: str = TENANT) -> None:
+    """Delete a file and its content (refused while an unfinished job uses it)."""
+    from training.deletion import delete_file
+
+    with opened_platform() as p:
+        with p.store.read() as session:
+            t = get_tenant(session, tenant)
+        delete_file(p, t, file_id)
+    typer.echo(f"deleted file {file_id}")

@@ -1,4 +1,4 @@
-"""``tuneloop tenants``: create, list, disable, enable (works on the configured store)."""
+"""``tuneloop tenants``: create, list, disable, enable, delete (works on the configured store)."""
 
 from __future__ import annotations
 
@@ -46,3 +46,22 @@ def enable(name: str) -> None:
     with opened_platform() as p, p.store.write() as session:
         tenant_ops.set_tenant_state(session, name, TenantState.ACTIVE)
     typer.echo(f"enabled tenant {name}")
+
+
+@app.command("delete")
+def delete(
+    name: str,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Do not ask for confirmation."),
+    wait_s: float = typer.Option(30.0, "--wait", help="Seconds to wait for running jobs to "
+                                 "stop after they are cancelled."),
+) -> None:
+    """Offboard a tenant: delete it and everything of it (keys, adapters, files, jobs,
+    feedback, request log, artifacts). Its jobs are cancelled first. Cannot be undone."""
+    from training.deletion import offboard_tenant
+
+    if not yes:
+        typer.confirm(f"delete tenant {name} and all its data?", abort=True)
+    with opened_platform() as p:
+        removed = offboard_tenant(p, name, wait_s=wait_s)
+    rows = ", ".join(f"{n} {table}" for table, n in sorted(removed.rows.items()) if n)
+    typer.echo(f"deleted tenant {name} ({rows})")

@@ -77,3 +77,22 @@ def test_only_the_previous_version_is_kept_the_one_before_is_unloaded(tmp_path):
     asyncio.run(run())
     assert engines[0].loaded == {"acme.support.v2", "acme.support.v3"}
     assert placement.loaded == ["acme.support.v2", "acme.support.v3"]
+
+
+def test_removed_versions_are_unloaded_everywhere_and_forgotten(tmp_path):
+    engines = [ProbingEngine(), ProbingEngine()]
+    d = dispatcher(tmp_path, engines)
+
+    async def run():
+        await d.prepare(version(1))
+        d.switched(1, None)
+        await d.prepare(version(2))
+        d.switched(1, version(1))  # v1: the kept rollback target
+        task = d.remove(["acme.support.v1"])
+        assert task is not None
+        await task
+
+    asyncio.run(run())
+    for e in engines:
+        assert e.loaded == {"acme.support.v2"}
+    assert "acme.support.v1" not in d._rollback_targets.values()
