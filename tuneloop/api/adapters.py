@@ -1,5 +1,5 @@
-"""Registry routes: list, show, register versions, promote, rollback (tenant-scoped); deleting
-an adapter or a version is in :mod:`tuneloop.api.deletes`."""
+"""Registry routes: list, show, register and export versions, promote, rollback
+(tenant-scoped); deleting an adapter or a version is in :mod:`tuneloop.api.deletes`."""
 
 from __future__ import annotations
 
@@ -8,9 +8,11 @@ import tempfile
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, Form, Request, UploadFile
+from fastapi.responses import StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from services import registry
+from services.adapter_export import open_export
 from services.adapter_intake import register_adapter_archive
 from services.errors import InvalidInput, TooLarge
 from services.names import NameKind, check_name
@@ -136,6 +138,18 @@ async def register_version(
     finally:
         shutil.rmtree(archive.parent, ignore_errors=True)
     return version_out(name, row)
+
+
+@router.get("/{name}/versions/{version}/content", response_class=StreamingResponse)
+async def export_version(
+    name: str, version: int, request: Request, tenant: Tenant = Depends(current_tenant)
+) -> StreamingResponse:
+    """The version's PEFT directory as a .tar.gz, the archive ``POST .../versions`` accepts."""
+    export = await run_in_threadpool(open_export, platform(request), tenant, name, version)
+    return StreamingResponse(
+        export.chunks(), media_type="application/gzip",
+        headers={"Content-Disposition": f'attachment; filename="{export.filename}"'},
+    )
 
 
 def _adapter_after_switch(p: Platform, tenant: Tenant, name: str) -> AdapterOut:

@@ -58,6 +58,7 @@ def test_every_route_answers_404_for_another_tenants_objects(world):
         ("GET", "/v1/adapters/secret/retrains", None),
         ("POST", "/v1/adapters/secret/promote", {"version": 2}),
         ("POST", "/v1/adapters/secret/rollback", {}),
+        ("GET", "/v1/adapters/secret/versions/2/content", None),
         ("GET", f"/v1/files/{file_id}", None), ("GET", f"/v1/files/{file_id}/content", None),
         ("GET", f"/v1/fine_tuning/jobs/{job_id}", None),
         ("GET", f"/v1/fine_tuning/jobs/{job_id}/events", None),

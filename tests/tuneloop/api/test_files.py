@@ -140,6 +140,7 @@ def test_official_openai_client_uploads_and_sees_errors(client, tmp_path):
     assert created.id.startswith("file-") and created.status == "processed"
     assert sdk.files.retrieve(created.id).bytes == path.stat().st_size
     assert [f.id for f in sdk.files.list()] == [created.id]
+    assert sdk.files.content(created.id).read() == path.read_bytes()
     path.write_bytes(b'{"text": "x", "label": "a"}\nnope\n')
     with open(path, "rb") as fh, pytest.raises(openai.BadRequestError) as err:
         sdk.files.create(file=fh, purpose="fine-tune")
