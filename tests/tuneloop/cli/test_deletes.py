@@ -13,14 +13,6 @@ from tests.support.api import classification_lines
 from tuneloop.cli.main import app
 
 
-@pytest.mark.parametrize("cmd", [["tenants", "delete"], ["files", "delete"],
-                                 ["adapters", "delete"]], ids=" ".join)
-def test_help(cmd):
-    result = CliRunner().invoke(app, [*cmd, "--help"])
-    assert result.exit_code == 0, result.output
-    assert "Usage" in result.output
-
-
 @pytest.fixture
 def env(tmp_path, base_model_dir, monkeypatch):
     monkeypatch.setenv("TUNELOOP_DATA_DIR", str(tmp_path / "data"))

@@ -13,7 +13,8 @@ COMMANDS = [
     [], ["models"], ["models", "import-default"], ["tenants"], ["tenants", "create"],
     ["tenants", "list"], ["keys"], ["keys", "create"], ["keys", "revoke"], ["adapters"],
     ["adapters", "register"], ["adapters", "list"], ["adapters", "show"], ["adapters", "promote"],
-    ["adapters", "rollback"], ["serve"],
+    ["adapters", "rollback"], ["serve"], ["tenants", "delete"], ["files", "delete"],
+    ["adapters", "delete"],
 ]
 
 
