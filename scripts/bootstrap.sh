@@ -7,7 +7,7 @@ VENV=${TUNELOOP_VENV:-.venv}
 PY=${PYTHON:-python3}
 EXTRA=${TUNELOOP_EXTRA:-cpu}
 STAMP="$VENV/.tuneloop-bootstrap"
-want=$(cat pyproject.toml scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)-$EXTRA
+want=$(cat pyproject.toml constraints.txt scripts/bootstrap.sh | sha256sum | cut -d' ' -f1)-$EXTRA
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$want" && -x "$VENV/bin/tuneloop" ]]; then
     exit 0
 fi
@@ -19,7 +19,10 @@ PIP=("$VENV/bin/python" -m pip install --disable-pip-version-check --progress-ba
 if [[ "$EXTRA" == "cpu" ]]; then
     "${PIP[@]}" "torch==2.13.0"
 fi
-"${PIP[@]}" -e ".[$EXTRA,dev]"
+# The CPU extra installs the versions in constraints.txt (what CI runs); others resolve freely.
+CONSTRAINTS=()
+[[ "$EXTRA" == "cpu" ]] && CONSTRAINTS=(-c constraints.txt)
+"${PIP[@]}" "${CONSTRAINTS[@]}" -e ".[$EXTRA,dev]"
 # The registry's torchvision/torchaudio/torchcodec are CUDA-linked and break `import transformers`.
 if [[ "$EXTRA" == "cpu" ]]; then
     "$VENV/bin/python" -m pip uninstall -y -q torchvision torchaudio torchcodec 2>/dev/null || true
