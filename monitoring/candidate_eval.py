@@ -1,10 +1,14 @@
 """Evaluating adapter versions on eval splits for the promotion gate.
 
 The gate compares the candidate and the champion on the same examples with the same code, so
-both are measured here (the candidate's own job metrics cover the new split only). The real
-evaluator runs the base model with each version's LoRA in this process through
-:mod:`training.scoring` and :mod:`training.evaluation`, the same functions the recipe's evaluate
-step uses: accuracy and macro-F1 for classification, eval loss for chat.
+both are measured here (the candidate's own job metrics cover the new split only): accuracy and
+macro-F1 for classification, eval loss (assistant tokens) for chat.
+
+Two evaluators implement :class:`Evaluator`: the serving engine's
+(:class:`serving.gateway.engine_evaluator.EngineEvaluator`, what the monitor uses wherever it
+reaches an engine: the numbers tenants will see, batched) and :class:`ScoringEvaluator`, which
+runs the base model with each version's LoRA in this process through :mod:`training.scoring`
+(the functions the recipe's evaluate step uses) where no engine is configured.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ log = logging.getLogger("tuneloop.monitor")
 class VersionSpec:
     """What evaluating one adapter version needs."""
 
+    tenant: str
     name: str
     version: int
     task: str
@@ -36,12 +41,63 @@ class VersionSpec:
     def ref(self) -> str:
         return f"{self.name}@v{self.version}"
 
+    @property
+    def engine_name(self) -> str:
+        """The name engines know this version by (serving's, never a tenant-facing name)."""
+        from services.registry import engine_adapter_name
+
+        return engine_adapter_name(self.tenant, self.name, self.version)
+
 
 class Evaluator(Protocol):
+    def scorer(self, task: str) -> str:
+        """What computes a task's numbers (``engine`` or ``peft``), recorded with the gate."""
+        ...
+
     def evaluate(self, spec: VersionSpec, splits: Mapping[str, Sequence[dict[str, Any]]]
                  ) -> dict[str, dict[str, float]]:
         """``{split: {metric: value}}`` for every non-empty split (records in training format)."""
         ...
+
+    def release(self, spec: VersionSpec) -> None:
+        """The version will not be served (the gate refused it): free what scoring it holds."""
+        ...
+
+
+def capped(splits: Mapping[str, Sequence[dict[str, Any]]], max_examples: int
+           ) -> dict[str, list[dict[str, Any]]]:
+    """The non-empty splits, each cut to its first ``max_examples`` (splits are in hash order)."""
+    return {k: list(v)[:max_examples] for k, v in splits.items() if v}
+
+
+def classification_result(spec: VersionSpec, records: Sequence[dict[str, Any]],
+                          predicted: Sequence[str]) -> dict[str, float]:
+    """The gate's classification metrics of ``predicted`` labels against the records'."""
+    from training.evaluation import classification_metrics
+
+    metrics = classification_metrics([r["label"] for r in records], predicted,
+                                     list(spec.labels or []))
+    return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
+            "examples": metrics["examples"]}
+
+
+def tokenized_chat(tokenizer: Any, records: Sequence[dict[str, Any]], max_length: int) -> list:
+    """The chat records as training tokenizes them (assistant tokens are the targets), cut to
+    ``max_length``; records with no target token left are dropped."""
+    from training.datasets import ChatExample
+    from training.packing import truncate
+    from training.tokenize import tokenize_example
+
+    tokenized = [truncate(tokenize_example(tokenizer, ChatExample(r["messages"])), max_length)
+                 for r in records]
+    return [t for t in tokenized if t.num_target_tokens > 0]
+
+
+def template_of(spec: VersionSpec) -> str:
+    """The version's classification prompt, as serving uses it."""
+    from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
+
+    return spec.prompt_template or DEFAULT_CLASSIFICATION_TEMPLATE
 
 
 class ScoringEvaluator:
@@ -63,7 +119,7 @@ class ScoringEvaluator:
 
         from training import scoring
 
-        wanted = {k: list(v)[: self.max_examples] for k, v in splits.items() if v}
+        wanted = capped(splits, self.max_examples)
         if not wanted:
             return {}
         with self._lock:
@@ -76,26 +132,21 @@ class ScoringEvaluator:
             finally:
                 del model
 
+    def scorer(self, task: str) -> str:
+        return "peft"
+
+    def release(self, spec: VersionSpec) -> None:
+        """Nothing is kept between evaluations."""
+
     def _measure(self, spec: VersionSpec, model: Any, tokenizer: Any,
                  records: list[dict[str, Any]]) -> dict[str, float]:
-        from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE
         from training import scoring
-        from training.datasets import ChatExample
-        from training.evaluation import classification_metrics
-        from training.packing import truncate
-        from training.tokenize import tokenize_example
 
         if spec.task == AdapterTask.CLASSIFICATION:
-            labels = list(spec.labels or [])
-            template = spec.prompt_template or DEFAULT_CLASSIFICATION_TEMPLATE  # as serving does
-            predicted = scoring.classify(model, tokenizer, template,
-                                         [r["text"] for r in records], labels)
-            metrics = classification_metrics([r["label"] for r in records], predicted, labels)
-            return {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"],
-                    "examples": metrics["examples"]}
-        tokenized = [truncate(tokenize_example(tokenizer, ChatExample(r["messages"])),
-                              self.max_length) for r in records]
-        tokenized = [t for t in tokenized if t.num_target_tokens > 0]
+            predicted = scoring.classify(model, tokenizer, template_of(spec),
+                                         [r["text"] for r in records], list(spec.labels or []))
+            return classification_result(spec, records, predicted)
+        tokenized = tokenized_chat(tokenizer, records, self.max_length)
         metrics = scoring.eval_loss(model, tokenizer, tokenized)
         return {"eval_loss": metrics["eval_loss"], "perplexity": metrics["perplexity"],
                 "examples": len(tokenized)}

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -41,8 +42,8 @@ from services.store.models import (
 from training.gate import decide_gate, gate_metric
 
 
-def _spec(name: str, row: AdapterVersion) -> VersionSpec:
-    return VersionSpec(name, row.version, row.task, row.labels, row.prompt_template,
+def _spec(tenant: Tenant, name: str, row: AdapterVersion) -> VersionSpec:
+    return VersionSpec(tenant.name, name, row.version, row.task, row.labels, row.prompt_template,
                        row.artifact_key)
 
 
@@ -187,10 +188,14 @@ class Retrainer:
         champ_ref = registry.version_ref(adapter.name, champion.version)
         splits = {"new": new_split, "previous": previous_split}
         metric, higher = gate_metric(candidate.task)
-        cand_metrics = self.evaluator.evaluate(_spec(adapter.name, candidate), splits)
-        champ_metrics = self.evaluator.evaluate(_spec(adapter.name, champion), splits)
+        cand_spec = _spec(tenant, adapter.name, candidate)
+        began = time.perf_counter()
+        cand_metrics = self.evaluator.evaluate(cand_spec, splits)
+        champ_metrics = self.evaluator.evaluate(_spec(tenant, adapter.name, champion), splits)
         evaluation = {f"v{candidate.version}": cand_metrics, f"v{champion.version}": champ_metrics,
-                      "metric": metric, "split_sizes": {k: len(v) for k, v in splits.items()}}
+                      "metric": metric, "split_sizes": {k: len(v) for k, v in splits.items()},
+                      "scorer": self.evaluator.scorer(candidate.task),
+                      "seconds": round(time.perf_counter() - began, 3)}
         gate = decide_gate(cand_metrics, champ_metrics, "new", metric=metric,
                            higher_is_better=higher, champion_version=champ_ref,
                            previous_split="previous" if previous_split else None,
@@ -232,6 +237,8 @@ class Retrainer:
             PromotionAction.REJECT: (RetrainRunStatus.REJECTED,
                                      f"rejected {cand_ref}: {gate.message}; {champ_ref} stays"),
         }[action]
+        if action is not PromotionAction.AWAIT_APPROVAL:  # never served: free the engines
+            self.evaluator.release(cand_spec)
         self._finish_run(run, status, now, EventType.PROMOTION, message, action=action.value,
                          reason=gate.reason.value, data=data, **fields)
         cycle.actions.append(f"{action.value}:v{candidate.version}")

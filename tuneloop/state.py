@@ -1,6 +1,6 @@
 """The app's state, built once per run of the app by :func:`open_state`, in one order:
-platform -> gateway (optional) -> hot swap -> job manager -> monitor (optional); stopped in
-reverse. Routes reach it through the typed dependencies in :mod:`tuneloop.api.deps`.
+platform -> gateway (optional; else, for a monitor, the configured engines) -> hot swap -> job
+manager -> monitor (optional, scoring its gate on the engines); stopped in reverse. Routes reach it through the typed dependencies in :mod:`tuneloop.api.deps`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
+from monitoring.candidate_eval import ScoringEvaluator
 from monitoring.config import MonitorConfig
 from monitoring.feedback import FeedbackBatcher
 from monitoring.loop import Monitor, MonitorThread
@@ -21,7 +22,10 @@ from services.cache_sync import ChangeWatcher
 from services.hot_swap import HotSwap
 from services.platform import Platform
 from services.quotas import feedback_quota
+from serving.gateway.dispatch import Dispatcher
+from serving.gateway.engine_evaluator import EngineEvaluator
 from serving.gateway.parity_engine import GatewayEngine
+from serving.gateway.pool_access import PoolAccess
 from serving.gateway.runtime import Gateway, open_gateway
 from training.jobs.manager import JobManager
 from tuneloop.api.key_cache import KeyCache
@@ -81,6 +85,12 @@ async def open_state(platform: Platform, *, serve: ServeOptions | None = None,
             gateway = await stack.enter_async_context(open_gateway(
                 platform, spawn_engine=serve.spawn_engine, request_log=serve.request_log))
         dispatch = gateway.dispatch if gateway is not None else None
+        if dispatch is None and monitor is not None and settings.engine_urls:
+            # A monitor of its own reaches the engines too: the gate scores there and its
+            # retrains get the parity check.
+            dispatch = Dispatcher(settings, platform, Metrics())
+            stack.push_async_callback(dispatch.close)
+            await dispatch.connect(settings.engine_urls)
         swap = HotSwap(platform, gateway.swap, loop) if gateway is not None else HotSwap(platform)
         manager = JobManager(platform, **{
             "switcher": swap,
@@ -100,9 +110,12 @@ async def open_state(platform: Platform, *, serve: ServeOptions | None = None,
         await watcher.check()
         stack.push_async_callback(_cancel, asyncio.create_task(watcher.run(), name="serving-sync"))
         if monitor is not None:
+            options: dict[str, Any] = {"evaluator": EngineEvaluator(
+                PoolAccess(dispatch, loop, wait_s=60.0, timeout_s=1800.0),
+                fallback=ScoringEvaluator(platform)), **monitor.monitor}
             state.monitor = Monitor(platform, metrics=metrics, switcher=swap,
                                     config=monitor.config, on_job_created=lambda _: manager.wake(),
-                                    **monitor.monitor)
+                                    **options)
             thread = MonitorThread(state.monitor,
                                    monitor.interval_s or settings.monitor_interval_s)
             thread.start()

@@ -95,7 +95,14 @@ class CompletionRequest(BaseModel):
     @model_validator(mode="before")
     @classmethod
     def _known(cls, value: Any) -> Any:
-        return _only_known(value, COMPLETION_PARAMS, "completions")
+        value = _only_known(value, COMPLETION_PARAMS, "completions")
+        if isinstance(value, dict) and value.get("echo") and value.get("logprobs") is not None:
+            # Prompt log-probabilities: vLLM's CPU LoRA kernels kill the whole engine (every
+            # tenant's requests) when such a request shares a batch with another one.
+            raise ValueError("echo=true with logprobs (log-probabilities of the prompt tokens) "
+                             "is not supported; send echo without logprobs, or logprobs "
+                             "without echo")
+        return value
 
     def sequences(self) -> tuple[int, str]:
         """(prompts x max(n, best_of), how they were counted): admission's weight."""

@@ -58,6 +58,13 @@ class ScriptedEvaluator:
     def __init__(self, scores: dict[int, dict[str, float]]):
         self.scores = scores
         self.calls: list[tuple[int, dict[str, int]]] = []
+        self.released: list[str] = []
+
+    def release(self, spec):
+        self.released.append(spec.ref)
+
+    def scorer(self, task):
+        return "scripted"
 
     def evaluate(self, spec, splits):
         self.calls.append((spec.version, {k: len(v) for k, v in splits.items()}))
@@ -272,6 +279,8 @@ def test_rejected_candidate_then_cooldown_then_retrain_on_new_labels(world):
     run = world.runs()[0]
     assert run.status == "rejected" and run.gate["reason"] == "regression"
     assert "regressed by 0.2" in world.events("promotion")[-1].message
+    assert evaluator.released == ["sentiment@v2"]  # a refused candidate leaves the engines
+    assert run.evaluation["scorer"] == "scripted"
 
     # More labels arrive; drift persists, but the last training started an hour ago.
     world.label(ids[80:140], NEW[80:140], 1, now + timedelta(minutes=5))
@@ -296,6 +305,7 @@ def test_candidate_waits_for_approval_without_auto_promote(world):
     assert world.run_job(job_id) is JobStatus.SUCCEEDED
     assert mon.run_once(now + timedelta(minutes=1))[0].actions == ["await_approval:v2"]
     assert world.champion() == 1 and world.runs()[0].status == "awaiting_approval"
+    assert mon.evaluator.released == []  # it may still be promoted: stays loaded
     assert 'POST /v1/adapters/sentiment/promote {"version": 2}' in \
         world.events("promotion")[-1].message
 

@@ -266,6 +266,24 @@ def test_errors(gateway):
         assert r.status_code == 400 and "TUNELOOP_MAX_MODEL_LEN" in r.json()["error"]["message"]
 
 
+def test_prompt_log_probabilities_are_refused_so_no_tenant_can_kill_the_engine(gateway):
+    """vLLM's CPU LoRA kernels crash the engine (every tenant's requests) when a request for
+    prompt log-probabilities shares a batch with another request: echo with logprobs is a 400,
+    and the engine keeps serving the requests sent alongside."""
+    body = {"model": "support", "prompt": ["Say something.", "Tell me a joke."], "echo": True,
+            "logprobs": 1, "max_tokens": 4}
+    with _http(gateway) as a, concurrent.futures.ThreadPoolExecutor(4) as pool:
+        others = [pool.submit(a.post, "/v1/completions", json={
+            "model": "support", "prompt": "Say something.", "max_tokens": 16}) for _ in range(3)]
+        r = a.post("/v1/completions", json=body)
+        assert r.status_code == 400, r.text
+        assert "send echo without logprobs, or logprobs without echo" in r.json()["error"]["message"]
+        assert all(f.result().status_code == 200 for f in others)
+        echoed = a.post("/v1/completions", json={**body, "logprobs": None})
+        assert echoed.status_code == 200, echoed.text
+        assert echoed.json()["choices"][0]["text"].startswith("Say something.")
+
+
 def test_hot_swap_under_load_fails_no_request(gateway):
     """Promote v1 <-> v2 repeatedly while clients send requests; every response names the
     version that produced it (v1 replies with the trained phrase, v2 does not)."""

@@ -33,6 +33,14 @@ def test_openai_parameters_pass():
         CompletionRequest.model_validate({"model": "m", "prompt": "x", "guided_json": {}})
 
 
+def test_echo_with_logprobs_is_refused_naming_the_fix():
+    with pytest.raises(ValidationError, match="send echo without logprobs, or logprobs without"):
+        CompletionRequest.model_validate({"model": "m", "prompt": "x", "echo": True, "logprobs": 0})
+    assert CompletionRequest.model_validate({"model": "m", "prompt": "x", "logprobs": 2})
+    assert CompletionRequest.model_validate({"model": "m", "prompt": "x", "echo": False,
+                                             "logprobs": 2})
+
+
 @pytest.mark.parametrize("content", [
     [{"type": "image_url", "image_url": {"url": "http://169.254.169.254/latest/meta-data"}}],
     [{"type": "input_audio", "input_audio": {"data": "", "format": "wav"}}],
