@@ -92,6 +92,17 @@ class TrainConfig:
     tuneloop's CI has no GPU, so this path has never run (CPU requests are refused)."""
     checkpoint_every: int = 0
     """Save a resumable checkpoint every N optimizer steps (0: only at the end)."""
+    validate_every: int = 0
+    """Score the held-out split (``valid_loss``) every N optimizer steps; 0: at the end of every
+    epoch. The last step always validates (without held-out examples nothing is scored)."""
+    valid_max_examples: int = 64
+    """Score ``valid_loss`` on at most this many held-out examples (bounds its cost)."""
+    early_stopping_patience: int = 0
+    """Stop when ``valid_loss`` has not improved for this many validations in a row (0: never).
+    With early stopping on, the adapter saved is the one from the step with the best
+    ``valid_loss`` (stopped early or not); without it, the last step's."""
+    early_stopping_min_delta: float = 0.0
+    """How much lower than the best ``valid_loss`` a validation must be to count as improved."""
     max_failures: int = 2
     """Worker failures tolerated; each restarts the workers from the latest checkpoint."""
     storage_path: str | None = None
@@ -140,7 +151,7 @@ class TrainConfig:
         if self.eval_file is not None and self.eval_examples:
             problems.append("give eval_file or eval_examples, not both")
         for name in ("lora_r", "lora_alpha", "epochs", "batch_size", "grad_accum", "num_workers",
-                     "log_every", "eval_max_examples", "max_new_tokens"):
+                     "log_every", "eval_max_examples", "max_new_tokens", "valid_max_examples"):
             if getattr(self, name) < 1:
                 problems.append(f"{name}={getattr(self, name)} must be >= 1")
         if self.max_length < 16:
@@ -151,8 +162,10 @@ class TrainConfig:
             problems.append(f"eval_fraction={self.eval_fraction} must be in [0, 1)")
         if self.learning_rate <= 0:
             problems.append(f"learning_rate={self.learning_rate} must be > 0")
-        if self.checkpoint_every < 0 or self.warmup_steps < 0 or self.max_failures < 0:
-            problems.append("checkpoint_every, warmup_steps and max_failures must be >= 0")
+        for name in ("checkpoint_every", "warmup_steps", "max_failures", "validate_every",
+                     "early_stopping_patience", "early_stopping_min_delta"):
+            if getattr(self, name) < 0:
+                problems.append(f"{name}={getattr(self, name)} must be >= 0")
         if self.max_steps is not None and self.max_steps < 1:
             problems.append(f"max_steps={self.max_steps} must be >= 1 (or None)")
         if self.cpus_per_worker is not None and self.cpus_per_worker <= 0:
@@ -198,5 +211,6 @@ class TrainConfig:
         """The fields that shape the adapter (stored with the version as lineage)."""
         keys = ("task", "lora_r", "lora_alpha", "lora_dropout", "target_modules", "epochs",
                 "batch_size", "grad_accum", "learning_rate", "warmup_steps", "weight_decay",
-                "max_length", "packing", "seed", "max_steps", "num_workers", "qlora")
+                "max_length", "packing", "seed", "max_steps", "num_workers", "qlora",
+                "validate_every", "early_stopping_patience", "early_stopping_min_delta")
         return {k: getattr(self, k) for k in keys}

@@ -12,9 +12,12 @@ or warm-started from a parent adapter, loss on assistant tokens only, optional p
 gradient accumulation, a checkpoint every ``checkpoint_every`` steps; a failed worker restarts
 the group from the latest checkpoint (``FailureConfig``), and the deterministic schedule
 (:mod:`training.schedule`) plus per-step seeding make the resumed run match an uninterrupted
-one. Evaluation runs on the driver against the held-out split, for the adapter and the base.
-Save writes ``<output_dir>/adapter`` (``adapter_config.json`` + ``adapter_model.safetensors``)
-and ``<output_dir>/metrics.json``.
+one. The workers score ``valid_loss`` on the held-out split as they go
+(:mod:`training.early_stopping`: every ``validate_every`` steps or epoch, with early stopping
+after ``early_stopping_patience`` validations without improvement, when the final checkpoint
+holds the weights of the best validation). Evaluation runs on the driver against the held-out split,
+for the adapter and the base. Save writes ``<output_dir>/adapter`` (``adapter_config.json`` +
+``adapter_model.safetensors``) and ``<output_dir>/metrics.json``.
 """
 
 from __future__ import annotations
@@ -37,15 +40,23 @@ from services.store.models import AdapterTask
 from training import progress
 from training.config import TrainConfig
 from training.datasets import ChatExample, ValidationReport, validate_dataset
+from training.early_stopping import (
+    ValidationState,
+    is_validation_step,
+    record_validation,
+    should_stop,
+)
 from training.errors import TrainingFailed
 from training.evaluation import hash_split
 from training.loss import batch_loss_sum
-from training.packing import build_row, collate_packed, collate_padded, truncate
+from training.packing import batches, build_row, collate_packed, collate_padded, truncate
 from training.schedule import plan_steps
 from training.tokenize import TokenizedExample, tokenize_example
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 STATE_FILE = "trainer_state.pt"
+BEST_FILE = "best_adapter_model.safetensors"
+"""In a checkpoint: the LoRA weights of the best validation when they are not the adapter's."""
 
 
 @dataclass(frozen=True)
@@ -151,13 +162,30 @@ def _unit_rows(unit_batch: list[list[int]], examples: list[TokenizedExample], pa
     return collate_padded([examples[u[0]] for u in unit_batch], pad_id)
 
 
-def _save_state(directory: str, model: Any, optimizer: Any, scheduler: Any, step: int) -> None:
+def _lora_weights(model: Any) -> dict[str, torch.Tensor]:
+    """A CPU copy of the adapter's trainable weights (PEFT's saved names)."""
+    from peft import get_peft_model_state_dict
+
+    return {k: v.detach().to("cpu", copy=True) for k, v in get_peft_model_state_dict(model).items()}
+
+
+def _save_state(directory: str, model: Any, optimizer: Any, scheduler: Any, step: int,
+                validation: ValidationState, best: dict[str, torch.Tensor] | None) -> None:
+    """A resumable checkpoint; ``best``: the best validation's weights, when not the model's."""
+    from safetensors.torch import save_file
+
     model.save_pretrained(directory)
     torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
-                "step": step}, os.path.join(directory, STATE_FILE))
+                "step": step, "validation": validation.to_dict()},
+               os.path.join(directory, STATE_FILE))
+    if best is not None:
+        save_file(best, os.path.join(directory, BEST_FILE))
 
 
-def _load_state(directory: str, model: Any, optimizer: Any, scheduler: Any) -> int:
+def _load_state(directory: str, model: Any, optimizer: Any, scheduler: Any
+                ) -> tuple[int, ValidationState, dict[str, torch.Tensor] | None]:
+    """(step, validations so far, best validation's weights) of a checkpoint, loaded into
+    ``model``, ``optimizer`` and ``scheduler``."""
     from peft import set_peft_model_state_dict
     from safetensors.torch import load_file
 
@@ -165,7 +193,30 @@ def _load_state(directory: str, model: Any, optimizer: Any, scheduler: Any) -> i
     state = torch.load(os.path.join(directory, STATE_FILE), weights_only=False)
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
-    return int(state["step"])
+    validation = ValidationState.from_dict(state.get("validation") or {})
+    best = None
+    if os.path.exists(os.path.join(directory, BEST_FILE)):
+        best = load_file(os.path.join(directory, BEST_FILE))
+    elif validation.best_step is not None:  # the checkpoint's own weights are the best
+        best = _lora_weights(model)
+    return int(state["step"]), validation, best
+
+
+@torch.no_grad()
+def _validation_sums(model: Any, examples: list[TokenizedExample], batch_size: int, pad_id: int,
+                     autocast: Any) -> tuple[float, int]:
+    """(summed assistant-token loss, target tokens) of ``model`` on ``examples``, in eval mode
+    (no dropout); the model is back in train mode after."""
+    model.eval()
+    total, count = 0.0, 0
+    try:
+        for chunk in batches(examples, batch_size):
+            with autocast:
+                s, n = batch_loss_sum(model, collate_padded(chunk, pad_id))
+            total, count = total + float(s), count + n
+    finally:
+        model.train()
+    return total, count
 
 
 def on_this_machine(config: TrainConfig) -> TrainConfig:
@@ -216,6 +267,8 @@ def train_worker(payload: dict[str, Any]) -> None:
     pad_id = payload["pad_id"]
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
+    valid_all = [TokenizedExample(ids, labels) for ids, labels in payload["valid_examples"]]
+    valid_mine = valid_all[rank::world]  # every rank scores its share; the sums are all-reduced
     threads = torch_threads(worker_cpus() or config.cpus_per_worker)
     torch.set_num_threads(threads)  # intra-op parallelism over the CPUs Ray reserved for us
     torch.manual_seed(config.seed)  # LoRA init: identical on every rank and every attempt
@@ -227,10 +280,12 @@ def train_worker(payload: dict[str, Any]) -> None:
     autocast = (torch.autocast("cuda", dtype=torch.bfloat16) if config.use_gpu
                 else contextlib.nullcontext())
 
-    steps = plan_steps([len(e.input_ids) for e in examples], epochs=config.epochs,
-                       batch_size=config.batch_size, grad_accum=config.grad_accum,
-                       packing=config.packing, max_length=config.max_length, seed=config.seed,
-                       world_size=world, rank=rank, max_steps=config.max_steps)
+    plan = plan_steps([len(e.input_ids) for e in examples], epochs=config.epochs,
+                      batch_size=config.batch_size, grad_accum=config.grad_accum,
+                      packing=config.packing, max_length=config.max_length, seed=config.seed,
+                      world_size=world, rank=rank)
+    steps_per_epoch = len(plan) // config.epochs  # every epoch has as many steps
+    steps = plan[: config.max_steps]
     total = len(steps)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=config.learning_rate,
@@ -243,11 +298,23 @@ def train_worker(payload: dict[str, Any]) -> None:
         return max(0.0, (total - step) / max(1, total - warmup))
 
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_factor)
+
+    def valid_loss() -> float:
+        sums = torch.tensor(_validation_sums(peft_model, valid_mine, config.batch_size, pad_id,
+                                             autocast), dtype=torch.float64)
+        if world > 1:
+            import torch.distributed as dist
+
+            dist.all_reduce(sums)  # every rank gets the same loss, so makes the same stop call
+        return float(sums[0]) / max(float(sums[1]), 1.0)
+
     start = 0
+    validation = ValidationState()
+    best: dict[str, torch.Tensor] | None = None  # the best validation's weights (CPU copy)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            start = _load_state(directory, peft_model, optimizer, scheduler)
+            start, validation, best = _load_state(directory, peft_model, optimizer, scheduler)
         if rank == 0:
             progress.emit(config.progress_file, "resumed", step=start, total_steps=total)
     elif rank == 0:
@@ -255,8 +322,11 @@ def train_worker(payload: dict[str, Any]) -> None:
                       num_workers=world, examples=len(examples),
                       cpus_per_worker=config.cpus_per_worker, torch_threads=threads)
 
+    patience = config.early_stopping_patience
     model.train()
     for step in range(start, total):
+        if should_stop(validation, patience):
+            break  # stopped early at the previous step (or at the checkpoint resumed from)
         # Dropout depends only on (seed, step, rank): a resumed step replays exactly.
         torch.manual_seed(config.seed * 1_000_003 + step * 101 + rank)
         began = time.perf_counter()
@@ -285,26 +355,49 @@ def train_worker(payload: dict[str, Any]) -> None:
             dist.all_reduce(totals)  # sums; elapsed becomes the sum over ranks
             totals[3] /= world
         done = step + 1
-        metrics = {
+        metrics: dict[str, Any] = {
             "step": done, "total_steps": total, "epoch": done * config.epochs / total,
             "loss": float(totals[0]) / max(float(totals[1]), 1.0), "tokens": int(totals[2]),
             "tokens_per_s": float(totals[2]) / max(float(totals[3]), 1e-9),
             "learning_rate": scheduler.get_last_lr()[0],
         }
-        want_checkpoint = done == total or (config.checkpoint_every and
-                                            done % config.checkpoint_every == 0)
+        stopping = False
+        if valid_all and is_validation_step(done, total, config.validate_every, steps_per_epoch):
+            metrics["valid_loss"] = loss = valid_loss()
+            validation = record_validation(validation, done, loss,
+                                           config.early_stopping_min_delta)
+            if validation.best_step == done:
+                best = _lora_weights(peft_model)
+            stopping = done < total and should_stop(validation, patience)
+        final = done == total or stopping
+        if final and validation.validations:
+            metrics.update(best_step=validation.best_step, best_valid_loss=validation.best_loss,
+                           early_stopped=stopping, validations=validation.validations)
+        want_checkpoint = final or (config.checkpoint_every and
+                                    done % config.checkpoint_every == 0)
         if rank == 0:
             progress.emit(config.progress_file, "step", **metrics)
+            if stopping:
+                progress.emit(config.progress_file, "early_stopped", step=done,
+                              best_step=validation.best_step,
+                              best_valid_loss=validation.best_loss, patience=patience)
             marker = Path(config.output_dir) / ".crash-injected"
             if config.crash_at_step == done and not marker.exists():
                 marker.parent.mkdir(parents=True, exist_ok=True)
                 marker.touch()  # exactly one injected crash per run
                 os._exit(1)  # testing only: die like an OOM-killed worker, before the checkpoint
         if want_checkpoint:
+            if final and best is not None and patience:
+                from peft import set_peft_model_state_dict
+
+                # With early stopping the run's adapter is its best one; without, its last.
+                set_peft_model_state_dict(peft_model, best)
+            at_best = final or validation.best_step == done
             with tempfile.TemporaryDirectory() as directory:
                 saved = None
                 if rank == 0:
-                    _save_state(directory, peft_model, optimizer, scheduler, done)
+                    _save_state(directory, peft_model, optimizer, scheduler, done, validation,
+                                None if at_best else best)
                     saved = ray.train.Checkpoint.from_directory(directory)
                 name = f"checkpoint-{done:06d}"
                 ray.train.report(metrics, checkpoint=saved, checkpoint_dir_name=name)
@@ -312,7 +405,7 @@ def train_worker(payload: dict[str, Any]) -> None:
                 path = f"{config.resolved_storage_path.rstrip('/')}/{config.run_name}/{name}"
                 progress.emit(config.progress_file, "checkpoint", step=done, path=path,
                               loss=metrics["loss"])
-        elif done % config.log_every == 0:
+        elif done % config.log_every == 0 or "valid_loss" in metrics:
             ray.train.report(metrics)
 
 
@@ -361,8 +454,10 @@ def ray_storage(location: str) -> tuple[str, Any]:
     return path, pyarrow.fs.PyFileSystem(pyarrow.fs.FSSpecHandler(fs))
 
 
-def train(config: TrainConfig, examples: list[TokenizedExample], pad_id: int) -> Any:
-    """Run the Ray Train job; returns ray.train.Result (raises TrainingFailed on failure)."""
+def train(config: TrainConfig, examples: list[TokenizedExample], pad_id: int,
+          valid_examples: list[TokenizedExample] | None = None) -> Any:
+    """Run the Ray Train job (``valid_examples``: scored for ``valid_loss``; none, no early
+    stopping); returns ray.train.Result (raises TrainingFailed on failure)."""
     import ray
     from ray.train import CheckpointConfig, FailureConfig, RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
@@ -377,7 +472,9 @@ def train(config: TrainConfig, examples: list[TokenizedExample], pad_id: int) ->
         train_worker,
         train_loop_config={"config": config.to_dict(), "pad_id": pad_id,
                            "parent_files": _parent_files(config),
-                           "examples": [(e.input_ids, e.labels) for e in examples]},
+                           "examples": [(e.input_ids, e.labels) for e in examples],
+                           "valid_examples": [(e.input_ids, e.labels)
+                                              for e in valid_examples or []]},
         torch_config=TorchConfig(backend="nccl" if config.use_gpu else "gloo"),
         scaling_config=ScalingConfig(
             num_workers=config.num_workers, use_gpu=config.use_gpu,
@@ -443,6 +540,17 @@ def save_adapter(checkpoint_dir: str, output_dir: Path) -> Path:
     return adapter_dir
 
 
+def validation_summary(train_metrics: dict[str, Any]) -> dict[str, Any] | None:
+    """The validations of a run from its final step's metrics (None when nothing was scored)."""
+    if not train_metrics.get("validations"):
+        return None
+    return {"best_step": train_metrics["best_step"],
+            "best_valid_loss": train_metrics["best_valid_loss"],
+            "early_stopped": bool(train_metrics.get("early_stopped")),
+            "stopped_at_step": train_metrics.get("step"),
+            "validations": train_metrics["validations"]}
+
+
 def run_training(config: TrainConfig) -> TrainResult:
     """Setup -> train -> evaluate -> save. Raises DatasetError, TrainConfigError, TrainingFailed."""
     from transformers import AutoTokenizer
@@ -468,10 +576,12 @@ def run_training(config: TrainConfig) -> TrainResult:
                                  "examples or lower eval_fraction")
         pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None \
             else tokenizer.eos_token_id
+        valid = _tokenize_all(tokenizer, eval_examples[: config.valid_max_examples], config,
+                              labels)
         emit("validated", train_examples=len(tokenized), eval_examples=len(eval_examples),
-             eval_source=eval_source, labels=labels)
+             eval_source=eval_source, labels=labels, valid_examples=len(valid))
         # train
-        result = train(config, tokenized, pad_id)
+        result = train(config, tokenized, pad_id, valid)
         train_metrics = dict(result.metrics or {})
         with result.checkpoint.as_directory() as checkpoint_dir:
             adapter_dir = save_adapter(checkpoint_dir, output_dir)
@@ -492,7 +602,8 @@ def run_training(config: TrainConfig) -> TrainResult:
                 "eval_source": eval_source, "train_examples": len(tokenized),
                 "eval_examples": len(eval_examples),
             },
-            "train": train_metrics, "eval": eval_metrics,
+            "train": train_metrics, "validation": validation_summary(train_metrics),
+            "eval": eval_metrics,
             "checkpoint": result.checkpoint.path, "wall_time_s": time.time() - began,
         }
         metrics_path = output_dir / "metrics.json"

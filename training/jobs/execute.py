@@ -150,6 +150,10 @@ def _eval_message(metrics: dict[str, Any]) -> str:
     return "evaluated on the held-out split: " + (", ".join(parts) or "no metrics")
 
 
+VALIDATION_KEYS = ("valid_loss", "best_step", "best_valid_loss", "early_stopped")
+"""What a run's step events say about its validations, kept in the job's ``progress``."""
+
+
 @dataclass
 class RunFollower:
     """Turns the run's progress events into job events and the job's ``progress`` snapshot."""
@@ -200,14 +204,26 @@ class RunFollower:
             data = {"step": step, "total_steps": total, "train_loss": event.get("loss"),
                     "tokens_per_s": event.get("tokens_per_s"), "epoch": event.get("epoch"),
                     "learning_rate": event.get("learning_rate")}
-            store.add_event(session, self.job_id, EventType.METRICS,
-                            f"Step {step}/{total}: training loss={event.get('loss'):.4f}", data)
+            # Validation steps carry valid_loss; the run's last step its best step and the stop.
+            self.snapshot.update({k: event[k] for k in VALIDATION_KEYS if k in event})
+            message = f"Step {step}/{total}: training loss={event.get('loss'):.4f}"
+            if event.get("valid_loss") is not None:
+                data["valid_loss"] = event["valid_loss"]
+                message += f", validation loss={event['valid_loss']:.4f}"
+            store.add_event(session, self.job_id, EventType.METRICS, message, data)
         elif kind == "checkpoint":
             step = int(event["step"])
             metrics = {"step": step, "train_loss": self.snapshot.get("loss")}
             if store.add_checkpoint(session, self.job_id, step, metrics):
                 store.add_event(session, self.job_id, EventType.CHECKPOINT,
                                 f"checkpoint saved at step {step}", metrics)
+        elif kind == "early_stopped":
+            data = {**_plain(event), "early_stopped": True}
+            store.add_event(session, self.job_id, EventType.MESSAGE,
+                            f"stopped early at step {data.get('step')}: validation loss did not "
+                            f"improve for {data.get('patience')} validations; the adapter is "
+                            f"the one from step {data.get('best_step')} (validation loss "
+                            f"{data.get('best_valid_loss'):.4f})", data)
         elif kind == "evaluated":
             data = _plain(event)
             store.add_event(session, self.job_id, EventType.EVALUATED, _eval_message(data), data)

@@ -22,6 +22,8 @@ EXTRA_KEYS: dict[str, type | tuple[type, ...]] = {
     "grad_accum": int, "warmup_steps": int, "weight_decay": (int, float),
     "max_steps": int, "checkpoint_every": int, "eval_fraction": (int, float),
     "qlora": bool,  # GPU only; untested (no GPU in tuneloop's CI)
+    "validate_every": int, "early_stopping_patience": int,
+    "early_stopping_min_delta": (int, float),
 }
 
 
@@ -81,6 +83,8 @@ UPPER_BOUNDS: dict[str, float] = {
     "n_epochs": 100, "batch_size": 1024, "learning_rate_multiplier": 100, "lora_alpha": 4096,
     "grad_accum": 1024, "warmup_steps": 100_000, "checkpoint_every": 1_000_000,
     "lora_dropout": 0.9, "weight_decay": 10, "eval_fraction": 0.5,
+    "validate_every": 1_000_000, "early_stopping_patience": 1_000,
+    "early_stopping_min_delta": 10,
 }
 """Largest accepted value of each numeric hyperparameter (lora_r, max_length and max_steps are
 bounded by settings: the engines' rank, the model length, the operator's step budget)."""

@@ -152,6 +152,7 @@ def publish(platform: Platform, job: FineTuningJob, adapter_dir: Path, *, config
     try:
         gate, comparison = _compare_with_champion(job, checks, evaluation, record)
         metrics = {"eval": evaluation, "train": summary.get("train") or {},
+                   "validation": summary.get("validation"),
                    "datasets": summary.get("datasets") or {}, "gate": gate.to_dict(),
                    "comparison": comparison, "wall_time_s": summary.get("wall_time_s"),
                    "job_id": job.id}

@@ -33,3 +33,27 @@ def test_sane_values_pass():
 def test_out_of_bounds_values_are_refused_naming_the_limit(requested, match):
     with pytest.raises(InvalidInput, match=match):
         bounded(requested, n_examples=100_000 if "batch_size" in requested else 100)
+
+
+def test_validation_and_early_stopping_reach_the_training_config():
+    from training.jobs.hyperparameters import train_config_fields
+
+    resolved = bounded({"validate_every": 5, "early_stopping_patience": 3,
+                        "early_stopping_min_delta": 0.01})
+    fields = train_config_fields(resolved)
+    assert (fields["validate_every"], fields["early_stopping_patience"],
+            fields["early_stopping_min_delta"]) == (5, 3, 0.01)
+
+
+@pytest.mark.parametrize("requested,match", [
+    ({"early_stopping_patience": "3"}, "early_stopping_patience='3' has the wrong type"),
+    ({"validate_every": 1.5}, "validate_every=1.5 has the wrong type; expected int"),
+    ({"early_stopping_min_delta": True}, "early_stopping_min_delta=True has the wrong type"),
+    ({"early_stopping_patience": -1}, "early_stopping_patience=-1 must be >= 0"),
+    ({"early_stopping_min_delta": 50}, "over the limit of 10"),
+])
+def test_bad_validation_settings_are_refused(requested, match):
+    with pytest.raises(InvalidInput, match=match) as caught:
+        bounded(requested)
+    assert caught.value.status == 400
+    assert caught.value.param == f"hyperparameters.{next(iter(requested))}"
