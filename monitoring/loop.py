@@ -142,13 +142,16 @@ class Monitor:
 
     def _event(self, adapter: Adapter, type_: str, message: str, *, now: datetime,
                action: str | None = None, reason: str | None = None,
-               data: dict[str, Any] | None = None, dedupe: bool = False) -> None:
+               data: dict[str, Any] | None = None, dedupe: bool = False,
+               same_data: tuple[str, ...] = ()) -> None:
         """Store an event; ``dedupe`` skips it when the adapter's last event of this type had
-        the same action and reason (a decision repeated every pass is recorded once)."""
+        the same action and reason, and the same values at the dotted ``same_data`` paths of
+        its data (a decision repeated every pass on the same inputs is recorded once)."""
         with self.platform.store.write() as session:
             if dedupe:
                 last = ms.list_events(session, adapter.id, limit=1, type_=type_)
-                if last and last[0].action == action and last[0].reason == reason:
+                if last and last[0].action == action and last[0].reason == reason and all(
+                        _at(last[0].data, path) == _at(data, path) for path in same_data):
                     return
             ms.add_event(session, adapter.id, type_, message, action=action, reason=reason,
                          data=data, now=now)
@@ -299,11 +302,25 @@ class Monitor:
             "drift_history": list(history), "new_examples": fresh,
             "quality_degraded": quality.degraded, "adapter_job_running": adapter_running,
             "tenant_running_jobs": tenant_jobs, "total_running_jobs": total_jobs,
-            "last_training_started_at": last_started.isoformat() if last_started else None}}
+            "last_training_started_at": last_started.isoformat() if last_started else None,
+            "champion_version": target.champion.version,
+            "last_run": runs[0].id if runs else None}}
+        # A retrain that started nothing (too little data) is decided again every pass on the
+        # same inputs: recorded once until the inputs change.
+        same = () if decision.action is not Action.RETRAIN else (
+            "state.new_examples", "state.champion_version", "state.last_run")
         self._event(adapter, EventType.DECISION, decision.message, now=now,
                     action=decision.action.value, reason=decision.reason.value, data=data,
-                    dedupe=decision.action is not Action.RETRAIN)
+                    dedupe=True, same_data=same)
         return decision
+
+
+def _at(data: dict[str, Any] | None, path: str) -> Any:
+    """The value at dotted ``path`` of ``data`` (None where a step is missing)."""
+    value: Any = data
+    for step in path.split("."):
+        value = value.get(step) if isinstance(value, dict) else None
+    return value
 
 
 class MonitorThread:

@@ -99,7 +99,8 @@ class Retrainer:
                         f"dataset {dataset.version[:12]} has {len(dataset.train)} training and "
                         f"{len(dataset.eval)} eval examples; both are needed to train and gate a "
                         "candidate, so no job was started (more labeled feedback is needed)",
-                        now=now, action="skip", reason="dataset_too_small", data=summary)
+                        now=now, action="skip", reason="dataset_too_small", data=summary,
+                        dedupe=True, same_data=("version",))
             return
         stem = f"{adapter.name}-{dataset.version[:12]}"
         train = self._stored_file(tenant, dataset.jsonl("train"), f"{stem}-train.jsonl",

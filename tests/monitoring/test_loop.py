@@ -454,3 +454,20 @@ def test_prediction_drift_compares_with_the_champions_own_held_out_predictions(w
     assert cycle.prediction_drift["status"] == "no_drift", cycle.prediction_drift
     assert cycle.prediction_drift["details"]["reference"] == "predictions on the held-out split"
     assert cycle.input_drift["status"] == "no_drift" and cycle.drifted is False
+
+
+def test_a_retrain_with_too_little_data_is_recorded_once_until_the_data_changes(world):
+    world.set_policy(EAGER)
+    ids = shifted_traffic(world, n=100, labeled=2)  # both labels fall in the training split
+    mon = monitor(world, ScriptedEvaluator({}))
+    now = world.t0 + timedelta(hours=8)
+    for minute in range(3):  # the same inputs every pass: decided again, recorded once
+        cycle = mon.run_once(now + timedelta(minutes=minute))[0]
+        assert cycle.decision["action"] == "retrain" and cycle.actions == []
+    assert [(e.type, e.reason) for e in world.events()] == [
+        ("decision", "drift"), ("dataset", "dataset_too_small")]
+    assert "0 eval examples" in world.events("dataset")[0].message
+    world.label(ids[2:40], NEW[2:40], 1, now + timedelta(minutes=5))  # more labels: a new dataset
+    cycle = mon.run_once(now + timedelta(minutes=10))[0]
+    assert cycle.actions[0].startswith("retrain:")
+    assert [e.action for e in world.events("decision")] == ["retrain", "retrain"]
