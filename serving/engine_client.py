@@ -11,6 +11,7 @@ abort the generation.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import AsyncIterator
 from types import TracebackType
 from typing import Any, Self
@@ -20,6 +21,7 @@ import aiohttp
 from services.errors import InvalidInput, NotFound, TooLarge, TuneloopError, Unavailable
 
 JSON = dict[str, Any]
+log = logging.getLogger("tuneloop.engine_client")
 _TRANSPORT_ERRORS = (aiohttp.ClientError, TimeoutError)
 _JSON_HEADERS = {"content-type": "application/json"}
 # Below uvicorn's (vLLM's server) 5 s keep-alive, so an idle pooled connection is dropped here
@@ -91,9 +93,8 @@ class EngineStream:
                 yield buffer.strip().decode()
             self._finished = True
         except _TRANSPORT_ERRORS as exc:
-            raise Unavailable(
-                f"engine {self._url} dropped the stream: {exc!r}", retry_after_s=self._retry_after_s
-            ) from exc
+            raise Unavailable(f"engine {self._url} dropped the stream: {type(exc).__name__}",
+                              retry_after_s=self._retry_after_s) from exc
         finally:
             await self.aclose()
 
@@ -119,6 +120,8 @@ class EngineClient:
     One pooled keep-alive HTTP/1.1 session (aiohttp: far less per-request overhead than httpx
     on the gateway's hot path), created on first use inside the running loop. ``session`` lets
     tests inject one (trace hooks). ``timeout_s`` bounds the wait for each read from the engine.
+    ``label`` names the engine in error messages, which reach tenants: the gateway passes the
+    engine's slot name, so no internal address leaves the cluster (default: the URL).
     Call :meth:`aclose` when done.
     """
 
@@ -131,8 +134,10 @@ class EngineClient:
         retry_after_s: float = 5.0,
         session: aiohttp.ClientSession | None = None,
         api_key: str | None = None,
+        label: str | None = None,
     ) -> None:
         self.base_url = base_url.rstrip("/").removesuffix("/v1")
+        self.label = label or self.base_url
         # The engine key (vLLM --api-key), sent with every request.
         self._auth = {"Authorization": f"Bearer {api_key}"} if api_key else {}
         self.retry_after_s = retry_after_s
@@ -146,7 +151,7 @@ class EngineClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._closed:
-            raise Unavailable(f"the client of engine {self.base_url} is closed (shutting down)",
+            raise Unavailable(f"the client of engine {self.label} is closed (shutting down)",
                               retry_after_s=self.retry_after_s)
         if self._session is None or self._session.closed:
             self._session = aiohttp.ClientSession(
@@ -224,7 +229,13 @@ class EngineClient:
     def _unavailable(self, exc: BaseException) -> Unavailable:
         self.reachable = False
         kind = "timed out" if isinstance(exc, TimeoutError) else "is unreachable"
-        return Unavailable(f"engine {self.base_url} {kind}: {exc!r}", retry_after_s=self.retry_after_s)
+        if self.label == self.base_url:
+            detail = repr(exc)
+        else:  # the exception names the address: keep it in the log, out of the message
+            log.warning("engine %s (%s) %s: %r", self.label, self.base_url, kind, exc)
+            detail = type(exc).__name__
+        return Unavailable(f"engine {self.label} {kind}: {detail}",
+                           retry_after_s=self.retry_after_s)
 
     def _timeout(self, timeout_s: float) -> aiohttp.ClientTimeout:
         return aiohttp.ClientTimeout(total=timeout_s, sock_connect=self.connect_timeout_s)
@@ -244,7 +255,7 @@ class EngineClient:
             raise self._unavailable(exc) from exc
         self.reachable = True
         if status >= 400:
-            raise engine_error(status, content, url=self.base_url, retry_after_s=self.retry_after_s)
+            raise engine_error(status, content, url=self.label, retry_after_s=self.retry_after_s)
         if not content:
             return None
         try:
@@ -267,6 +278,6 @@ class EngineClient:
                 content = b""
             finally:
                 response.release()
-            raise engine_error(response.status, content, url=self.base_url,
+            raise engine_error(response.status, content, url=self.label,
                                retry_after_s=self.retry_after_s)
-        return EngineStream(response, url=self.base_url, retry_after_s=self.retry_after_s)
+        return EngineStream(response, url=self.label, retry_after_s=self.retry_after_s)

@@ -74,7 +74,7 @@ class Dispatcher:
     def _slot(self, name: str, url: str, is_ready: Callable[[], bool]) -> EngineSlot:
         key = self.settings.engine_api_key
         client = EngineClient(url, timeout_s=self.settings.request_timeout_s,
-                              api_key=key.get_secret_value() if key else None)
+                              api_key=key.get_secret_value() if key else None, label=name)
         placement = AdapterPlacement(
             client, self.settings.max_cpu_loras, engine_name=name, on_event=self._on_event
         )

@@ -71,6 +71,33 @@ def test_transport_failures_are_unavailable_with_retry_after():
     assert client.reachable is False
 
 
+def test_errors_name_the_engine_by_its_label_never_its_address():
+    """Error messages reach tenants: a labelled client (the gateway labels each engine with its
+    slot name) never names the engine's internal address."""
+    async def handler(request):
+        return error(500, "boom")
+
+    async def test(client):
+        with pytest.raises(EngineError) as failed:
+            await client.chat_completions({"model": "m", "messages": []})
+        return client.base_url, str(failed.value)
+
+    url, message = run_against(handler, test, label="engine-0")
+    assert message == "engine engine-0 failed (500): boom"
+    assert url.removeprefix("http://") not in message
+
+    async def unreachable():
+        client = EngineClient("http://127.0.0.1:9", label="engine-1")  # nothing listens
+        try:
+            with pytest.raises(Unavailable) as info:
+                await client.completions({"model": "m", "prompt": "p"})
+        finally:
+            await client.aclose()
+        return str(info.value)
+
+    assert asyncio.run(unreachable()).startswith("engine engine-1 is unreachable: Client")
+
+
 def test_timeouts_are_unavailable():
     async def slow(request):
         await asyncio.sleep(2)
