@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -62,6 +63,48 @@ class Evaluator(Protocol):
     def release(self, spec: VersionSpec) -> None:
         """The version will not be served (the gate refused it): free what scoring it holds."""
         ...
+
+    def label_distributions(self, spec: VersionSpec, records: Sequence[dict[str, Any]]
+                            ) -> list[dict[str, float]] | None:
+        """Classification: each record's ``{label: probability}`` (None for chat), for the
+        gate's forgetting measure; texts just scored by :meth:`evaluate` are not scored again."""
+        ...
+
+
+class Distributions:
+    """The label distributions an evaluator computed last, by (engine name, texts): the gate asks
+    for the previous split's right after evaluating it. Bounded to ``size`` entries."""
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._entries: OrderedDict[tuple[str, tuple[str, ...]], list[dict[str, float]]] = \
+            OrderedDict()
+
+    def put(self, ref: str, texts: Sequence[str], found: list[dict[str, float]]) -> None:
+        self._entries[(ref, tuple(texts))] = found
+        while len(self._entries) > self.size:
+            self._entries.popitem(last=False)
+
+    def get(self, ref: str, texts: Sequence[str]) -> list[dict[str, float]] | None:
+        return self._entries.get((ref, tuple(texts)))
+
+    def fetch(self, spec: VersionSpec, records: Sequence[dict[str, Any]], max_examples: int,
+              evaluate: Callable[[VersionSpec, Mapping[str, Sequence[dict[str, Any]]]], Any]
+              ) -> list[dict[str, float]] | None:
+        """The distributions of the first ``max_examples`` records' texts: remembered, else
+        scored by ``evaluate`` (which puts them here)."""
+        texts = [r["text"] for r in records][:max_examples]
+        if not texts:
+            return None
+        if self.get(spec.engine_name, texts) is None:
+            evaluate(spec, {"texts": [{"text": t, "label": (spec.labels or [""])[0]}
+                                      for t in texts]})
+        return self.get(spec.engine_name, texts)
+
+
+def predicted(distributions: Sequence[Mapping[str, float]]) -> list[str]:
+    """The most probable label of each distribution."""
+    return [max(d, key=d.__getitem__) for d in distributions]
 
 
 def capped(splits: Mapping[str, Sequence[dict[str, Any]]], max_examples: int
@@ -112,6 +155,7 @@ class ScoringEvaluator:
         self.max_examples = max_examples
         self.max_length = max_length
         self._lock = threading.Lock()
+        self._seen = Distributions()
 
     def evaluate(self, spec: VersionSpec, splits: Mapping[str, Sequence[dict[str, Any]]]
                  ) -> dict[str, dict[str, float]]:
@@ -138,14 +182,22 @@ class ScoringEvaluator:
     def release(self, spec: VersionSpec) -> None:
         """Nothing is kept between evaluations."""
 
+    def label_distributions(self, spec: VersionSpec, records: Sequence[dict[str, Any]]
+                            ) -> list[dict[str, float]] | None:
+        if spec.task != AdapterTask.CLASSIFICATION:
+            return None
+        return self._seen.fetch(spec, records, self.max_examples, self.evaluate)
+
     def _measure(self, spec: VersionSpec, model: Any, tokenizer: Any,
                  records: list[dict[str, Any]]) -> dict[str, float]:
         from training import scoring
 
         if spec.task == AdapterTask.CLASSIFICATION:
-            predicted = scoring.classify(model, tokenizer, template_of(spec),
-                                         [r["text"] for r in records], list(spec.labels or []))
-            return classification_result(spec, records, predicted)
+            texts = [r["text"] for r in records]
+            found = scoring.score_labels(model, tokenizer, template_of(spec), texts,
+                                         list(spec.labels or []))
+            self._seen.put(spec.engine_name, texts, found)
+            return classification_result(spec, records, predicted(found))
         tokenized = tokenized_chat(tokenizer, records, self.max_length)
         metrics = scoring.eval_loss(model, tokenizer, tokenized)
         return {"eval_loss": metrics["eval_loss"], "perplexity": metrics["perplexity"],

@@ -80,6 +80,11 @@ class RetrainPolicy(BaseModel):
     gate_min_improvement: float = Field(default=0.0, ge=0, le=1)
     """How much better than the champion a candidate must be on the new eval split (> this)."""
 
+    gate_max_forgetting_kl: float | None = Field(default=None, ge=0, le=100)
+    """Classification: refuse a candidate whose label distribution on the champion's held-out
+    texts is further than this mean KL divergence (nats) from the champion's. None: reported,
+    never refused on."""
+
     rollback_on_quality_drop: bool = True
     """Roll a promoted champion back to the previous version when its quality drops significantly."""
 

@@ -39,7 +39,7 @@ from services.store.models import (
     RetrainRunStatus,
     Tenant,
 )
-from training.gate import decide_gate, gate_metric
+from training.gate import decide_gate, gate_metric, label_kl
 
 
 def _spec(tenant: Tenant, name: str, row: AdapterVersion) -> VersionSpec:
@@ -176,6 +176,16 @@ class Retrainer:
             ms.add_event(session, run.adapter_id, type_, message, action=action, reason=reason,
                          data={"run": run.id, "job_id": run.job_id, **(data or {})}, now=now)
 
+    def _forgetting(self, candidate: VersionSpec, champion: VersionSpec,
+                    previous: list[dict[str, Any]]) -> float | None:
+        """Mean KL of the candidate's label distribution from the champion's on the champion's
+        held-out texts (classification; None for chat or without such texts)."""
+        reference = self.evaluator.label_distributions(champion, previous)
+        moved = self.evaluator.label_distributions(candidate, previous)
+        if not reference or not moved:
+            return None
+        return label_kl(reference, moved)
+
     def _gate(self, tenant: Tenant, adapter: Adapter, policy: RetrainPolicy, run: RetrainRun,
               job: FineTuningJob, now: datetime, cycle: Cycle) -> None:
         with self.platform.store.read() as session:
@@ -189,19 +199,23 @@ class Retrainer:
         champ_ref = registry.version_ref(adapter.name, champion.version)
         splits = {"new": new_split, "previous": previous_split}
         metric, higher = gate_metric(candidate.task)
-        cand_spec = _spec(tenant, adapter.name, candidate)
+        cand_spec, champ_spec = (_spec(tenant, adapter.name, candidate),
+                                 _spec(tenant, adapter.name, champion))
         began = time.perf_counter()
         cand_metrics = self.evaluator.evaluate(cand_spec, splits)
-        champ_metrics = self.evaluator.evaluate(_spec(tenant, adapter.name, champion), splits)
+        champ_metrics = self.evaluator.evaluate(champ_spec, splits)
+        forgetting = self._forgetting(cand_spec, champ_spec, previous_split)
         evaluation = {f"v{candidate.version}": cand_metrics, f"v{champion.version}": champ_metrics,
                       "metric": metric, "split_sizes": {k: len(v) for k, v in splits.items()},
                       "scorer": self.evaluator.scorer(candidate.task),
+                      "forgetting_kl": forgetting,
                       "seconds": round(time.perf_counter() - began, 3)}
         gate = decide_gate(cand_metrics, champ_metrics, "new", metric=metric,
                            higher_is_better=higher, champion_version=champ_ref,
                            previous_split="previous" if previous_split else None,
                            tolerance=policy.gate_tolerance,
-                           min_improvement=policy.gate_min_improvement)
+                           min_improvement=policy.gate_min_improvement,
+                           forgetting=forgetting, max_forgetting=policy.gate_max_forgetting_kl)
         self.metrics.gate_decisions.labels(gate.reason.value).inc()
         action = promotion_action(policy, gate)
         data = {"gate": gate.to_dict(), "evaluation": evaluation, "action": action.value}

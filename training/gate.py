@@ -13,7 +13,8 @@ The metric is accuracy for classification (higher is better), eval loss for chat
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
@@ -21,6 +22,7 @@ from typing import Any
 from services.store.models import AdapterTask
 
 EPSILON = 1e-9  # ties pass: float noise must not fail an identical model
+PROBABILITY_FLOOR = 1e-12
 
 _LOWER_IS_BETTER = ("loss", "perplexity", "error", "negative_rate")
 
@@ -43,6 +45,7 @@ class GateReason(StrEnum):
     NO_CHAMPION = "no_champion"
     NO_IMPROVEMENT = "no_improvement"
     REGRESSION = "regression"
+    FORGETTING = "forgetting"  # its label distribution moved too far from the champion's
     MISSING_METRIC = "missing_metric"
 
 
@@ -67,9 +70,29 @@ class GateDecision:
     champion_version: str | None = None
     new_delta: float | None = None
     previous_delta: float | None = None
+    forgetting: float | None = None
+    """Mean KL divergence of the candidate's label distribution from the champion's on the
+    champion's held-out texts (nats; None: not measured)."""
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "reason": str(self.reason)}
+
+
+def label_kl(reference: Sequence[Mapping[str, float]], candidate: Sequence[Mapping[str, float]]
+             ) -> float:
+    """Mean over texts of KL(reference || candidate) between two label distributions per text
+    (nats; a probability under ``PROBABILITY_FLOOR`` counts as the floor). How far the candidate
+    moved from the champion on the champion's own texts: 0 for the same model."""
+    if len(reference) != len(candidate):
+        raise ValueError(f"{len(reference)} reference but {len(candidate)} candidate distributions")
+    if not reference:
+        raise ValueError("no texts to compare the label distributions on")
+    total = 0.0
+    for ref, cand in zip(reference, candidate):
+        for label, p in ref.items():
+            if p > 0:
+                total += p * math.log(p / max(cand.get(label, 0.0), PROBABILITY_FLOOR))
+    return max(0.0, total / len(reference))
 
 
 def _value(metrics: SplitMetrics | None, split: str | None, metric: str) -> float | None:
@@ -89,12 +112,16 @@ def decide_gate(
     previous_split: str | None = None,
     tolerance: float = 0.0,
     min_improvement: float | None = None,
+    forgetting: float | None = None,
+    max_forgetting: float | None = None,
 ) -> GateDecision:
     """Compare ``candidate`` with ``champion`` (else ``base``) on ``metric`` (see the module).
 
     ``higher_is_better`` defaults from the metric name (loss/perplexity/error: lower). The
     previous split is skipped when None or the champion has no value there. Raises ValueError
-    for a negative ``tolerance`` or ``min_improvement``.
+    for a negative ``tolerance`` or ``min_improvement``. ``forgetting`` (see
+    :func:`label_kl`) is reported; above ``max_forgetting`` it fails a candidate that would
+    otherwise pass (min_improvement mode).
     """
     if tolerance < 0 or (min_improvement is not None and min_improvement < 0):
         raise ValueError(
@@ -108,7 +135,7 @@ def decide_gate(
     base_new = _value(base, new_split, metric)
     fields: dict[str, Any] = {
         "metric": metric, "higher_is_better": higher, "candidate": cand_new, "base": base_new,
-        "champion": champ_new, "champion_version": champion_version}
+        "champion": champ_new, "champion_version": champion_version, "forgetting": forgetting}
     if min_improvement is None:
         return _at_least_as_good(fields, sign)
     if not champion:
@@ -150,10 +177,19 @@ def decide_gate(
             f"(tolerance {tolerance:g})",
             new_delta=new_delta, previous_delta=previous_delta, **fields,
         )
+    if max_forgetting is not None and forgetting is not None and forgetting > max_forgetting:
+        return GateDecision(
+            False, GateReason.FORGETTING,
+            f"its label distribution on previous split {previous_split!r} moved from the "
+            f"champion's by KL {forgetting:.4g} nats (allowed {max_forgetting:g}): it forgets "
+            "what the champion knew",
+            new_delta=new_delta, previous_delta=previous_delta, **fields,
+        )
     return GateDecision(
         True, GateReason.PASSED,
         f"{metric} on {new_split!r} better by {new_delta:.4g}"
-        + ("" if previous_delta is None else f"; previous split delta {previous_delta:+.4g}"),
+        + ("" if previous_delta is None else f"; previous split delta {previous_delta:+.4g}")
+        + ("" if forgetting is None else f"; label KL from the champion {forgetting:.4g}"),
         new_delta=new_delta, previous_delta=previous_delta, **fields,
     )
 

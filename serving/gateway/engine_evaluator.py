@@ -28,10 +28,12 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from monitoring.candidate_eval import (
+    Distributions,
     Evaluator,
     VersionSpec,
     capped,
     classification_result,
+    predicted,
     template_of,
 )
 from services.artifacts import artifact_ref
@@ -53,6 +55,7 @@ class EngineEvaluator:
         self.access = access
         self.fallback = fallback
         self.max_examples = max_examples
+        self._seen = Distributions()
 
     def scorer(self, task: str) -> str:
         """``engine`` for classification wherever an engine is configured, else the fallback's."""
@@ -86,9 +89,17 @@ class EngineEvaluator:
         if self.access.configured and spec.task == AdapterTask.CLASSIFICATION:
             self.access.unload(spec.engine_name)
 
+    def label_distributions(self, spec: VersionSpec, records: Sequence[dict[str, Any]]
+                            ) -> list[dict[str, float]] | None:
+        if not self.access.configured or spec.task != AdapterTask.CLASSIFICATION:
+            return self.fallback.label_distributions(spec, records)
+        return self._seen.fetch(spec, records, self.max_examples, self.evaluate)
+
     async def _measure(self, client: EngineClient, spec: VersionSpec,
                        records: list[dict[str, Any]]) -> dict[str, float]:
+        texts = [r["text"] for r in records]
         results = await Classifier(client).classify_many(
-            spec.engine_name, template_of(spec), [r["text"] for r in records],
-            list(spec.labels or []))
-        return classification_result(spec, records, [r.label for r in results])
+            spec.engine_name, template_of(spec), texts, list(spec.labels or []))
+        found = [dict(r.probabilities) for r in results]
+        self._seen.put(spec.engine_name, texts, found)
+        return classification_result(spec, records, predicted(found))

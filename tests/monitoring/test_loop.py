@@ -7,6 +7,7 @@ v1 is trained on tweets and movie reviews; the traffic shifts to editorials and 
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
 from dataclasses import dataclass
@@ -55,10 +56,16 @@ def jsonl(rows: list[dict]) -> bytes:
 class ScriptedEvaluator:
     """Accuracy per version and split: ``scores[version][split]``; records every call."""
 
-    def __init__(self, scores: dict[int, dict[str, float]]):
+    def __init__(self, scores: dict[int, dict[str, float]],
+                 distributions: dict[int, dict[str, float]] | None = None):
         self.scores = scores
+        self.distributions = distributions or {}  # one label distribution per version
         self.calls: list[tuple[int, dict[str, int]]] = []
         self.released: list[str] = []
+
+    def label_distributions(self, spec, records):
+        found = self.distributions.get(spec.version)
+        return None if found is None else [found] * len(records)
 
     def release(self, spec):
         self.released.append(spec.ref)
@@ -471,3 +478,24 @@ def test_a_retrain_with_too_little_data_is_recorded_once_until_the_data_changes(
     cycle = mon.run_once(now + timedelta(minutes=10))[0]
     assert cycle.actions[0].startswith("retrain:")
     assert [e.action for e in world.events("decision")] == ["retrain", "retrain"]
+
+
+def test_a_candidate_that_forgets_the_champions_texts_is_refused_on_kl(world):
+    world.set_policy(EAGER.model_copy(update={"gate_max_forgetting_kl": 0.5}))
+    shifted_traffic(world)
+    evaluator = ScriptedEvaluator(
+        {1: {"new": 0.5, "previous": 0.8}, 2: {"new": 0.9, "previous": 0.8}},  # accuracy: better
+        distributions={1: {"positive": 0.9, "negative": 0.1},   # but on v1's own texts its
+                       2: {"positive": 0.1, "negative": 0.9}})  # labels flipped
+    mon = monitor(world, evaluator)
+    now = world.t0 + timedelta(hours=8)
+    job_id = mon.run_once(now)[0].actions[0].removeprefix("retrain:")
+    assert world.run_job(job_id) is JobStatus.SUCCEEDED
+    assert mon.run_once(now + timedelta(minutes=1))[0].actions == ["reject:v2"]
+    run = world.runs()[0]
+    kl = 0.9 * math.log(0.9 / 0.1) + 0.1 * math.log(0.1 / 0.9)
+    assert run.gate["reason"] == "forgetting"
+    assert run.gate["forgetting"] == pytest.approx(kl)
+    assert run.evaluation["forgetting_kl"] == pytest.approx(kl)
+    assert "KL 1.758 nats (allowed 0.5)" in world.events("promotion")[-1].message
+    assert world.champion() == 1

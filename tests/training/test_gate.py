@@ -4,6 +4,7 @@ monitor's promotion rule (better on the new split, within tolerance on the previ
 from __future__ import annotations
 
 import json
+import math
 
 import pytest
 
@@ -112,3 +113,28 @@ def test_gate_min_improvement():
     gate = promotion_gate(metrics(0.61), metrics(0.60), "eval@v2", None, 0.0,
                           min_improvement=0.02)
     assert gate.reason is GateReason.NO_IMPROVEMENT
+
+
+def test_label_kl_is_zero_for_the_same_model_and_grows_as_labels_move():
+    from training.gate import label_kl
+
+    same = [{"a": 0.7, "b": 0.3}, {"a": 0.2, "b": 0.8}]
+    assert label_kl(same, same) == 0.0
+    moved = [{"a": 0.3, "b": 0.7}, {"a": 0.2, "b": 0.8}]
+    expected = (0.7 * math.log(0.7 / 0.3) + 0.3 * math.log(0.3 / 0.7)) / 2
+    assert label_kl(same, moved) == pytest.approx(expected)
+    assert label_kl([{"a": 1.0, "b": 0.0}], [{"a": 0.0, "b": 1.0}]) == pytest.approx(
+        math.log(1e12))  # a label the candidate rules out costs the floor, not infinity
+    with pytest.raises(ValueError, match="2 reference but 1 candidate"):
+        label_kl(same, moved[:1])
+
+
+def test_forgetting_fails_an_otherwise_passing_candidate_only_above_the_limit():
+    cand, champ = {"new": {"accuracy": 0.9}}, {"new": {"accuracy": 0.5}}
+    common = {"metric": "accuracy", "min_improvement": 0.0}
+    passed = decide_gate(cand, champ, "new", forgetting=0.2, max_forgetting=0.5, **common)
+    assert passed.passed and passed.forgetting == 0.2 and "label KL" in passed.message
+    refused = decide_gate(cand, champ, "new", previous_split="previous", forgetting=0.8,
+                          max_forgetting=0.5, **common)
+    assert not refused.passed and refused.reason is GateReason.FORGETTING
+    assert decide_gate(cand, champ, "new", forgetting=9.0, **common).passed  # no limit: reported

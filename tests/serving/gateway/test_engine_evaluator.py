@@ -14,6 +14,8 @@ from monitoring.candidate_eval import ScoringEvaluator, VersionSpec
 from services.errors import Unavailable
 from serving.gateway.engine_evaluator import EngineEvaluator
 from serving.gateway.pool_access import PoolAccess
+from training.gate import label_kl
+from training.jobs.parity import LABEL_TOLERANCE
 
 # -- no engine / engine down ----------------------------------------------------------------------
 
@@ -132,10 +134,20 @@ def test_engine_scores_agree_with_peft(scored):
                           {"text": "The striker was sent off after a foul.", "label": "sports"},
                           {"text": "Whisk the eggs with sugar and flour.", "label": "cooking"},
                           {"text": "Whisk the eggs with sugar and flour.", "label": "sports"}]}
+    peft = ScoringEvaluator(platform)
     on_engine = evaluator.evaluate(topics_spec, texts)
-    assert on_engine == ScoringEvaluator(platform).evaluate(topics_spec, texts)
+    assert on_engine == peft.evaluate(topics_spec, texts)
     assert on_engine["new"] == {"accuracy": 1.0, "macro_f1": 1.0, "examples": 6}
     assert on_engine["previous"]["accuracy"] == 0.75  # the wrong label is scored as wrong
+
+    # The forgetting measure's label distributions: the engine's agree with PEFT's within the
+    # parity check's tolerance, and a version does not move from itself.
+    engine_d = evaluator.label_distributions(topics_spec, texts["previous"])
+    peft_d = peft.label_distributions(topics_spec, texts["previous"])
+    assert len(engine_d) == len(peft_d) == 4
+    assert max(abs(e[k] - p[k]) for e, p in zip(engine_d, peft_d) for k in e) < LABEL_TOLERANCE
+    assert label_kl(engine_d, engine_d) == 0.0
+    assert label_kl(peft_d, engine_d) < 0.01
 
 
 def test_a_refused_candidate_is_unloaded_from_the_engines(scored, loop_thread):
