@@ -113,6 +113,11 @@ class Settings(BaseSettings):
     max_upload_bytes: int = Field(default=512 * 1024 * 1024, gt=0)
     """Largest file accepted by the files API."""
 
+    dataset_strict: bool = False
+    """Refuse a classification file whose text repeats with another label (an issue with its
+    line). Default: a warning in the file's stats, the later lines dropped. Exact duplicates are
+    always a warning, trained once."""
+
     serving_sync_interval_s: float = Field(default=0.5, gt=0, le=60)
     """How often each gateway checks the store for changes made by other processes (keys,
     tenants, adapters, promotions) and drops its caches: the bound on how long a revocation or

@@ -5,6 +5,11 @@ classification = JSONL ``{"text", "label"}`` or CSV with ``text`` and ``label`` 
 Everything here is pure: bytes in, a :class:`ValidationReport` out. Token limits use a counter
 callable (see :func:`training.tokenize.conversation_token_counter`) so the same tokenizer and
 chat template as training decide what is "too long".
+
+Duplicates are common in real corpora and, as OpenAI does, accepted: a repeated example is a
+warning (not an issue) and is trained once, its first occurrence kept. A classification text
+repeated with a different label is a warning too (the later lines are dropped) unless
+``strict=True``, which makes it an issue.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ TokenCounter = Callable[[list[Message]], int]
 """Counts the tokens of one conversation exactly as training would see it."""
 
 ROLES = ("system", "user", "assistant")
+MAX_STORED_WARNINGS = 50
+"""Warnings kept in :class:`DatasetStats` (stored with the file); the counts cover them all."""
 
 
 @dataclass(frozen=True)
@@ -52,20 +59,32 @@ class DatasetStats:
     tokens: int | None = None
     max_example_tokens: int | None = None
     label_counts: dict[str, int] | None = None
+    duplicates: int = 0
+    """Repeated examples dropped (each is trained once)."""
+    conflicting_labels: int = 0
+    """Classification lines dropped because an earlier line has the same text, another label."""
+    warnings: tuple[DatasetIssue, ...] = ()
+    """The first :data:`MAX_STORED_WARNINGS` warnings, in line order."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: v for k, v in self.__dict__.items()}
+        out = dict(self.__dict__)
+        out["warnings"] = [{"line": w.line, "message": w.message} for w in self.warnings]
+        return out
 
 
 @dataclass
 class ValidationReport:
-    """Parsed examples (only the valid ones), every issue found, and the stats."""
+    """Parsed examples (the valid ones, each once), every issue and warning found, the stats.
+
+    Issues refuse the file; warnings (duplicates, conflicting labels) do not.
+    """
 
     task: AdapterTask
     examples: list[ChatExample] | list[ClassificationExample]
     issues: list[DatasetIssue]
     stats: DatasetStats
     labels: list[str] = field(default_factory=list)
+    warnings: list[DatasetIssue] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
@@ -156,6 +175,7 @@ def validate_chat_dataset(
 ) -> ValidationReport:
     """Validate OpenAI fine-tuning chat JSONL; every issue is collected, nothing raises."""
     issues: list[DatasetIssue] = []
+    warnings: list[DatasetIssue] = []
     examples: list[ChatExample] = []
     counts: list[int] = []
     first_seen: dict[str, int] = {}
@@ -175,7 +195,8 @@ def validate_chat_dataset(
         messages = [dict(m) for m in record["messages"]]
         key = json.dumps([(m["role"], m["content"]) for m in messages], ensure_ascii=False)
         if key in first_seen:
-            issues.append(DatasetIssue(line, f"duplicate of line {first_seen[key]}"))
+            warnings.append(DatasetIssue(
+                line, f"duplicate of line {first_seen[key]}; dropped, trained once"))
             continue
         first_seen[key] = line
         if _check_length(line, messages, count_tokens, max_tokens, issues, counts):
@@ -186,8 +207,10 @@ def validate_chat_dataset(
         task=AdapterTask.CHAT, examples=len(examples), sha256=content_hash(data),
         tokens=sum(counts) if count_tokens else None,
         max_example_tokens=max(counts, default=0) if count_tokens else None,
+        duplicates=len(warnings), warnings=tuple(warnings[:MAX_STORED_WARNINGS]),
     )
-    return ValidationReport(AdapterTask.CHAT, examples, sorted(issues, key=_issue_order), stats)
+    return ValidationReport(AdapterTask.CHAT, examples, sorted(issues, key=_issue_order), stats,
+                            warnings=warnings)
 
 
 def _classification_records(
@@ -277,13 +300,18 @@ def validate_classification_dataset(
     template: str = DEFAULT_CLASSIFICATION_TEMPLATE,
     count_tokens: TokenCounter | None = None,
     max_tokens: int | None = None,
+    strict: bool = False,
 ) -> ValidationReport:
     """Validate a classification file (JSONL or CSV ``text``, ``label``).
 
     ``labels`` restricts the label set (e.g. a validation file must use the training labels);
-    token counts are of the templated conversation ending with the label, as trained.
+    token counts are of the templated conversation ending with the label, as trained. Texts are
+    compared ignoring case and spacing: a repeat with the same label is a warning and dropped; with
+    another label a warning and dropped (the first line's label kept), an issue when ``strict``.
     """
     issues: list[DatasetIssue] = []
+    warnings: list[DatasetIssue] = []
+    duplicates = conflicts = 0
     fmt = fmt or sniff_format(data, filename)
     parsed: list[ClassificationExample] = []
     first_seen: dict[str, tuple[int, str]] = {}
@@ -308,8 +336,19 @@ def validate_classification_dataset(
         key = " ".join(text.split()).lower()
         if key in first_seen:
             first_line, first_label = first_seen[key]
-            conflict = f" with a different label ({first_label!r})" if first_label != label else ""
-            issues.append(DatasetIssue(line, f"duplicate text of line {first_line}{conflict}"))
+            if first_label == label:
+                duplicates += 1
+                warnings.append(DatasetIssue(
+                    line, f"duplicate of line {first_line}; dropped, trained once"))
+            elif strict:
+                issues.append(DatasetIssue(
+                    line, f"duplicate text of line {first_line} with a different label "
+                          f"({first_label!r}); give one text one label (strict validation)"))
+            else:
+                conflicts += 1
+                warnings.append(DatasetIssue(
+                    line, f"same text as line {first_line} with a different label ({label!r} vs "
+                          f"{first_label!r}); dropped, line {first_line}'s label kept"))
             continue
         first_seen[key] = (line, label)
         parsed.append(ClassificationExample(text=text, label=label, line=line))
@@ -334,16 +373,21 @@ def validate_classification_dataset(
         task=AdapterTask.CLASSIFICATION, examples=len(parsed), sha256=content_hash(data),
         tokens=sum(counts) if count_tokens else None,
         max_example_tokens=max(counts, default=0) if count_tokens else None,
-        label_counts=label_counts,
+        label_counts=label_counts, duplicates=duplicates, conflicting_labels=conflicts,
+        warnings=tuple(warnings[:MAX_STORED_WARNINGS]),
     )
     return ValidationReport(
-        AdapterTask.CLASSIFICATION, parsed, sorted(issues, key=_issue_order), stats, labels=label_list
+        AdapterTask.CLASSIFICATION, parsed, sorted(issues, key=_issue_order), stats,
+        labels=label_list, warnings=warnings,
     )
 
 
 def validate_dataset(data: bytes, task: AdapterTask, **kwargs: Any) -> ValidationReport:
-    """Dispatch to the chat or classification validator by ``task``."""
+    """Dispatch to the chat or classification validator by ``task``. ``strict=True`` refuses a
+    classification text repeated with another label (an issue, not a warning); chat has no
+    such conflict (several replies to one prompt are normal) and ignores it."""
     if task == AdapterTask.CHAT:
+        kwargs.pop("strict", None)
         return validate_chat_dataset(data, **kwargs)
     if task == AdapterTask.CLASSIFICATION:
         return validate_classification_dataset(data, **kwargs)

@@ -1,4 +1,4 @@
-"""Dataset validation: every problem reported with its line number."""
+"""Dataset validation: every problem reported with its line number; duplicates are warnings."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from training.datasets import (
+    MAX_STORED_WARNINGS,
     ChatExample,
     content_hash,
     sniff_format,
@@ -59,27 +60,28 @@ def test_bad_chat_file_reports_every_problem_with_its_line():
         {"messages": [{"role": "user", "content": "  "},
                       {"role": "assistant", "content": "y"}]},           # 6 empty content
         {"prompt": "old format"},                                        # 7 no messages
-        chat("ok", "fine"),                                              # 8 duplicate of 1
+        chat("ok", "fine"),                                              # 8 duplicate: warning
         chat("a long one", "word " * 50),                                # 9 too long
     )
     report = validate_chat_dataset(
         data, count_tokens=lambda m: sum(len(x["content"].split()) for x in m), max_tokens=20
     )
     by_line = lines_of(report)
-    assert sorted(by_line) == [2, 3, 4, 5, 6, 7, 8, 9]
+    assert sorted(by_line) == [2, 3, 4, 5, 6, 7, 9]
     assert "invalid JSON" in by_line[2][0]
     assert "no assistant message" in by_line[3][0]
     assert 'no "role"' in by_line[4][0]
     assert "unknown role 'wizard'" in by_line[5][0]
     assert "empty content" in by_line[6][0]
     assert '"messages"' in by_line[7][0]
-    assert "duplicate of line 1" in by_line[8][0]
     assert "over the maximum of 20" in by_line[9][0]
+    assert [(w.line, w.message) for w in report.warnings] == [
+        (8, "duplicate of line 1; dropped, trained once")]
     assert [e.line for e in report.examples] == [1]
     with pytest.raises(DatasetError) as caught:
         report.raise_for_issues("train.jsonl")
     message = str(caught.value)
-    assert "train.jsonl has 8 problem(s)" in message
+    assert "train.jsonl has 7 problem(s)" in message
     assert "line 5: messages[0] has unknown role 'wizard'" in message
     assert caught.value.status == 400
     assert all(isinstance(i, DatasetIssue) for i in caught.value.issues)
@@ -104,19 +106,71 @@ def test_classification_jsonl_problems_with_lines():
         {"text": "", "label": "neg"},          # 2 empty text
         {"text": "meh"},                       # 3 missing label
         {"text": "bad", "label": "neg"},       # 4
-        {"text": "Great ", "label": "neg"},    # 5 duplicate text of 1, other label
+        {"text": "Great ", "label": "neg"},    # 5 text of 1, other label: a warning
         "not json",                            # 6
         {"text": "fine", "label": " "},        # 7 empty label
     )
     report = validate_classification_dataset(data)
     by_line = lines_of(report)
-    assert sorted(by_line) == [2, 3, 5, 6, 7]
+    assert sorted(by_line) == [2, 3, 6, 7]
     assert by_line[2] == ["empty text"]
     assert "missing field(s): label" in by_line[3][0]
-    assert "duplicate text of line 1 with a different label ('pos')" in by_line[5][0]
     assert by_line[7] == ["empty label"]
+    assert [w.line for w in report.warnings] == [5]
     assert report.stats.label_counts == {"neg": 1, "pos": 1}
     assert report.labels == ["neg", "pos"]
+
+
+def test_exact_duplicates_are_warnings_and_trained_once():
+    data = jsonl({"text": "great", "label": "pos"}, {"text": "bad", "label": "neg"},
+                 {"text": "great", "label": "pos"}, {"text": "Great ", "label": "pos"})
+    report = validate_dataset(data, "classification", count_tokens=lambda m: 5)
+    assert report.ok
+    assert [(e.line, e.label) for e in report.examples] == [(1, "pos"), (2, "neg")]
+    assert [(w.line, w.message) for w in report.warnings] == [
+        (3, "duplicate of line 1; dropped, trained once"),
+        (4, "duplicate of line 1; dropped, trained once")]
+    stats = report.stats.to_dict()
+    assert (stats["examples"], stats["duplicates"], stats["conflicting_labels"]) == (2, 2, 0)
+    assert stats["label_counts"] == {"neg": 1, "pos": 1} and stats["tokens"] == 10
+    assert stats["warnings"] == [{"line": 3, "message": "duplicate of line 1; dropped, trained once"},
+                                 {"line": 4, "message": "duplicate of line 1; dropped, trained once"}]
+    json.dumps(stats)  # stored as JSON with the file
+
+    chats = validate_dataset(jsonl(chat("hi", "hello"), chat("hi", "hello"), chat("hi", "hey")),
+                             "chat", strict=True)  # strict is about labels: chat ignores it
+    assert chats.ok and [e.line for e in chats.examples] == [1, 3]
+    assert [w.line for w in chats.warnings] == [2] and chats.stats.duplicates == 1
+
+
+def test_conflicting_labels_are_a_warning_unless_strict():
+    data = jsonl({"text": "fine", "label": "pos"}, {"text": "bad", "label": "neg"},
+                 {"text": "fine", "label": "neg"}, {"text": "fine", "label": "pos"})
+    report = validate_classification_dataset(data)
+    assert report.ok
+    assert [(e.line, e.label) for e in report.examples] == [(1, "pos"), (2, "neg")]
+    assert [(w.line, w.message) for w in report.warnings] == [
+        (3, "same text as line 1 with a different label ('neg' vs 'pos'); dropped, line 1's "
+            "label kept"),
+        (4, "duplicate of line 1; dropped, trained once")]
+    assert (report.stats.duplicates, report.stats.conflicting_labels) == (1, 1)
+
+    strict = validate_dataset(data, "classification", strict=True)
+    assert [(i.line, i.message) for i in strict.issues] == [
+        (3, "duplicate text of line 1 with a different label ('pos'); give one text one label "
+            "(strict validation)")]
+    assert [w.line for w in strict.warnings] == [4]  # an exact duplicate stays a warning
+    with pytest.raises(DatasetError, match="line 3: duplicate text of line 1"):
+        strict.raise_for_issues()
+
+
+def test_stored_warnings_are_capped_and_the_counts_are_not():
+    data = jsonl({"text": "a", "label": "x"}, {"text": "b", "label": "y"},
+                 *[{"text": "a", "label": "x"}] * (MAX_STORED_WARNINGS + 5))
+    report = validate_classification_dataset(data)
+    assert len(report.warnings) == report.stats.duplicates == MAX_STORED_WARNINGS + 5
+    assert len(report.stats.to_dict()["warnings"]) == MAX_STORED_WARNINGS
+    assert report.stats.examples == 2
 
 
 def test_classification_single_label_is_a_file_issue():

@@ -69,7 +69,7 @@ def test_every_problem_is_reported_with_its_line_number(client):
     bad = (b'{"text": "good one", "label": "pos"}\n'
            b'this is not json\n'
            b'{"text": "", "label": "neg"}\n'
-           b'{"text": "good one", "label": "neg"}\n'
+           b'{"text": "good one", "label": "neg"}\n'  # a warning, not a problem
            b'{"text": "fine", "label": "neg"}\n'
            b'{"label": "neg"}\n')
     r = upload(client, a, bad)
@@ -78,9 +78,9 @@ def test_every_problem_is_reported_with_its_line_number(client):
     assert error["code"] == "invalid_dataset"
     message = error["message"]
     for expected in ("line 2: invalid JSON", "line 3: empty text",
-                     "line 4: duplicate text of line 1", "line 6: missing field(s): text"):
+                     "line 6: missing field(s): text"):
         assert expected in message, message
-    assert "4 problem(s)" in message
+    assert "3 problem(s)" in message and "line 4" not in message
     assert client.get("/v1/files", headers=a).json()["data"] == []  # nothing stored
 
     chat = (b'{"messages": [{"role": "user", "content": "hi"}]}\n'
@@ -95,6 +95,28 @@ def test_every_problem_is_reported_with_its_line_number(client):
     one_label = b"".join(json.dumps({"text": f"t{i}", "label": "x"}).encode() + b"\n"
                          for i in range(3))
     assert "only one label" in upload(client, a, one_label).json()["error"]["message"]
+
+
+def test_duplicates_are_accepted_with_warnings_in_the_stats(client, platform):
+    a = tenant_key(client, "acme")
+    data = classification_lines(4) + (b'{"text": "example text number 1", "label": "pos"}\n'
+                                      b'{"text": "example text number 2", "label": "pos"}\n')
+    r = upload(client, a, data)
+    assert r.status_code == 200, r.text
+    stats = r.json()["stats"]
+    assert (stats["examples"], stats["duplicates"], stats["conflicting_labels"]) == (4, 1, 1)
+    assert stats["label_counts"] == {"neg": 2, "pos": 2}
+    assert stats["warnings"] == [
+        {"line": 5, "message": "duplicate of line 2; dropped, trained once"},
+        {"line": 6, "message": "same text as line 3 with a different label ('pos' vs 'neg'); "
+                               "dropped, line 3's label kept"}]
+    assert client.get(f"/v1/files/{r.json()['id']}", headers=a).json()["stats"] == stats
+
+    platform.settings.dataset_strict = True  # TUNELOOP_DATASET_STRICT
+    r = upload(client, a, data)
+    assert r.status_code == 400
+    message = r.json()["error"]["message"]
+    assert "1 problem(s)" in message and "line 6: duplicate text of line 3" in message
 
 
 def test_too_long_example_is_reported(client, platform):
@@ -141,6 +163,10 @@ def test_official_openai_client_uploads_and_sees_errors(client, tmp_path):
     assert sdk.files.retrieve(created.id).bytes == path.stat().st_size
     assert [f.id for f in sdk.files.list()] == [created.id]
     assert sdk.files.content(created.id).read() == path.read_bytes()
+    path.write_bytes(classification_lines() + classification_lines(1))  # line 13 repeats line 1
+    with open(path, "rb") as fh:
+        stats = sdk.files.create(file=fh, purpose="fine-tune").model_extra["stats"]
+    assert stats["duplicates"] == 1 and stats["warnings"][0]["line"] == 13
     path.write_bytes(b'{"text": "x", "label": "a"}\nnope\n')
     with open(path, "rb") as fh, pytest.raises(openai.BadRequestError) as err:
         sdk.files.create(file=fh, purpose="fine-tune")
