@@ -96,8 +96,8 @@ def _file_job(session: Session, tenant: Tenant, file_id: str) -> FineTuningJob |
 
 
 def delete_file(session: Session, tenant: Tenant, file_id: str) -> Removed:
-    """Delete the tenant's dataset file; refused while a job that is not finished uses it.
-    Jobs and retrain runs that used it keep its id."""
+    """Delete the tenant's dataset or job result file; refused while a job that is not finished
+    uses it. Jobs and retrain runs that used it (or published it) keep its id."""
     row = session.get(DatasetFile, file_id, with_for_update=True) \
         if isinstance(file_id, str) else None
     if row is None or row.tenant_id != tenant.id:
@@ -167,9 +167,26 @@ def delete_version(session: Session, tenant: Tenant, name: str, version: int) ->
 # -- adapters ----------------------------------------------------------------------------------
 
 
+def _job_result_files(session: Session, job_ids: list[str]) -> list[DatasetFile]:
+    """The result files (``fine_tuning_jobs.result_files``) of these jobs that still exist."""
+    named = {(tenant_id, file_id) for tenant_id, ids in session.execute(
+        select(FineTuningJob.tenant_id, FineTuningJob.result_files)
+        .where(FineTuningJob.id.in_(job_ids))) for file_id in ids or ()}
+    if not named:
+        return []
+    rows = session.scalars(select(DatasetFile).where(
+        DatasetFile.id.in_(sorted({file_id for _, file_id in named}))))
+    return [row for row in rows if (row.tenant_id, row.id) in named]
+
+
 def _delete_jobs(session: Session, removed: Removed, job_ids: list[str]) -> None:
+    """Delete the jobs with their events, checkpoints, retrain runs and result files."""
     if not job_ids:
         return
+    results = _job_result_files(session, job_ids)
+    if results:
+        removed.artifact_keys |= {row.sha256 for row in results}
+        _run(session, removed, DatasetFile, DatasetFile.id.in_([row.id for row in results]))
     _run(session, removed, RetrainRun, RetrainRun.job_id.in_(job_ids))
     _run(session, removed, FineTuningEvent, FineTuningEvent.job_id.in_(job_ids))
     _run(session, removed, FineTuningCheckpoint, FineTuningCheckpoint.job_id.in_(job_ids))
@@ -208,10 +225,10 @@ def _delete_compiled_files(session: Session, removed: Removed, tenant: Tenant,
 
 
 def delete_adapter(session: Session, tenant: Tenant, name: str) -> Removed:
-    """Delete an adapter with all its versions, the jobs that trained it (events, checkpoints),
-    its retrain policy, monitor reports, events and runs (and the datasets those compiled),
-    and its request log and feedback. Refused while one of its jobs is not finished, or a job
-    warm-starts from one of its versions."""
+    """Delete an adapter with all its versions, the jobs that trained it (events, checkpoints,
+    result files), its retrain policy, monitor reports, events and runs (and the datasets those
+    compiled), and its request log and feedback. Refused while one of its jobs is not finished,
+    or a job warm-starts from one of its versions."""
     adapter = registry.get_adapter(session, tenant, name, lock=True)
     versions = registry.list_versions(session, adapter)
     version_ids = [v.id for v in versions]

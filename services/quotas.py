@@ -4,7 +4,8 @@ feedback records (operator settings ``TUNELOOP_TENANT_MAX_*``).
 Each intake point checks its quota before the work (validating, unpacking, training), so a
 tenant at its quota costs one count query. Over a quota answers 403 ``quota_exceeded``, not 429:
 waiting frees nothing, and OpenAI clients retry a 429 on their own. Requests that run at the
-same moment can pass a check together and overshoot by their number.
+same moment can pass a check together and overshoot by their number. A succeeded job's result
+file (``training.jobs.results``) counts as a file but is stored even at the quota.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ class Quota:
 
 def files_quota(settings: Settings) -> Quota:
     return Quota("dataset files", settings.tenant_max_files, "TUNELOOP_TENANT_MAX_FILES",
-                 "Files cannot be deleted yet: reuse one of them (GET /v1/files lists them) or "
-                 "ask the operator to raise the limit.")
+                 "Delete files you no longer need (GET /v1/files lists them, jobs' result files "
+                 "included; DELETE /v1/files/{id}), reuse one, or ask the operator to raise the "
+                 "limit.")
 
 
 def adapters_quota(settings: Settings) -> Quota:

@@ -578,8 +578,11 @@ def run_training(config: TrainConfig) -> TrainResult:
             else tokenizer.eos_token_id
         valid = _tokenize_all(tokenizer, eval_examples[: config.valid_max_examples], config,
                               labels)
+        reports = [r for r in (train_report, eval_report) if r is not None]
         emit("validated", train_examples=len(tokenized), eval_examples=len(eval_examples),
-             eval_source=eval_source, labels=labels, valid_examples=len(valid))
+             eval_source=eval_source, labels=labels, valid_examples=len(valid),
+             duplicates_dropped=sum(r.stats.duplicates for r in reports),
+             conflicting_labels_dropped=sum(r.stats.conflicting_labels for r in reports))
         # train
         result = train(config, tokenized, pad_id, valid)
         train_metrics = dict(result.metrics or {})

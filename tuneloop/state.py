@@ -6,7 +6,8 @@ manager -> monitor (optional, scoring its gate on the engines); stopped in rever
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import logging
+from collections.abc import AsyncIterator, Callable
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -27,8 +28,11 @@ from serving.gateway.engine_evaluator import EngineEvaluator
 from serving.gateway.parity_engine import GatewayEngine
 from serving.gateway.pool_access import PoolAccess
 from serving.gateway.runtime import Gateway, open_gateway
+from training.jobs.files import warm_up as warm_up_validation
 from training.jobs.manager import JobManager
 from tuneloop.api.key_cache import KeyCache
+
+log = logging.getLogger("tuneloop.app")
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,8 @@ async def open_state(platform: Platform, *, serve: ServeOptions | None = None,
                          metrics=metrics,
                          gateway=gateway)
         stack.push_async_callback(state.feedback.close)
+        warm = loop.run_in_executor(None, warm_up_validation, platform)
+        warm.add_done_callback(_log_failure("loading the tokenizer for file validation"))
         watcher = ChangeWatcher(platform.store, state.drop_caches, settings.serving_sync_interval_s)
         await watcher.check()
         stack.push_async_callback(_cancel, asyncio.create_task(watcher.run(), name="serving-sync"))
@@ -121,6 +127,15 @@ async def open_state(platform: Platform, *, serve: ServeOptions | None = None,
             thread.start()
             stack.push_async_callback(run_in_threadpool, thread.stop)
         yield state
+
+
+def _log_failure(what: str) -> Callable[[asyncio.Future[Any]], None]:
+    def done(future: asyncio.Future[Any]) -> None:
+        if not future.cancelled() and future.exception() is not None:
+            log.warning("%s failed (the first request that needs it retries): %s", what,
+                        future.exception())
+
+    return done
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -278,6 +278,9 @@ class FineTuningJob(Base):
         ForeignKey("adapter_versions.id"), nullable=True
     )
     trained_tokens: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    result_files: Mapped[list | None] = mapped_column(JSON, nullable=True)
+    """Ids of the files a succeeded job published (its step metrics CSV, purpose
+    ``fine-tune-results``); kept when a file is deleted, like the training file's id."""
     progress: Mapped[dict] = mapped_column(JSON, default=dict)
     job_metadata: Mapped[dict | None] = mapped_column("metadata", JSON, nullable=True)
     """The client's key-value pairs (OpenAI ``metadata``: at most 16, 64/512 characters)."""

@@ -27,6 +27,9 @@ class GatewayEngine:
                  wait_s: float = 180.0, timeout_s: float = 300.0) -> None:
         self.access = PoolAccess(dispatcher, loop, wait_s=wait_s, timeout_s=timeout_s)
 
+    def ready(self) -> None:
+        self.access.pool()
+
     def greedy_replies(self, engine_name: str, adapter_path: str,
                        conversations: list[list[Message]], max_tokens: int) -> list[str]:
         async def run(pool: EnginePool) -> list[str]:

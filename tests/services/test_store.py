@@ -22,6 +22,8 @@ def test_migrations_create_schema_from_empty(database_url):
         names = set(inspect(store.engine).get_table_names())
         assert TABLES <= names
         assert "alembic_version" in names
+        jobs = {c["name"] for c in inspect(store.engine).get_columns("fine_tuning_jobs")}
+        assert "result_files" in jobs  # 0010
         assert current_revision(database_url) is not None
     finally:
         store.close()

@@ -22,8 +22,9 @@ class ScriptedRunner:
 
     def __init__(self, adapter_dir: Path, *, steps: int = 3, fail_with: str | None = None,
                  hold: bool = False, accuracy: float = 0.9, checks: bool = False,
-                 lose_runs: int = 0):
+                 lose_runs: int = 0, valid_every: int = 0):
         self.adapter_dir = adapter_dir
+        self.valid_every = valid_every  # steps that report a validation loss (0: none)
         self.accuracy = accuracy  # the candidate's held-out accuracy the "recipe" reports
         # checks: run the job entrypoint's real checks (champion on the held-out split, PEFT
         # parity reference; loads the real model) after the scripted training
@@ -73,8 +74,11 @@ class ScriptedRunner:
             self.stage[job_id] = 1  # the next run resumes after the first step's checkpoint
             return RunStatus(RunState.FAILED, "JOB_SUPERVISOR_ACTOR_DIED: the driver's node died")
         if stage <= self.steps:
+            validation = ({"valid_loss": 3.0 / stage}
+                          if self.valid_every and stage % self.valid_every == 0 else {})
             emit("step", step=stage, total_steps=self.steps, epoch=stage / self.steps,
-                 loss=2.0 / stage, tokens=100, tokens_per_s=50.0, learning_rate=1e-4)
+                 loss=2.0 / stage, tokens=100, tokens_per_s=50.0, learning_rate=1e-4,
+                 **validation)
             emit("checkpoint", step=stage)
             return RunStatus(RunState.RUNNING)
         if self.fail_with:

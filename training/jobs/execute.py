@@ -1,7 +1,8 @@
 """Running one job: validate its files, write its spec to its workspace in the artifact store
 (:mod:`training.jobs.workspace`), submit it to the runner, follow the run's progress from the
-store into job events, and finish it (publish the adapter the run stored, fail with a reason,
-or cancel). Nothing reaches the run through a local path, so it can run on any machine."""
+store into job events, and finish it (publish the adapter the run stored and the job's step
+metrics as its result file, fail with a reason, or cancel). Nothing reaches the run through a
+local path, so it can run on any machine."""
 
 from __future__ import annotations
 
@@ -28,6 +29,7 @@ from training.jobs.files import file_bytes, validate_file
 from training.jobs.hyperparameters import train_config_fields
 from training.jobs.parity import ParityEngine
 from training.jobs.publish import publish
+from training.jobs.results import add_result_file, put_result_file
 from training.jobs.states import EventType
 from training.jobs.workspace import LOCAL_FIELDS, RESULT, SPEC, DataInput, JobSpec, JobWorkspace
 from training.runners.base import JobRunner, RunSpec, RunState
@@ -77,7 +79,16 @@ def validate_job_files(platform: Platform, job: FineTuningJob) -> None:
             return
         store.transition(session, current, JobStatus.QUEUED, event=(
             EventType.VALIDATED, "files validated: " + ", ".join(
-                f"{k} {v['examples']} examples" for k, v in summary.items()), summary))
+                f"{k} {v['examples']} examples"
+                + _dropped_text(v.get("duplicates"), v.get("conflicting_labels"))
+                for k, v in summary.items()), summary))
+
+
+def _dropped_text(duplicates: int | None, conflicts: int | None) -> str:
+    """`` (2 duplicates, 1 conflicting label dropped)``, or nothing when none were dropped."""
+    parts = [f"{n} {what}{'s' if n != 1 else ''}" for n, what in
+             ((duplicates or 0, "duplicate"), (conflicts or 0, "conflicting label")) if n]
+    return f" ({', '.join(parts)} dropped)" if parts else ""
 
 
 def workspace_of(platform: Platform, job_id: str) -> JobWorkspace:
@@ -190,7 +201,9 @@ class RunFollower:
         elif kind == "validated":
             store.add_event(session, self.job_id, EventType.MESSAGE,
                             f"data ready: {event.get('train_examples')} training examples, "
-                            f"{event.get('eval_examples')} held out ({event.get('eval_source')})",
+                            f"{event.get('eval_examples')} held out ({event.get('eval_source')})"
+                            + _dropped_text(event.get("duplicates_dropped"),
+                                            event.get("conflicting_labels_dropped")),
                             _plain(event))
         elif kind == "step":
             step, total = int(event["step"]), int(event["total_steps"])
@@ -386,9 +399,12 @@ def _publish(ctx: JobContext, job: FineTuningJob, follower: RunFollower) -> JobS
             f"{result.failure}. The engine does not run this adapter like PEFT does: check that "
             "the engine supports its target modules and rank (TUNELOOP_MAX_LORA_RANK), then "
             "create the job again"))
+    result_file = put_result_file(platform, job.id)
     with platform.store.write() as session:
         row = store.get_job(session, None, job.id)
         row.fine_tuned_model = ref
+        if result_file is not None:
+            add_result_file(session, platform, row, result_file)
         store.add_event(session, job.id, EventType.PUBLISHED, f"published {ref}",
                         {"fine_tuned_model": ref, "version": result.version.version,
                          "gate_passed": result.gate.passed})

@@ -3,7 +3,8 @@
 A file that has any problem is refused with :class:`training.errors.DatasetError` (HTTP 400),
 whose message lists every problem with its line number; nothing is stored for it. A valid file
 is stored once in the artifact store (key = sha256 of its bytes) and gets a ``file-...`` row with
-its stats (task, format, examples, tokens, label counts).
+its stats (task, format, examples, tokens, label counts, and the warnings: duplicates and, unless
+``TUNELOOP_DATASET_STRICT``, texts repeated with another label, each with its line).
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ from training.datasets import ValidationReport, sniff_format, validate_dataset
 from training.errors import DatasetError
 
 PURPOSES = ("fine-tune",)
+RESULTS_PURPOSE = "fine-tune-results"
+"""A job's result file (:mod:`training.jobs.results`): created by tuneloop, never uploaded."""
 PROCESSED = "processed"  # OpenAI's status of a usable file
 MAX_FILENAME = 256
 
@@ -53,12 +56,19 @@ def _tokenizer(base_model_dir: str) -> Any:
     return AutoTokenizer.from_pretrained(base_model_dir)
 
 
+def warm_up(platform: Platform) -> None:
+    """Load the tokenizer file validation uses (seconds, once per process), so the first upload
+    does not wait for it; the app calls it in the background at start."""
+    _tokenizer(str(platform.base_model_dir))
+
+
 def validate_file(platform: Platform, data: bytes, filename: str, task: str | None = None,
                   **kwargs: Any) -> ValidationReport:
     """Validate ``data`` with the base model's tokenizer (limit: ``settings.max_model_len``).
 
     ``task`` forces chat or classification (default: detected); ``kwargs`` go to the validator
-    (e.g. ``labels``, ``template``). The report lists every issue; nothing raises for them.
+    (e.g. ``labels``, ``template``); ``settings.dataset_strict`` makes conflicting labels issues.
+    The report lists every issue and warning; nothing raises for them.
     """
     from training.tokenize import conversation_token_counter
 
@@ -69,7 +79,8 @@ def validate_file(platform: Platform, data: bytes, filename: str, task: str | No
                            param="task")
     counter = conversation_token_counter(_tokenizer(str(platform.base_model_dir)))
     options: dict[str, Any] = {"count_tokens": counter,
-                               "max_tokens": platform.settings.max_model_len, **kwargs}
+                               "max_tokens": platform.settings.max_model_len,
+                               "strict": platform.settings.dataset_strict, **kwargs}
     if task == AdapterTask.CLASSIFICATION:
         options.update(filename=filename, fmt=fmt)
     return validate_dataset(data, AdapterTask(task), **options)  # checked above
@@ -79,6 +90,10 @@ def store_file(platform: Platform, tenant: Tenant, data: bytes, filename: str,
                purpose: str = "fine-tune", task: str | None = None) -> DatasetFile:
     """Validate and store an upload; raises DatasetError (every issue, with line numbers),
     Forbidden when the tenant is at TUNELOOP_TENANT_MAX_FILES (checked before validating)."""
+    if purpose == RESULTS_PURPOSE:
+        raise InvalidInput(f"purpose {purpose!r} is for the result files tuneloop publishes "
+                           "when a fine-tuning job succeeds; upload datasets with 'fine-tune'",
+                           param="purpose")
     if purpose not in PURPOSES:
         raise InvalidInput(f"purpose {purpose!r} is not supported; use 'fine-tune'",
                            param="purpose")

@@ -32,7 +32,7 @@ from services.store.models import (
 from training.config import TrainConfig
 from training.errors import TrainConfigError
 from training.jobs import store
-from training.jobs.files import get_file
+from training.jobs.files import PURPOSES, get_file
 from training.jobs.hyperparameters import check_bounds, resolve_hyperparameters, train_config_fields
 from training.jobs.states import EventType
 
@@ -41,11 +41,16 @@ from training.jobs.states import EventType
 
 def _file(session: Session, tenant: Tenant, file_id: str | None, param: str) -> DatasetFile:
     try:
-        return get_file(session, tenant, file_id, param=param)
+        row = get_file(session, tenant, file_id, param=param)
     except NotFound as exc:
         raise InvalidInput(f"{param} {file_id!r} is not one of your files; upload it with "
                            "POST /v1/files (purpose fine-tune) and pass its id",
                            param=param, code=f"invalid_{param}") from exc
+    if row.purpose not in PURPOSES:  # a job's result file
+        raise InvalidInput(f"{param} {row.id} has purpose {row.purpose!r}, not a dataset; "
+                           "upload one with POST /v1/files (purpose fine-tune) and pass its id",
+                           param=param, code=f"invalid_{param}")
+    return row
 
 
 def _parent(session: Session, tenant: Tenant, model: str) -> registry.ResolvedAdapter:

@@ -54,6 +54,11 @@ class EngineUnavailable(Exception):
 
 
 class ParityEngine(Protocol):
+    def ready(self) -> None:
+        """Return once an engine can run the check; raise EngineUnavailable when none can
+        (asked before PEFT computes a reference here, which costs seconds)."""
+        ...
+
     def greedy_replies(self, engine_name: str, adapter_path: str,
                        conversations: list[list[Message]], max_tokens: int) -> list[str]:
         """Greedy (temperature 0) chat replies with the adapter loaded under ``engine_name``.
@@ -382,6 +387,10 @@ def check_parity(candidate: Any, reference: dict[str, Any] | None, engine: Parit
         template = template or DEFAULT_CLASSIFICATION_TEMPLATE
     where = "training run"
     if not _usable(reference, classification, template or "", labels):
+        try:
+            engine.ready()  # no engine: skip now instead of scoring PEFT for nothing
+        except (EngineUnavailable, Unavailable) as exc:
+            return str(exc)
         reference, where = peft_reference(candidate, template, labels), "job manager"
     if reference is None:
         return "no held-out or training examples to build prompts from"

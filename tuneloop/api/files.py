@@ -1,6 +1,8 @@
 """Files API for datasets: ``POST /v1/files`` (multipart, purpose ``fine-tune``), ``GET /v1/files``,
 ``GET /v1/files/{id}``, ``GET /v1/files/{id}/content``. Tenant-scoped. (``DELETE /v1/files/{id}``
-is with the other deletes in :mod:`tuneloop.api.deletes`.)
+is with the other deletes in :mod:`tuneloop.api.deletes`.) Succeeded jobs' step metrics are
+files too (purpose ``fine-tune-results``, :mod:`training.jobs.results`), which only tuneloop
+creates.
 
 A file with problems is refused with 400 whose message lists every problem with its line number
 (the openai client raises BadRequestError with that message); nothing is stored for it.

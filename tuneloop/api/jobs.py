@@ -39,7 +39,7 @@ def job_out(job: FineTuningJob, tenant_name: str) -> JobOut:
         suffix=job.adapter_name, task=job.task, labels=job.labels,
         prompt_template=job.prompt_template, auto_promote=job.auto_promote,
         cancel_requested=job.cancel_requested, pause_requested=job.pause_requested,
-        progress=job.progress or {},
+        progress=job.progress or {}, result_files=list(job.result_files or []),
         metadata=job.job_metadata,
     )
 

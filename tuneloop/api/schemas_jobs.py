@@ -19,7 +19,8 @@ class FileOut(BaseModel):
     status: str
     status_details: str | None = None
     expires_at: int | None = None
-    task: str = Field(description="chat or classification (detected from the content).")
+    task: str = Field(description="chat or classification (detected from the content; a "
+                                  "result file: its job's task).")
     format: str = Field(description="jsonl or csv.")
     sha256: str = Field(description="Content hash: the file's key in the artifact store.")
     stats: dict[str, Any] = Field(description="examples, tokens, max_example_tokens, "
@@ -62,7 +63,9 @@ class JobOut(BaseModel):
     hyperparameters: dict[str, Any]
     model: str
     organization_id: str
-    result_files: list[str] = []
+    result_files: list[str] = Field(default=[], description=(
+        "A succeeded job's step metrics CSV (purpose fine-tune-results, GET "
+        "/v1/files/{id}/content); the id stays after the file is deleted."))
     seed: int
     status: str
     trained_tokens: int | None

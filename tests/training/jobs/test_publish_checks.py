@@ -254,6 +254,7 @@ class FakeEngine:
         self.calls: list[tuple[str, str, list]] = []
         self.forgotten: list[str] = []
         self.state_seen: str | None = None
+        self.readied = 0
 
     def greedy_replies(self, engine_name, adapter_path, conversations, max_tokens):
         self._called(engine_name, adapter_path, conversations)
@@ -275,6 +276,11 @@ class FakeEngine:
             self.state_seen = registry.get_version(session, self.tenant, name, version).state
             with pytest.raises(NotFound):  # not servable while it is being checked
                 registry.resolve(session, self.tenant, f"{name}@v{version}")
+        if self.mode == "unavailable":
+            raise EngineUnavailable("no engine was ready within 0 s")
+
+    def ready(self):
+        self.readied += 1
         if self.mode == "unavailable":
             raise EngineUnavailable("no engine was ready within 0 s")
 
@@ -367,6 +373,7 @@ def test_no_ready_engine_skips_parity_with_the_reason(platform, tenant, training
     skipped = next(e for e in events(platform, job.id) if e.type == "parity_skipped")
     assert skipped.data == {"reason": "no engine was ready within 0 s"}
     assert "parity_checked" not in [e.type for e in events(platform, job.id)]
+    assert engine.readied == 1 and engine.calls == []  # asked first: no PEFT reference made
 
 
 def test_auto_promote_only_past_the_gate(platform, tenant, training_file, peft_adapter):

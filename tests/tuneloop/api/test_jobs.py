@@ -1,5 +1,6 @@
 """Fine-tuning jobs API on SQLite and PostgreSQL, without training: creation checks, the OpenAI
-shape, validation, cancel, tenancy, and restart recovery of jobs left ``running``."""
+shape, validation, cancel, tenancy, restart recovery of jobs left ``running``, and the result
+file of a scripted run."""
 
 from __future__ import annotations
 
@@ -344,3 +345,60 @@ def test_pause_and_resume_through_the_openai_client(client):
     assert types[:3] == ["cancelled", "resumed", "paused"]
     b = tenant_key(client, "globex")
     assert client.post(f"{JOBS}/{job.id}/pause", headers=b).status_code == 404
+
+
+def test_a_succeeded_job_publishes_its_step_metrics_as_a_result_file(platform, peft_adapter):
+    """The scripted run's steps reach the job's result file (OpenAI's CSV header), even at the
+    file quota; the file deletes alone (the job keeps its id) or with the job's adapter."""
+    import openai
+
+    from tests.support.scripted_runner import ScriptedRunner
+    from training.jobs.results import COLUMNS
+
+    platform.settings.tenant_max_files = 1  # the result files are stored even at the quota
+    runner = ScriptedRunner(peft_adapter, steps=3, valid_every=2)
+    # parity_engine None: no PEFT reference is computed for the check that has no engine
+    with make_client(platform, runner=runner, concurrency=1, parity_engine=None) as client:
+        a = tenant_key(client, "acme")
+        file_id = upload(client, a, classification_lines()).json()["id"]
+        sdk = openai.OpenAI(base_url="http://testserver/v1", api_key=a["Authorization"][7:],
+                            http_client=client, max_retries=0)
+        ids = [sdk.fine_tuning.jobs.create(model="base", training_file=file_id,
+                                           suffix="support").id for _ in range(2)]
+        for job_id in ids:
+            assert wait_status(client, a, job_id, {"succeeded", "failed"},
+                               timeout_s=60)["status"] == "succeeded"
+        job = sdk.fine_tuning.jobs.retrieve(ids[0])
+        assert len(job.result_files) == 1
+        result_id = job.result_files[0]
+        info = sdk.files.retrieve(result_id)
+        assert (info.purpose, info.filename, info.status) == (
+            "fine-tune-results", "step_metrics.csv", "processed")
+        text = sdk.files.content(result_id).text
+        lines = text.splitlines()
+        assert lines[0] == ",".join(COLUMNS)
+        assert lines[0] == "step,train_loss,train_accuracy,valid_loss,valid_mean_token_accuracy"
+        metrics = [e.data for e in sdk.fine_tuning.jobs.list_events(job.id, limit=100)
+                   if e.type == "metrics"][::-1]
+        rows = [line.split(",") for line in lines[1:]]
+        assert [int(r[0]) for r in rows] == [m["step"] for m in metrics] == [1, 2, 3]
+        assert [float(r[1]) for r in rows] == [m["train_loss"] for m in metrics]
+        assert [r[3] for r in rows] == ["", repr(metrics[1]["valid_loss"]), ""]
+        assert all(r[2] == r[4] == "" for r in rows), "token accuracy is not measured"
+        assert [f.id for f in sdk.files.list(purpose="fine-tune-results")] == [
+            sdk.fine_tuning.jobs.retrieve(ids[1]).result_files[0], result_id]
+
+        r = upload(client, a, text.encode(), "step_metrics.csv", purpose="fine-tune-results")
+        assert r.status_code == 400 and "upload datasets with 'fine-tune'" in r.text
+        with pytest.raises(openai.BadRequestError, match="purpose 'fine-tune-results'"):
+            sdk.fine_tuning.jobs.create(model="base", training_file=result_id)
+
+        # both jobs logged the same steps: one blob, kept until its last file goes
+        assert sdk.files.delete(result_id).deleted
+        with pytest.raises(openai.NotFoundError):
+            sdk.files.retrieve(result_id)
+        assert sdk.fine_tuning.jobs.retrieve(job.id).result_files == [result_id]
+        assert platform.artifacts.exists(info.model_extra["sha256"])
+        assert client.delete("/v1/adapters/support", headers=a).status_code == 200
+        assert [f.id for f in sdk.files.list()] == [file_id]
+        assert not platform.artifacts.exists(info.model_extra["sha256"])
