@@ -225,19 +225,29 @@ def resume(session: Session, tenant: Tenant, job_id: str) -> FineTuningJob:
 
 
 def request_cancel(session: Session, tenant: Tenant, job_id: str) -> FineTuningJob:
-    """Cancel a job that has not started at once; ask the owner to stop a running one."""
+    """Cancel a job that has not started at once; ask the owner to stop a running one. A job
+    another process moves meanwhile (its files validated, claimed) is read again and cancelled
+    in its new state."""
     job = get_job(session, tenant, job_id)
-    status = JobStatus(job.status)
-    if status.is_terminal:
-        raise Conflict(f"fine-tuning job {job_id} is already {status}; nothing to cancel")
-    if status is JobStatus.RUNNING:
-        if not job.cancel_requested:
-            job.cancel_requested = True
-            add_event(session, job.id, EventType.MESSAGE, "cancellation requested; stopping the "
-                      "training run")
-        return job
-    return transition(session, job, JobStatus.CANCELLED,
-                      event=(EventType.CANCELLED, "job cancelled before it started", None))
+    for attempt in range(3):
+        status = JobStatus(job.status)
+        if status.is_terminal:
+            raise Conflict(f"fine-tuning job {job_id} is already {status}; nothing to cancel")
+        if status is JobStatus.RUNNING:
+            if not job.cancel_requested:
+                job.cancel_requested = True
+                add_event(session, job.id, EventType.MESSAGE, "cancellation requested; "
+                          "stopping the training run")
+            return job
+        try:
+            return transition(session, job, JobStatus.CANCELLED,
+                              event=(EventType.CANCELLED, "job cancelled before it started",
+                                     None))
+        except Conflict:
+            if attempt == 2:
+                raise
+            session.refresh(job)  # its new state, committed by the other process
+    raise AssertionError("unreachable")
 
 
 def next_job(session: Session, status: JobStatus, exclude: set[str] | frozenset[str] = frozenset()

@@ -69,3 +69,29 @@ def test_active_jobs_are_bounded_per_tenant_and_in_total(platform):
     queued_job(platform, b)  # another tenant still gets its turn
     with pytest.raises(RateLimited, match="3 fine-tuning jobs are already queued"):
         queued_job(platform, b)
+
+
+@pytest.mark.postgres
+def test_a_cancel_that_races_the_file_validation_still_cancels(make_settings, postgres_url):
+    """The validator queues the job between the cancel's read and its write: the cancel reads
+    the job again and cancels it queued (it answered 400 "changed state meanwhile")."""
+    from services.platform import Platform
+
+    platform = Platform.open(make_settings(database_url=postgres_url))
+    try:
+        with platform.store.write() as session:
+            tenant = create_tenant(session, "acme")
+        file = store_file(platform, tenant, chat_lines(), "train.jsonl")
+        job = create_job(platform, tenant, JobRequest(model="base", training_file=file.id))
+        with platform.store.write() as cancelling:
+            stale = store.get_job(cancelling, tenant, job.id)  # read: validating_files
+            assert stale.status == JobStatus.VALIDATING_FILES
+            with platform.store.write() as validator:  # commits first
+                store.transition(validator, store.get_job(validator, None, job.id),
+                                 JobStatus.QUEUED)
+            cancelled = store.request_cancel(cancelling, tenant, job.id)
+            assert cancelled.status == JobStatus.CANCELLED
+        with platform.store.read() as session:
+            assert store.get_job(session, None, job.id).status == JobStatus.CANCELLED
+    finally:
+        platform.close()
