@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -83,6 +83,7 @@ async def open_state(platform: Platform, *, serve: ServeOptions | None = None,
     arguments for :class:`training.jobs.manager.JobManager` (tests: a runner, concurrency 0)."""
     settings = platform.settings
     loop = asyncio.get_running_loop()
+    await run_in_threadpool(_warm_up, platform)
     async with AsyncExitStack() as stack:
         gateway = None
         if serve is not None:
@@ -110,8 +111,7 @@ async def open_state(platform: Platform, *, serve: ServeOptions | None = None,
                          metrics=metrics,
                          gateway=gateway)
         stack.push_async_callback(state.feedback.close)
-        warm = loop.run_in_executor(None, warm_up_validation, platform)
-        warm.add_done_callback(_log_failure("loading the tokenizer for file validation"))
+
         watcher = ChangeWatcher(platform.store, state.drop_caches, settings.serving_sync_interval_s)
         await watcher.check()
         stack.push_async_callback(_cancel, asyncio.create_task(watcher.run(), name="serving-sync"))
@@ -129,13 +129,13 @@ async def open_state(platform: Platform, *, serve: ServeOptions | None = None,
         yield state
 
 
-def _log_failure(what: str) -> Callable[[asyncio.Future[Any]], None]:
-    def done(future: asyncio.Future[Any]) -> None:
-        if not future.cancelled() and future.exception() is not None:
-            log.warning("%s failed (the first request that needs it retries): %s", what,
-                        future.exception())
-
-    return done
+def _warm_up(platform: Platform) -> None:
+    """Load the tokenizer file validation uses before any request or job thread runs (seconds,
+    once per process: the first upload waited for it; two threads loading it at once fail)."""
+    try:
+        warm_up_validation(platform)
+    except Exception as exc:  # noqa: BLE001 - the first upload retries and reports it
+        log.warning("loading the tokenizer for file validation failed: %s", exc)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

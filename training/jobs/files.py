@@ -10,6 +10,7 @@ its stats (task, format, examples, tokens, label counts, and the warnings: dupli
 from __future__ import annotations
 
 import json
+import threading
 import uuid
 from functools import lru_cache
 from typing import Any, Literal
@@ -49,8 +50,18 @@ def detect_task(data: bytes, filename: str | None) -> tuple[str, Literal["jsonl"
     return "chat", fmt
 
 
-@lru_cache(maxsize=4)
+_TOKENIZER_LOCK = threading.Lock()
+
+
 def _tokenizer(base_model_dir: str) -> Any:
+    # One thread at a time: transformers' lazy imports are not thread-safe (two threads
+    # importing it at once got "cannot import name 'AutoTokenizer'"), and one load is enough.
+    with _TOKENIZER_LOCK:
+        return _load_tokenizer(base_model_dir)
+
+
+@lru_cache(maxsize=4)
+def _load_tokenizer(base_model_dir: str) -> Any:
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(base_model_dir)
