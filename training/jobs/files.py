@@ -97,10 +97,9 @@ def validate_file(platform: Platform, data: bytes, filename: str, task: str | No
     return validate_dataset(data, AdapterTask(task), **options)  # checked above
 
 
-def store_file(platform: Platform, tenant: Tenant, data: bytes, filename: str,
-               purpose: str = "fine-tune", task: str | None = None) -> DatasetFile:
-    """Validate and store an upload; raises DatasetError (every issue, with line numbers),
-    Forbidden when the tenant is at TUNELOOP_TENANT_MAX_FILES (checked before validating)."""
+def check_upload(platform: Platform, tenant: Tenant, purpose: str) -> None:
+    """Raise what would refuse any upload of ``purpose`` by ``tenant`` (InvalidInput for the
+    purpose, Forbidden at TUNELOOP_TENANT_MAX_FILES), before its bytes are read or validated."""
     if purpose == RESULTS_PURPOSE:
         raise InvalidInput(f"purpose {purpose!r} is for the result files tuneloop publishes "
                            "when a fine-tuning job succeeds; upload datasets with 'fine-tune'",
@@ -110,6 +109,13 @@ def store_file(platform: Platform, tenant: Tenant, data: bytes, filename: str,
                            param="purpose")
     with platform.store.read() as session:
         check_file_quota(session, platform.settings, tenant)
+
+
+def store_file(platform: Platform, tenant: Tenant, data: bytes, filename: str,
+               purpose: str = "fine-tune", task: str | None = None) -> DatasetFile:
+    """Validate and store an upload; raises DatasetError (every issue, with line numbers),
+    Forbidden when the tenant is at TUNELOOP_TENANT_MAX_FILES (checked before validating)."""
+    check_upload(platform, tenant, purpose)
     filename = (filename or "upload.jsonl").replace("\\", "/").rsplit("/", 1)[-1][:MAX_FILENAME]
     report = validate_file(platform, data, filename, task)
     if report.issues:

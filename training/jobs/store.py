@@ -8,6 +8,7 @@ so two processes (a server's job manager, a CLI) can never both start or finish 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast, overload
 
@@ -149,6 +150,24 @@ def list_checkpoints(session: Session, job_id: str, *, after: str | None = None,
     return rows[:limit], len(rows) > limit
 
 
+class JobMoved(Conflict):
+    """Another process changed the job's status after this caller read it."""
+
+
+def _settled(session: Session, job: FineTuningJob,
+             act: Callable[[FineTuningJob], FineTuningJob]) -> FineTuningJob:
+    """``act(job)``; when another process moved the job meanwhile (its files validated, claimed
+    by a manager), the job is read again and ``act`` decides on its new state (3 tries)."""
+    for attempt in range(3):
+        try:
+            return act(job)
+        except JobMoved:
+            if attempt == 2:
+                raise
+            session.refresh(job)  # the state the other process committed
+    raise AssertionError("unreachable")
+
+
 def transition(session: Session, job: FineTuningJob, status: JobStatus, *,
                event: tuple[EventType, str, dict | None] | None = None,
                error: dict[str, Any] | None = None, owner: str | None = None) -> FineTuningJob:
@@ -174,7 +193,7 @@ def transition(session: Session, job: FineTuningJob, status: JobStatus, *,
         .where(FineTuningJob.id == job.id, FineTuningJob.status == str(current))
         .values(**values)))
     if result.rowcount != 1:
-        raise Conflict(f"fine-tuning job {job.id} changed state meanwhile; read it again")
+        raise JobMoved(f"fine-tuning job {job.id} changed state meanwhile; read it again")
     for key, value in values.items():
         setattr(job, key, value)
     if event is not None:
@@ -192,21 +211,24 @@ def fail(session: Session, job: FineTuningJob, code: str, message: str) -> FineT
 def request_pause(session: Session, tenant: Tenant, job_id: str) -> FineTuningJob:
     """Pause a queued job at once; ask the owner of a running one to stop its run (the job then
     keeps its checkpoints and waits, ``paused``, until it is resumed)."""
-    job = get_job(session, tenant, job_id)
-    status = JobStatus(job.status)
-    if status is JobStatus.PAUSED:
-        return job
-    if status is JobStatus.RUNNING:
-        if not job.pause_requested:
-            job.pause_requested = True
-            add_event(session, job.id, EventType.MESSAGE, "pause requested; stopping the "
-                      "training run at its latest checkpoint")
-        return job
-    if status is not JobStatus.QUEUED:
-        raise Conflict(f"fine-tuning job {job_id} is {status}; only a queued or running job "
-                       "can be paused")
-    return transition(session, job, JobStatus.PAUSED,
-                      event=(EventType.PAUSED, "job paused before it started", None))
+
+    def pause(job: FineTuningJob) -> FineTuningJob:
+        status = JobStatus(job.status)
+        if status is JobStatus.PAUSED:
+            return job
+        if status is JobStatus.RUNNING:
+            if not job.pause_requested:
+                job.pause_requested = True
+                add_event(session, job.id, EventType.MESSAGE, "pause requested; stopping the "
+                          "training run at its latest checkpoint")
+            return job
+        if status is not JobStatus.QUEUED:
+            raise Conflict(f"fine-tuning job {job_id} is {status}; only a queued or running job "
+                           "can be paused")
+        return transition(session, job, JobStatus.PAUSED,
+                          event=(EventType.PAUSED, "job paused before it started", None))
+
+    return _settled(session, get_job(session, tenant, job_id), pause)
 
 
 def resume(session: Session, tenant: Tenant, job_id: str) -> FineTuningJob:
@@ -226,10 +248,9 @@ def resume(session: Session, tenant: Tenant, job_id: str) -> FineTuningJob:
 
 def request_cancel(session: Session, tenant: Tenant, job_id: str) -> FineTuningJob:
     """Cancel a job that has not started at once; ask the owner to stop a running one. A job
-    another process moves meanwhile (its files validated, claimed) is read again and cancelled
-    in its new state."""
-    job = get_job(session, tenant, job_id)
-    for attempt in range(3):
+    another process moves meanwhile is cancelled in its new state."""
+
+    def cancel(job: FineTuningJob) -> FineTuningJob:
         status = JobStatus(job.status)
         if status.is_terminal:
             raise Conflict(f"fine-tuning job {job_id} is already {status}; nothing to cancel")
@@ -239,15 +260,10 @@ def request_cancel(session: Session, tenant: Tenant, job_id: str) -> FineTuningJ
                 add_event(session, job.id, EventType.MESSAGE, "cancellation requested; "
                           "stopping the training run")
             return job
-        try:
-            return transition(session, job, JobStatus.CANCELLED,
-                              event=(EventType.CANCELLED, "job cancelled before it started",
-                                     None))
-        except Conflict:
-            if attempt == 2:
-                raise
-            session.refresh(job)  # its new state, committed by the other process
-    raise AssertionError("unreachable")
+        return transition(session, job, JobStatus.CANCELLED,
+                          event=(EventType.CANCELLED, "job cancelled before it started", None))
+
+    return _settled(session, get_job(session, tenant, job_id), cancel)
 
 
 def next_job(session: Session, status: JobStatus, exclude: set[str] | frozenset[str] = frozenset()

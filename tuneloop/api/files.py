@@ -15,7 +15,6 @@ from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from services.errors import TooLarge
-from services.quotas import check_file_quota
 from services.store.models import DatasetFile, Tenant
 from training.jobs import files
 from training.jobs.store import unix
@@ -53,8 +52,7 @@ async def upload_file(
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit + 64 * 1024:
         raise TooLarge(f"upload is over {limit} bytes (TUNELOOP_MAX_UPLOAD_BYTES)", param="file")
-    with p.store.read() as session:  # before reading and validating what would be refused
-        check_file_quota(session, p.settings, tenant)
+    await run_in_threadpool(files.check_upload, p, tenant, purpose)  # before reading it
     data = await _read_limited(file, limit)
     row = await run_in_threadpool(files.store_file, p, tenant, data, file.filename or "",
                                   purpose, task or None)

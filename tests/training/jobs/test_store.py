@@ -95,3 +95,21 @@ def test_a_cancel_that_races_the_file_validation_still_cancels(make_settings, po
             assert store.get_job(session, None, job.id).status == JobStatus.CANCELLED
     finally:
         platform.close()
+
+
+@pytest.mark.postgres
+def test_a_pause_that_races_a_claim_asks_the_run_to_stop(make_settings, postgres_url):
+    from services.platform import Platform
+
+    platform = Platform.open(make_settings(database_url=postgres_url))
+    try:
+        with platform.store.write() as session:
+            tenant = create_tenant(session, "acme")
+        job = queued_job(platform, tenant)
+        with platform.store.write() as pausing:
+            assert store.get_job(pausing, tenant, job.id).status == JobStatus.QUEUED
+            assert JobManager(platform, concurrency=0).claim(job.id) is not None  # commits
+            paused = store.request_pause(pausing, tenant, job.id)
+            assert paused.status == JobStatus.RUNNING and paused.pause_requested
+    finally:
+        platform.close()
