@@ -5,9 +5,6 @@ engine that is down is an error (the gate waits for the next pass), never a swit
 
 from __future__ import annotations
 
-import asyncio
-import threading
-
 import pytest
 
 from monitoring.candidate_eval import ScoringEvaluator, VersionSpec
@@ -36,17 +33,6 @@ class RecordingFallback:
 
 
 SPEC = VersionSpec("acme", "topics", 2, "classification", ["a", "b"], None, "0" * 64)
-
-
-@pytest.fixture
-def loop():
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
 
 
 def test_without_an_engine_the_gate_scores_with_peft(loop):

@@ -4,7 +4,6 @@ thread; no serving, no ready engine or a stopped app skip the check (never fail 
 from __future__ import annotations
 
 import asyncio
-import threading
 
 import pytest
 
@@ -48,17 +47,6 @@ class FakePool:
 class FakeDispatcher:
     def __init__(self, pool):
         self.pool = pool
-
-
-@pytest.fixture
-def loop():
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    yield loop
-    loop.call_soon_threadsafe(loop.stop)
-    thread.join(5)
-    loop.close()
 
 
 def test_gateway_engine_runs_greedy_requests_on_the_pool(loop):
