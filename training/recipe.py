@@ -182,7 +182,8 @@ def _save_state(directory: str, model: Any, optimizer: Any, scheduler: Any, step
         save_file(best, os.path.join(directory, BEST_FILE))
 
 
-def _load_state(directory: str, model: Any, optimizer: Any, scheduler: Any
+def _load_state(directory: str, model: Any, optimizer: Any, scheduler: Any, *,
+                early_stopping: bool = False
                 ) -> tuple[int, ValidationState, dict[str, torch.Tensor] | None]:
     """(step, validations so far, best validation's weights) of a checkpoint, loaded into
     ``model``, ``optimizer`` and ``scheduler``."""
@@ -197,7 +198,7 @@ def _load_state(directory: str, model: Any, optimizer: Any, scheduler: Any
     best = None
     if os.path.exists(os.path.join(directory, BEST_FILE)):
         best = load_file(os.path.join(directory, BEST_FILE))
-    elif validation.best_step is not None:  # the checkpoint's own weights are the best
+    elif validation.best_step is not None and early_stopping:  # its own weights are the best
         best = _lora_weights(model)
     return int(state["step"]), validation, best
 
@@ -308,13 +309,15 @@ def train_worker(payload: dict[str, Any]) -> None:
             dist.all_reduce(sums)  # every rank gets the same loss, so makes the same stop call
         return float(sums[0]) / max(float(sums[1]), 1.0)
 
+    patience = config.early_stopping_patience
     start = 0
     validation = ValidationState()
     best: dict[str, torch.Tensor] | None = None  # the best validation's weights (CPU copy)
     checkpoint = ray.train.get_checkpoint()
     if checkpoint is not None:
         with checkpoint.as_directory() as directory:
-            start, validation, best = _load_state(directory, peft_model, optimizer, scheduler)
+            start, validation, best = _load_state(directory, peft_model, optimizer, scheduler,
+                                                  early_stopping=bool(patience))
         if rank == 0:
             progress.emit(config.progress_file, "resumed", step=start, total_steps=total)
     elif rank == 0:
@@ -322,7 +325,6 @@ def train_worker(payload: dict[str, Any]) -> None:
                       num_workers=world, examples=len(examples),
                       cpus_per_worker=config.cpus_per_worker, torch_threads=threads)
 
-    patience = config.early_stopping_patience
     model.train()
     for step in range(start, total):
         if should_stop(validation, patience):
@@ -366,7 +368,7 @@ def train_worker(payload: dict[str, Any]) -> None:
             metrics["valid_loss"] = loss = valid_loss()
             validation = record_validation(validation, done, loss,
                                            config.early_stopping_min_delta)
-            if validation.best_step == done:
+            if validation.best_step == done and patience:  # kept only to be published
                 best = _lora_weights(peft_model)
             stopping = done < total and should_stop(validation, patience)
         final = done == total or stopping
@@ -387,7 +389,7 @@ def train_worker(payload: dict[str, Any]) -> None:
                 marker.touch()  # exactly one injected crash per run
                 os._exit(1)  # testing only: die like an OOM-killed worker, before the checkpoint
         if want_checkpoint:
-            if final and best is not None and patience:
+            if final and best is not None:
                 from peft import set_peft_model_state_dict
 
                 # With early stopping the run's adapter is its best one; without, its last.

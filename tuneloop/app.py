@@ -94,6 +94,9 @@ def create_app(
         if platform is None and opened.generated_admin_key:
             print("tuneloop: generated admin key (shown once, stored hashed): "
                   f"{opened.generated_admin_key}", flush=True)
+        # The tokenizer uploads are validated with (seconds, once per process), before the
+        # first upload would wait for it.
+        await run_in_threadpool(_warm_up, opened)
         try:
             async with open_state(opened, serve=serve, monitor=monitor, jobs=jobs) as state:
                 app.state.tuneloop = state
@@ -119,3 +122,12 @@ def create_app(
         app.include_router(router)
     app.include_router(ui_router)
     return app
+
+
+def _warm_up(platform: Platform) -> None:
+    from training.jobs.files import warm_up
+
+    try:
+        warm_up(platform)
+    except Exception as exc:  # noqa: BLE001 - the first upload tries again and reports it
+        log.warning("loading the tokenizer for file validation failed: %s", exc)

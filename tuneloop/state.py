@@ -1,12 +1,12 @@
 """The app's state, built once per run of the app by :func:`open_state`, in one order:
 platform -> gateway (optional; else, for a monitor, the configured engines) -> hot swap -> job
-manager -> monitor (optional, scoring its gate on the engines); stopped in reverse. Routes reach it through the typed dependencies in :mod:`tuneloop.api.deps`.
+manager -> monitor (optional, scoring its gate on the engines); stopped in reverse. Routes reach
+it through the typed dependencies in :mod:`tuneloop.api.deps`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, field
@@ -28,11 +28,8 @@ from serving.gateway.engine_evaluator import EngineEvaluator
 from serving.gateway.parity_engine import GatewayEngine
 from serving.gateway.pool_access import PoolAccess
 from serving.gateway.runtime import Gateway, open_gateway
-from training.jobs.files import warm_up as warm_up_validation
 from training.jobs.manager import JobManager
 from tuneloop.api.key_cache import KeyCache
-
-log = logging.getLogger("tuneloop.app")
 
 
 @dataclass(frozen=True)
@@ -83,7 +80,6 @@ async def open_state(platform: Platform, *, serve: ServeOptions | None = None,
     arguments for :class:`training.jobs.manager.JobManager` (tests: a runner, concurrency 0)."""
     settings = platform.settings
     loop = asyncio.get_running_loop()
-    await run_in_threadpool(_warm_up, platform)
     async with AsyncExitStack() as stack:
         gateway = None
         if serve is not None:
@@ -127,15 +123,6 @@ async def open_state(platform: Platform, *, serve: ServeOptions | None = None,
             thread.start()
             stack.push_async_callback(run_in_threadpool, thread.stop)
         yield state
-
-
-def _warm_up(platform: Platform) -> None:
-    """Load the tokenizer file validation uses before any request or job thread runs (seconds,
-    once per process: the first upload waited for it; two threads loading it at once fail)."""
-    try:
-        warm_up_validation(platform)
-    except Exception as exc:  # noqa: BLE001 - the first upload retries and reports it
-        log.warning("loading the tokenizer for file validation failed: %s", exc)
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -74,7 +74,8 @@ class EngineEvaluator:
 
         async def run(pool: EnginePool) -> dict[str, dict[str, float]]:
             async def score(client: EngineClient) -> dict[str, dict[str, float]]:
-                return {name: await self._measure(client, spec, records)
+                classifier = Classifier(client)  # the label plan is built once for all splits
+                return {name: await self._measure(classifier, spec, records)
                         for name, records in wanted.items()}
 
             return await pool.call(spec.engine_name, path, score)
@@ -95,10 +96,10 @@ class EngineEvaluator:
             return self.fallback.label_distributions(spec, records)
         return self._seen.fetch(spec, records, self.max_examples, self.evaluate)
 
-    async def _measure(self, client: EngineClient, spec: VersionSpec,
+    async def _measure(self, classifier: Classifier, spec: VersionSpec,
                        records: list[dict[str, Any]]) -> dict[str, float]:
         texts = [r["text"] for r in records]
-        results = await Classifier(client).classify_many(
+        results = await classifier.classify_many(
             spec.engine_name, template_of(spec), texts, list(spec.labels or []))
         found = [dict(r.probabilities) for r in results]
         self._seen.put(spec.engine_name, texts, found)

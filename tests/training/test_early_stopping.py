@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from tests.training.test_recipe import CHAT
 from training.config import TrainConfig
 from training.early_stopping import (
     ValidationState,
@@ -94,7 +95,8 @@ def test_a_checkpoint_keeps_the_best_validation_for_a_resumed_run(tmp_path):
     assert (tmp_path / "a" / BEST_FILE).exists()
 
     resumed, optimizer, scheduler = _tiny_peft_model()
-    step, validation, loaded = _load_state(str(tmp_path / "a"), resumed, optimizer, scheduler)
+    step, validation, loaded = _load_state(str(tmp_path / "a"), resumed, optimizer, scheduler,
+                                           early_stopping=True)
     assert (step, validation) == (3, state)
     assert loaded.keys() == best.keys()
     assert all(torch.equal(loaded[k], best[k]) for k in best)
@@ -106,15 +108,11 @@ def test_a_checkpoint_keeps_the_best_validation_for_a_resumed_run(tmp_path):
                 ValidationState(0.7, 2, 0, 2), None)
     assert not (tmp_path / "b" / BEST_FILE).exists()
     again, optimizer, scheduler = _tiny_peft_model()
-    _, _, loaded = _load_state(str(tmp_path / "b"), again, optimizer, scheduler)
+    _, _, loaded = _load_state(str(tmp_path / "b"), again, optimizer, scheduler,
+                                early_stopping=True)
     assert all(torch.equal(loaded[k], current[k]) for k in current)
-
-
-CHAT = [
-    {"messages": [{"role": "user", "content": f"Say the word {w}."},
-                  {"role": "assistant", "content": f"WORD: {w.upper()}"}]}
-    for w in ["apple", "river", "stone", "cloud", "green", "paper"]
-]
+    # Without early stopping nothing is kept to be published: the run's last step is.
+    assert _load_state(str(tmp_path / "b"), again, optimizer, scheduler)[2] is None
 
 
 @pytest.mark.integration
@@ -128,7 +126,7 @@ def test_a_run_stops_early_and_publishes_its_best_step(ray_cluster, base_model_d
     # A min_delta no loss can beat: step 1 is the best, steps 2 and 3 exhaust patience 2.
     config = TrainConfig(
         base_model=str(base_model_dir), output_dir=str(tmp_path / "out"), task="chat",
-        train_examples=CHAT[:4], eval_examples=CHAT[4:], epochs=2, batch_size=1,
+        train_examples=CHAT[:4], eval_examples=CHAT[4:6], epochs=2, batch_size=1,
         learning_rate=1e-3, max_length=64, cpus_per_worker=1, checkpoint_every=1,
         validate_every=1, early_stopping_patience=2, early_stopping_min_delta=1e6,
         evaluate=False, progress_file=str(progress_file),

@@ -37,8 +37,8 @@ log = logging.getLogger("tuneloop.jobs")
 COLUMNS = ("step", "train_loss", "train_accuracy", "valid_loss", "valid_mean_token_accuracy")
 """OpenAI's header of a fine-tuning job's result file."""
 FILENAME = "step_metrics.csv"
-_FROM_EVENT = {"step": "step", "train_loss": "train_loss", "valid_loss": "valid_loss"}
-"""Result column -> key of a ``metrics`` event's data; the other columns stay empty."""
+MEASURED = frozenset({"step", "train_loss", "valid_loss"})
+"""The columns a ``metrics`` event's data holds under the same key; the others stay empty."""
 
 
 def _cell(value: Any) -> str:
@@ -61,8 +61,7 @@ def metrics_csv(steps: Iterable[dict[str, Any]]) -> bytes:
     writer.writerow(COLUMNS)
     for step in sorted(latest):
         data = latest[step]
-        writer.writerow([_cell(data.get(_FROM_EVENT[c])) if c in _FROM_EVENT else ""
-                         for c in COLUMNS])
+        writer.writerow([_cell(data.get(c)) if c in MEASURED else "" for c in COLUMNS])
     return out.getvalue().encode()
 
 
