@@ -1,9 +1,12 @@
-"""``tuneloop jobs``: create, list, show, events, cancel, wait (on the configured store).
+"""``tuneloop jobs``: create, list, show, events, cancel, wait (on the configured store, or over
+HTTP with ``--url`` and a tenant's key).
 
-``jobs create`` runs the job in this process by default (validation, the Ray training run, the
-publish step) and shows a live progress bar; Ctrl-C cancels it. With ``--detach`` it only queues
-the job: a running ``tuneloop serve`` (its job manager polls the store) picks it up, and
-``tuneloop jobs wait ID`` follows it from anywhere that reaches the same store.
+On the store, ``jobs create`` runs the job in this process by default (validation, the Ray
+training run, the publish step) and shows a live progress bar; Ctrl-C cancels it. With
+``--detach`` it only queues the job: a running ``tuneloop serve`` (its job manager polls the
+store) picks it up, and ``tuneloop jobs wait ID`` follows it from anywhere that reaches the same
+store. Over HTTP the server runs the job; ``create`` and ``wait`` follow it by polling
+``GET /v1/fine_tuning/jobs/{id}`` and its events.
 """
 
 from __future__ import annotations
@@ -21,11 +24,27 @@ from services.store.models import JobStatus, Tenant
 from services.tenants import get_tenant
 from training.jobs import store
 from training.jobs.states import EventType
-from tuneloop.cli.common import opened_platform
+from tuneloop.cli.common import (
+    API_KEY,
+    EXIT_CODES,
+    JSON,
+    URL,
+    emit,
+    opened_platform,
+    required_tenant,
+    tenant_option,
+)
+from tuneloop.cli.remote import Api, ApiError, ExitCode, connect, quoted
 
-app = typer.Typer(help="Create and follow fine-tuning jobs.", no_args_is_help=True)
+app = typer.Typer(help="Create and follow fine-tuning jobs.", no_args_is_help=True,
+                  epilog=EXIT_CODES)
 
-TENANT = typer.Option(..., "--tenant", "-t", help="Tenant owning the job.")
+TENANT = tenant_option("job")
+JOBS = "/v1/fine_tuning/jobs"
+
+Poll = Callable[[], tuple[dict, list[dict]]]
+"""One look at a job: its object (as ``GET /v1/fine_tuning/jobs/{id}``) and its events since the
+previous look, oldest first (as ``GET .../events``)."""
 
 
 def _tenant(p: Platform, name: str) -> Tenant:
@@ -42,6 +61,40 @@ def _job_json(p: Platform, tenant: Tenant, job_id: str) -> dict:
         return job_out(store.get_job(session, tenant, job_id), tenant.name).model_dump(mode="json")
 
 
+def _store_poll(p: Platform, tenant: Tenant, job_id: str) -> Poll:
+    from tuneloop.api.jobs import event_out, job_out
+
+    last_event: int | None = None
+
+    def poll() -> tuple[dict, list[dict]]:
+        nonlocal last_event
+        with p.store.read() as session:
+            job = job_out(store.get_job(session, tenant, job_id), tenant.name)
+            events, _ = store.list_events(session, job_id, after=last_event, limit=1000,
+                                          oldest_first=True)
+            if events:
+                last_event = events[-1].id
+            return job.model_dump(mode="json"), [event_out(e).model_dump(mode="json")
+                                                 for e in events]
+
+    return poll
+
+
+def _http_poll(api: Api, job_id: str) -> Poll:
+    last_event: str | None = None
+
+    def poll() -> tuple[dict, list[dict]]:
+        nonlocal last_event
+        job = api.get(f"{JOBS}/{quoted(job_id)}")
+        events = api.get(f"{JOBS}/{quoted(job_id)}/events", after=last_event, limit=1000,
+                         order="asc")["data"]
+        if events:
+            last_event = events[-1]["id"]
+        return job, events
+
+    return poll
+
+
 def _parse_hp(values: list[str]) -> dict:
     out = {}
     for item in values or []:
@@ -55,11 +108,16 @@ def _parse_hp(values: list[str]) -> dict:
     return out
 
 
+def _is_path(value: str) -> bool:
+    """A --training-file / --validation-file that names a dataset to upload, not a file id."""
+    return not value.startswith("file-") and Path(value).is_file()
+
+
 @app.command("create")
 def create(
     training_file: str = typer.Option(..., "--training-file", "-f",
                                       help="A file id, or a dataset path to upload first."),
-    tenant: str = TENANT,
+    tenant: str | None = TENANT,
     model: str = typer.Option(None, help="Base model name (default) or an adapter name / "
                                          "name@vN to warm-start from."),
     suffix: str = typer.Option(None, help="Adapter name of the result."),
@@ -74,85 +132,139 @@ def create(
     seed: int = typer.Option(None, help="Seed (default: random, recorded with the job)."),
     auto_promote: bool = typer.Option(False, help="Make the result the champion."),
     detach: bool = typer.Option(False, help="Only queue the job; a running `tuneloop serve` "
-                                            "runs it."),
+                                            "runs it (over HTTP: do not follow it)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the job as JSON instead of its "
+                                 "id (--detach) or fine_tuned_model."),
+    url: str | None = URL, api_key: str | None = API_KEY,
 ) -> None:
-    """Create a fine-tuning job; by default run it here with a live progress bar."""
+    """Create a fine-tuning job; by default run it here with a live progress bar (over HTTP:
+    follow it on the server; Ctrl-C stops following, not the job)."""
+    # The API's JSON body (JobCreate); on the store the same fields make a JobRequest.
+    body = {"model": model, "training_file": training_file, "validation_file": validation_file,
+            "suffix": suffix, "hyperparameters": _parse_hp(hp), "task": task,
+            "labels": [x.strip() for x in labels.split(",")] if labels else None,
+            "prompt_template": prompt_template, "auto_promote": auto_promote, "seed": seed}
+    if url:
+        _create_remote(body, detach, as_json, url, api_key)
+    else:
+        _create_here(body, required_tenant(tenant), detach, as_json)
+
+
+def _create_here(body: dict, tenant: str, detach: bool, as_json: bool) -> None:
     from training.jobs.files import store_file
     from training.jobs.intake import JobRequest, create_job
 
     with opened_platform() as p:
         t = _tenant(p, tenant)
 
-        def file_id(value: str) -> str:
-            if value.startswith("file-") or not Path(value).is_file():
+        def file_id(value: str | None) -> str | None:
+            if value is None or not _is_path(value):
                 return value
-            row = store_file(p, t, Path(value).read_bytes(), Path(value).name, "fine-tune", task)
+            row = store_file(p, t, Path(value).read_bytes(), Path(value).name, "fine-tune",
+                             body["task"])
             typer.echo(f"uploaded {value} as {row.id}", err=True)
             return row.id
 
-        job = create_job(p, t, JobRequest(
-            model=model or p.base_model_name, training_file=file_id(training_file),
-            validation_file=file_id(validation_file) if validation_file is not None else None,
-            suffix=suffix, hyperparameters=_parse_hp(hp),
-            task=task, labels=[x.strip() for x in labels.split(",")] if labels else None,
-            prompt_template=prompt_template, auto_promote=auto_promote, seed=seed))
+        job = create_job(p, t, JobRequest(**{
+            **body, "model": body["model"] or p.base_model_name,
+            "training_file": file_id(body["training_file"]),
+            "validation_file": file_id(body["validation_file"])}))
         typer.echo(f"created {job.id} ({job.task} adapter {job.adapter_name!r})", err=True)
         if detach:
-            typer.echo(job.id)
+            _print_created(_job_json(p, t, job.id), as_json)
             return
         final = _run_here(p, t, job.id)
-    raise typer.Exit(0 if final == JobStatus.SUCCEEDED else 1)
+    _finish(final, as_json)
 
 
-def _run_here(p: Platform, tenant: Tenant, job_id: str) -> JobStatus:
+def _create_remote(body: dict, detach: bool, as_json: bool, url: str,
+                   api_key: str | None) -> None:
+    with connect(url, api_key) as api:
+        if body["model"] is None:
+            body["model"] = _base_model(api)
+        for field in ("training_file", "validation_file"):
+            if body[field] is not None and _is_path(body[field]):
+                path = Path(body[field])
+                body[field] = api.upload("/v1/files", path, {"purpose": "fine-tune",
+                                                             "task": body["task"]})["id"]
+                typer.echo(f"uploaded {path} as {body[field]}", err=True)
+        job = api.post(JOBS, {k: v for k, v in body.items() if v is not None})
+        typer.echo(f"created {job['id']} ({job['task']} adapter {job['suffix']!r})", err=True)
+        if detach:
+            _print_created(job, as_json)
+            return
+        try:
+            final = _follow(_http_poll(api, job["id"]))
+        except KeyboardInterrupt:
+            typer.echo(f"\nstopped following; {job['id']} goes on on the server (tuneloop jobs "
+                       f"wait {job['id']} / tuneloop jobs cancel {job['id']})", err=True)
+            raise typer.Exit(130) from None
+    _finish(final, as_json)
+
+
+def _base_model(api: Api) -> str:
+    """The server's base model name: the first entry of ``GET /v1/models``, which only a
+    server with serving on has (elsewhere the path is unknown, or only DELETE)."""
+    try:
+        return api.get("/v1/models")["data"][0]["id"]
+    except ApiError as exc:
+        if exc.exit_code in (ExitCode.UNAUTHORIZED, ExitCode.UNAVAILABLE):
+            raise
+        raise ApiError("this server does not list its models (serving is off); pass the base "
+                       "model's name with --model", ExitCode.INVALID_SETTINGS) from exc
+
+
+def _print_created(job: dict, as_json: bool) -> None:
+    if as_json:
+        emit(job)
+    else:
+        typer.echo(job["id"])
+
+
+def _run_here(p: Platform, tenant: Tenant, job_id: str) -> dict:
     from training.jobs.manager import JobManager
 
     manager = JobManager(p)
-    result: dict = {}
-    thread = threading.Thread(target=lambda: result.update(status=manager.run_job(job_id)),
-                              daemon=True)
+    thread = threading.Thread(target=manager.run_job, args=(job_id,), daemon=True)
     thread.start()
+    poll = _store_poll(p, tenant, job_id)
     try:
-        status = _follow(p, tenant, job_id, until=lambda: not thread.is_alive())
+        job = _follow(poll, until=lambda: not thread.is_alive())
     except KeyboardInterrupt:
         typer.echo("\ncancelling (Ctrl-C)...", err=True)
         with p.store.write() as session:
-            job = store.get_job(session, tenant, job_id)
-            if not JobStatus(job.status).is_terminal:
+            row = store.get_job(session, tenant, job_id)
+            if not JobStatus(row.status).is_terminal:
                 store.request_cancel(session, tenant, job_id)
         thread.join()
-        status = _follow(p, tenant, job_id, until=lambda: True)
+        job = _follow(poll, until=lambda: True)
     finally:
         thread.join()
         manager.stop()
-    return status
+    return job
 
 
-def _follow(p: Platform, tenant: Tenant, job_id: str,
-            until: Callable[[], bool] | None = None, poll_s: float = 1.0
-            ) -> JobStatus:
-    """Print events and a progress bar (step, loss, tokens/s, ETA) until the job is terminal."""
+def _follow(poll: Poll, until: Callable[[], bool] | None = None, poll_s: float = 1.0) -> dict:
+    """Print events and a progress bar (step, loss, tokens/s, ETA) until the job is terminal;
+    returns the job's last object."""
     from rich.console import Console
+    from rich.markup import escape
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     console = Console(stderr=True)
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TextColumn("loss {task.fields[loss]}"), TextColumn("{task.fields[speed]} tok/s"),
                TextColumn("ETA {task.fields[eta]}"), TimeElapsedColumn()]
-    last_event = None
+    job, events = poll()  # a job that does not exist fails before a bar is drawn
     with Progress(*columns, console=console, transient=False) as bar:
         task = bar.add_task("queued", total=None, loss="-", speed="-", eta="-")
         while True:
-            with p.store.read() as session:
-                job = store.get_job(session, tenant, job_id)
-                events, _ = store.list_events(session, job_id, after=last_event, limit=1000,
-                                              oldest_first=True)
             for event in events:
-                last_event = event.id
-                if event.type != EventType.METRICS:
-                    bar.console.print(f"[dim]{event.type:>10}[/dim] {event.message}")
-            status = JobStatus(job.status)
-            snap = job.progress or {}
+                if event["type"] != EventType.METRICS:
+                    bar.console.print(f"[dim]{event['type']:>10}[/dim] "
+                                      f"{escape(event['message'])}")
+            status = JobStatus(job["status"])
+            snap = job["progress"] or {}
             eta = snap.get("eta_s")
             bar.update(task, description=str(status), total=snap.get("total_steps"),
                        completed=snap.get("step") or 0,
@@ -160,37 +272,58 @@ def _follow(p: Platform, tenant: Tenant, job_id: str,
                        speed=f"{snap['tokens_per_s']:.0f}" if snap.get("tokens_per_s") else "-",
                        eta=time.strftime("%M:%S", time.gmtime(eta)) if eta is not None else "-")
             if status.is_terminal and (until is None or until()):
-                break
+                return job
             time.sleep(poll_s)
-    if status is JobStatus.SUCCEEDED:
-        typer.echo(job.fine_tuned_model)
-    elif job.error:
-        typer.echo(f"error: {job.error.get('message')}", err=True)
-    return status
+            job, events = poll()
+
+
+def _finish(job: dict, as_json: bool) -> None:
+    """Print a followed job's outcome (fine_tuned_model, or its error) and exit 0 when it
+    succeeded, 1 when it failed or was cancelled."""
+    succeeded = job["status"] == JobStatus.SUCCEEDED
+    if as_json:
+        emit(job)
+    elif succeeded:
+        typer.echo(job["fine_tuned_model"])
+    elif job["error"]:
+        typer.echo(f"error: {job['error'].get('message')}", err=True)
+    raise typer.Exit(0 if succeeded else 1)
 
 
 @app.command("wait")
-def wait(job_id: str, tenant: str = TENANT,
-         poll_s: float = typer.Option(1.0, help="Seconds between polls.")) -> None:
+def wait(job_id: str, tenant: str | None = TENANT,
+         poll_s: float = typer.Option(1.0, help="Seconds between polls."),
+         as_json: bool = typer.Option(False, "--json", help="Print the final job as JSON."),
+         url: str | None = URL, api_key: str | None = API_KEY) -> None:
     """Follow a job to its end with a live progress bar; prints fine_tuned_model.
 
     Exit code 0 when it succeeded, 1 when it failed or was cancelled.
     """
-    with opened_platform() as p:
-        status = _follow(p, _tenant(p, tenant), job_id, poll_s=poll_s)
-    raise typer.Exit(0 if status is JobStatus.SUCCEEDED else 1)
+    if url:
+        with connect(url, api_key) as api:
+            job = _follow(_http_poll(api, job_id), poll_s=poll_s)
+    else:
+        owner = required_tenant(tenant)
+        with opened_platform() as p:
+            job = _follow(_store_poll(p, _tenant(p, owner), job_id), poll_s=poll_s)
+    _finish(job, as_json)
 
 
 @app.command("list")
-def list_(tenant: str = TENANT, limit: int = typer.Option(20),
-          as_json: bool = typer.Option(False, "--json")) -> None:
+def list_(tenant: str | None = TENANT, limit: int = typer.Option(20), as_json: bool = JSON,
+          url: str | None = URL, api_key: str | None = API_KEY) -> None:
     """List the tenant's jobs, newest first."""
-    from tuneloop.api.jobs import job_out
+    if url:
+        with connect(url, api_key) as api:
+            data = api.get(JOBS, limit=limit)["data"]
+    else:
+        from tuneloop.api.jobs import job_out
 
-    with opened_platform() as p, p.store.read() as session:
-        t = get_tenant(session, tenant)
-        rows, _ = store.list_jobs(session, t, limit=limit)
-        data = [job_out(r, t.name).model_dump(mode="json") for r in rows]
+        owner = required_tenant(tenant)
+        with opened_platform() as p, p.store.read() as session:
+            t = get_tenant(session, owner)
+            rows, _ = store.list_jobs(session, t, limit=limit)
+            data = [job_out(r, t.name).model_dump(mode="json") for r in rows]
     if as_json:
         typer.echo(json.dumps(data, indent=2))
         return
@@ -200,30 +333,56 @@ def list_(tenant: str = TENANT, limit: int = typer.Option(20),
 
 
 @app.command("show")
-def show(job_id: str, tenant: str = TENANT) -> None:
+def show(job_id: str, tenant: str | None = TENANT, url: str | None = URL,
+         api_key: str | None = API_KEY) -> None:
     """Show a job as JSON (status, hyperparameters, progress, error, fine_tuned_model)."""
-    with opened_platform() as p:
-        typer.echo(json.dumps(_job_json(p, _tenant(p, tenant), job_id), indent=2))
+    if url:
+        with connect(url, api_key) as api:
+            job = api.get(f"{JOBS}/{quoted(job_id)}")
+    else:
+        owner = required_tenant(tenant)
+        with opened_platform() as p:
+            job = _job_json(p, _tenant(p, owner), job_id)
+    typer.echo(json.dumps(job, indent=2))
 
 
 @app.command("events")
-def events(job_id: str, tenant: str = TENANT, limit: int = typer.Option(100)) -> None:
-    """Print a job's events, oldest first."""
-    with opened_platform() as p:
-        t = _tenant(p, tenant)
-        with p.store.read() as session:
-            store.get_job(session, t, job_id)
-            rows, _ = store.list_events(session, job_id, limit=limit)
-    for e in reversed(rows):
-        stamp = time.strftime("%H:%M:%S", time.localtime(store.unix(e.created_at)))
-        typer.echo(f"{stamp}\t{e.type}\t{e.message}")
+def events(job_id: str, tenant: str | None = TENANT, limit: int = typer.Option(100),
+           as_json: bool = JSON, url: str | None = URL, api_key: str | None = API_KEY) -> None:
+    """Print a job's latest events, oldest first."""
+    if url:
+        with connect(url, api_key) as api:
+            newest_first = api.get(f"{JOBS}/{quoted(job_id)}/events", limit=limit)["data"]
+    else:
+        from tuneloop.api.jobs import event_out
+
+        owner = required_tenant(tenant)
+        with opened_platform() as p:
+            t = _tenant(p, owner)
+            with p.store.read() as session:
+                store.get_job(session, t, job_id)
+                rows, _ = store.list_events(session, job_id, limit=limit)
+                newest_first = [event_out(e).model_dump(mode="json") for e in rows]
+    oldest_first = list(reversed(newest_first))
+    if as_json:
+        emit(oldest_first)
+        return
+    for e in oldest_first:
+        stamp = time.strftime("%H:%M:%S", time.localtime(e["created_at"]))
+        typer.echo(f"{stamp}\t{e['type']}\t{e['message']}")
 
 
 @app.command("cancel")
-def cancel(job_id: str, tenant: str = TENANT) -> None:
+def cancel(job_id: str, tenant: str | None = TENANT, url: str | None = URL,
+           api_key: str | None = API_KEY) -> None:
     """Cancel a job: at once when it has not started, else its manager stops the run."""
-    with opened_platform() as p:
-        t = _tenant(p, tenant)
-        with p.store.write() as session:
-            job = store.request_cancel(session, t, job_id)
-    typer.echo(f"{job_id}: {'cancel requested' if job.status == 'running' else job.status}")
+    if url:
+        with connect(url, api_key) as api:
+            status = api.post(f"{JOBS}/{quoted(job_id)}/cancel")["status"]
+    else:
+        owner = required_tenant(tenant)
+        with opened_platform() as p:
+            t = _tenant(p, owner)
+            with p.store.write() as session:
+                status = store.request_cancel(session, t, job_id).status
+    typer.echo(f"{job_id}: {'cancel requested' if status == 'running' else status}")
