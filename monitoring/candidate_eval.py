@@ -2,7 +2,9 @@
 
 The gate compares the candidate and the champion on the same examples with the same code, so
 both are measured here (the candidate's own job metrics cover the new split only): accuracy and
-macro-F1 for classification, eval loss (assistant tokens) for chat.
+macro-F1 for classification, eval loss, perplexity and token accuracy (assistant tokens) for
+chat. For chat, the first greedy replies on the new split are kept as ``replies``, and
+:func:`gate_samples` moves both versions' into one side-by-side ``samples`` list.
 
 Two evaluators implement :class:`Evaluator`: the serving engine's
 (:class:`serving.gateway.engine_evaluator.EngineEvaluator`, what the monitor uses wherever it
@@ -57,7 +59,8 @@ class Evaluator(Protocol):
 
     def evaluate(self, spec: VersionSpec, splits: Mapping[str, Sequence[dict[str, Any]]]
                  ) -> dict[str, dict[str, float]]:
-        """``{split: {metric: value}}`` for every non-empty split (records in training format)."""
+        """``{split: {metric: value}}`` for every non-empty split (records in training format);
+        a chat split may also hold ``replies`` (str list, see :func:`gate_samples`)."""
         ...
 
     def release(self, spec: VersionSpec) -> None:
@@ -124,6 +127,30 @@ def classification_result(spec: VersionSpec, records: Sequence[dict[str, Any]],
             "examples": metrics["examples"]}
 
 
+def gate_samples(records: Sequence[dict[str, Any]], candidate: Mapping[str, Any] | None,
+                 champion: Mapping[str, Any] | None, split: str = "new"
+                 ) -> list[dict[str, str | None]]:
+    """The candidate's and the champion's first replies on ``split`` side by side:
+    ``[{"prompt", "reference", "champion", "candidate"}]`` (at most
+    :data:`training.evaluation.MAX_SAMPLES`, strings cut to 2,000 characters; champion None
+    where it has no replies). ``candidate``/``champion`` are ``{split: metrics}`` as
+    :meth:`Evaluator.evaluate` returns them; their ``replies`` are removed from every split, so
+    the stored evaluation keeps them once. Empty without candidate replies (classification)."""
+    from training.evaluation import last_turn, reply_samples
+
+    found: dict[str, Any] = {}
+    for name, metrics in (("candidate", candidate), ("champion", champion)):
+        for split_name, values in (metrics or {}).items():
+            replies = values.pop("replies", None) if isinstance(values, dict) else None
+            if split_name == split:
+                found[name] = replies
+    if not found.get("candidate"):
+        return []
+    turns = [last_turn(r["messages"]) for r in records[:len(found["candidate"])]]
+    return reply_samples([p for p, _ in turns], [ref for _, ref in turns],
+                         champion=found.get("champion"), candidate=found["candidate"])
+
+
 def tokenized_chat(tokenizer: Any, records: Sequence[dict[str, Any]], max_length: int) -> list:
     """The chat records as training tokenizes them (assistant tokens are the targets), cut to
     ``max_length``; records with no target token left are dropped."""
@@ -147,13 +174,22 @@ class ScoringEvaluator:
     """Loads the base model with the version's LoRA (CPU or GPU) and scores every split.
 
     ``max_examples`` caps each split (the first ones: splits are already in hash order). One
-    evaluation runs at a time: a model copy per version is large.
+    evaluation runs at a time: a model copy per version is large. Chat: greedy replies (up to
+    ``max_new_tokens``) to the first ``samples`` records of each split in ``sample_splits`` are
+    kept as ``replies`` (see :func:`gate_samples`).
     """
 
-    def __init__(self, platform: Platform, *, max_examples: int = 200, max_length: int = 512) -> None:
+    def __init__(self, platform: Platform, *, max_examples: int = 200, max_length: int = 512,
+                 samples: int | None = None, sample_splits: tuple[str, ...] = ("new",),
+                 max_new_tokens: int = 64) -> None:
+        from training.evaluation import MAX_SAMPLES
+
         self.platform = platform
         self.max_examples = max_examples
         self.max_length = max_length
+        self.samples = MAX_SAMPLES if samples is None else samples
+        self.sample_splits = sample_splits
+        self.max_new_tokens = max_new_tokens
         self._lock = threading.Lock()
         self._seen = Distributions()
 
@@ -171,7 +207,8 @@ class ScoringEvaluator:
             model, tokenizer = scoring.load_model(self.platform.base_model_dir, adapter_dir)
             try:
                 with torch.no_grad():
-                    return {name: self._measure(spec, model, tokenizer, records)
+                    return {name: self._measure(spec, model, tokenizer, records,
+                                                name in self.sample_splits)
                             for name, records in wanted.items()}
             finally:
                 del model
@@ -189,8 +226,9 @@ class ScoringEvaluator:
         return self._seen.fetch(spec, records, self.max_examples, self.evaluate)
 
     def _measure(self, spec: VersionSpec, model: Any, tokenizer: Any,
-                 records: list[dict[str, Any]]) -> dict[str, float]:
+                 records: list[dict[str, Any]], sampled: bool = False) -> dict[str, Any]:
         from training import scoring
+        from training.evaluation import SAMPLE_CHARS, last_turn
 
         if spec.task == AdapterTask.CLASSIFICATION:
             texts = [r["text"] for r in records]
@@ -200,5 +238,12 @@ class ScoringEvaluator:
             return classification_result(spec, records, predicted(found))
         tokenized = tokenized_chat(tokenizer, records, self.max_length)
         metrics = scoring.eval_loss(model, tokenizer, tokenized)
-        return {"eval_loss": metrics["eval_loss"], "perplexity": metrics["perplexity"],
-                "examples": len(tokenized)}
+        out: dict[str, Any] = {"eval_loss": metrics["eval_loss"],
+                               "perplexity": metrics["perplexity"],
+                               "token_accuracy": metrics["token_accuracy"],
+                               "examples": len(tokenized)}
+        if sampled and self.samples > 0:
+            prompts = [last_turn(r["messages"])[0] for r in records[:self.samples]]
+            replies = scoring.generate_replies(model, tokenizer, prompts, self.max_new_tokens)
+            out["replies"] = [reply[:SAMPLE_CHARS] for reply in replies]
+        return out

@@ -17,7 +17,7 @@ from sqlalchemy import select
 
 from monitoring import monitor_store as ms
 from monitoring import observations as obs
-from monitoring.candidate_eval import Evaluator, VersionSpec
+from monitoring.candidate_eval import Evaluator, VersionSpec, gate_samples
 from monitoring.compiler import CompileConfig, compile_dataset
 from monitoring.config import MonitorConfig
 from monitoring.cycle import Cycle, WatchedAdapter
@@ -205,7 +205,11 @@ class Retrainer:
         cand_metrics = self.evaluator.evaluate(cand_spec, splits)
         champ_metrics = self.evaluator.evaluate(champ_spec, splits)
         forgetting = self._forgetting(cand_spec, champ_spec, previous_split)
+        # Chat: the first held-out prompts with the reference and both replies, side by side
+        # (takes the replies out of the per-split metrics, so they are stored once).
+        samples = gate_samples(new_split, cand_metrics, champ_metrics)
         evaluation = {f"v{candidate.version}": cand_metrics, f"v{champion.version}": champ_metrics,
+                      "samples": samples,
                       "metric": metric, "split_sizes": {k: len(v) for k, v in splits.items()},
                       "scorer": self.evaluator.scorer(candidate.task),
                       "forgetting_kl": forgetting,

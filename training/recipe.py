@@ -500,8 +500,10 @@ def train(config: TrainConfig, examples: list[TokenizedExample], pad_id: int,
 
 def evaluate(config: TrainConfig, adapter_dir: Path, eval_examples: list, labels: list[str],
              tokenizer: Any) -> dict[str, Any]:
-    """Metrics of the adapter (and of the base, adapter disabled) on the held-out examples."""
+    """Metrics of the adapter (and of the base, adapter disabled) on the held-out examples; a
+    chat adapter's also keep its first replies as ``samples``."""
     from training import scoring
+    from training.evaluation import MAX_SAMPLES
 
     examples = eval_examples[: config.eval_max_examples]
     if not examples:
@@ -509,17 +511,17 @@ def evaluate(config: TrainConfig, adapter_dir: Path, eval_examples: list, labels
     model, _ = scoring.load_model(config.base_model, adapter_dir)
     torch.set_num_threads(torch_threads(config.cpus_per_worker))
 
-    def measure() -> dict[str, Any]:
+    def measure(samples: int) -> dict[str, Any]:
         if config.task == AdapterTask.CLASSIFICATION:
             return scoring.evaluate_classifier(model, tokenizer, config.prompt_template,
                                                examples, labels)
         return scoring.evaluate_chat(model, tokenizer, examples, max_length=config.max_length,
-                                     max_new_tokens=config.max_new_tokens)
+                                     max_new_tokens=config.max_new_tokens, samples=samples)
 
-    results = {"adapter": measure()}
+    results = {"adapter": measure(MAX_SAMPLES)}
     if config.compare_base:
         with model.disable_adapter():
-            results["base"] = measure()
+            results["base"] = measure(0)
     return results
 
 

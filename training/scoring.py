@@ -19,10 +19,16 @@ import torch
 
 from services.prompts import classification_messages
 from training.datasets import ChatExample, ClassificationExample, Message
-from training.evaluation import chat_metrics, classification_metrics, loss_metrics
+from training.evaluation import (
+    chat_metrics,
+    classification_metrics,
+    last_turn,
+    loss_metrics,
+    reply_samples,
+)
 from training.loss import token_loss_sum
 from training.packing import batches, collate_padded, truncate
-from training.tokenize import TokenizedExample, prompt_ids, tokenize_conversation
+from training.tokenize import IGNORE_INDEX, TokenizedExample, prompt_ids, tokenize_conversation
 
 
 def load_model(
@@ -117,15 +123,24 @@ def generate_replies(
 def eval_loss(
     model: Any, tokenizer: Any, examples: Sequence[TokenizedExample], batch_size: int = 8
 ) -> dict[str, float]:
-    """Mean assistant-token loss and perplexity over tokenized examples."""
+    """Mean assistant-token loss, perplexity and token accuracy (the share of assistant tokens
+    that are the argmax of the model's next-token logits) over tokenized examples."""
     device = next(model.parameters()).device
-    total, count = 0.0, 0
+    total, count, correct = 0.0, 0, 0
     for chunk in batches(examples, batch_size):
         batch = {k: v.to(device) for k, v in collate_padded(chunk, tokenizer.pad_token_id).items()}
         logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
         s, n = token_loss_sum(logits, batch["labels"])
         total, count = total + float(s), count + n
-    return loss_metrics(total, count)
+        correct += argmax_hits(logits, batch["labels"])
+    return loss_metrics(total, count, correct)
+
+
+def argmax_hits(logits: torch.Tensor, labels: torch.Tensor) -> int:
+    """How many target tokens (label != -100) are the argmax of the logits before them."""
+    targets = labels[:, 1:]
+    hits = (logits[:, :-1].argmax(-1) == targets) & (targets != IGNORE_INDEX)
+    return int(hits.sum())
 
 
 def evaluate_classifier(
@@ -143,17 +158,19 @@ def evaluate_classifier(
 
 def evaluate_chat(
     model: Any, tokenizer: Any, examples: Sequence[ChatExample], *, max_length: int = 1024,
-    generate: int = 20, max_new_tokens: int = 64,
+    generate: int = 20, max_new_tokens: int = 64, samples: int = 0,
 ) -> dict[str, Any]:
-    """Eval loss/perplexity on every example; exact match and ROUGE-L of greedy replies to the
-    first ``generate`` examples (reference: each example's last assistant message)."""
+    """Eval loss/perplexity/token accuracy on every example; exact match, ROUGE-L and BLEU of
+    greedy replies to the first ``generate`` examples (reference: each example's last
+    assistant message). ``samples`` > 0 adds the first ones as ``samples``
+    (``[{"prompt", "reference", "candidate"}]``, see :func:`training.evaluation.reply_samples`)."""
     tokenized = [truncate(tokenize_conversation(tokenizer, e.messages), max_length)
                  for e in examples]
     metrics: dict[str, Any] = dict(eval_loss(model, tokenizer, tokenized))
-    prompts, references = [], []
-    for example in list(examples)[:generate]:
-        last = max(i for i, m in enumerate(example.messages) if m["role"] == "assistant")
-        prompts.append(example.messages[:last])
-        references.append(example.messages[last]["content"])
+    turns = [last_turn(example.messages) for example in list(examples)[:generate]]
+    prompts, references = [p for p, _ in turns], [r for _, r in turns]
     replies = generate_replies(model, tokenizer, prompts, max_new_tokens)
-    return {**metrics, **chat_metrics(references, replies)}
+    metrics.update(chat_metrics(references, replies))
+    if samples > 0:
+        metrics["samples"] = reply_samples(prompts, references, limit=samples, candidate=replies)
+    return metrics

@@ -144,15 +144,26 @@ def job_spec(platform: Platform, job: FineTuningJob, config: TrainConfig) -> Job
         parent_key=parent_key, champion=champion_spec(platform, job))
 
 
+SUMMARY_KEYS = ("accuracy", "macro_f1", "eval_loss", "token_accuracy", "exact_match", "rouge_l",
+                "bleu")
+"""The held-out metrics an evaluation event's message names (all in its data)."""
+
+
 def _metrics_text(metrics: dict[str, Any]) -> str:
-    return ", ".join(f"{key} {metrics[key]:.3f}" for key in (
-        "accuracy", "macro_f1", "eval_loss", "exact_match", "rouge_l") if key in metrics)
+    return ", ".join(f"{key} {metrics[key]:.3f}" for key in SUMMARY_KEYS if key in metrics)
+
+
+def _without_samples(metrics: dict[str, Any]) -> dict[str, Any]:
+    """The evaluation without its reply samples: they are kept with the version's metrics, the
+    job's events stay small."""
+    return {k: {m: v for m, v in value.items() if m != "samples"} if isinstance(value, dict)
+            else value for k, value in metrics.items()}
 
 
 def _eval_message(metrics: dict[str, Any]) -> str:
     adapter, base = metrics.get("adapter") or {}, metrics.get("base") or {}
     parts = []
-    for key in ("accuracy", "macro_f1", "eval_loss", "exact_match", "rouge_l"):
+    for key in SUMMARY_KEYS:
         if key in adapter:
             text = f"{key} {adapter[key]:.3f}"
             if key in base:
@@ -238,7 +249,7 @@ class RunFollower:
                             f"the one from step {data.get('best_step')} (validation loss "
                             f"{data.get('best_valid_loss'):.4f})", data)
         elif kind == "evaluated":
-            data = _plain(event)
+            data = _without_samples(_plain(event))
             store.add_event(session, self.job_id, EventType.EVALUATED, _eval_message(data), data)
         elif kind == "champion_evaluated":
             data = _plain(event)
