@@ -15,6 +15,7 @@ import shutil
 import tarfile
 import tempfile
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import fsspec
@@ -23,6 +24,7 @@ from services.errors import InvalidInput, NotFound, TuneloopError
 
 _KEY_RE = re.compile(r"[0-9a-f]{64}")
 ARTIFACT_REF_PREFIX = "artifact:"
+CHUNK_BYTES = 1 << 20
 
 
 def check_key(key: str) -> str:
@@ -78,17 +80,36 @@ class ArtifactStore:
 
     def get_bytes(self, key: str) -> bytes:
         """The blob of ``key``, checked against its hash (a corrupt blob is never returned)."""
+        return b"".join(self.iter_bytes(key))
+
+    def iter_bytes(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """The blob of ``key`` in pieces of at most ``chunk_bytes``, hashed as they are read:
+        memory stays one piece whatever the blob's size. NotFound is raised before the first
+        piece; :class:`CorruptArtifact` after the last one when the content does not match its
+        key, so a consumer must not commit to what it received until the iterator is exhausted
+        (a response being streamed is cut short: the client sees an incomplete transfer)."""
         try:
-            with self.fs.open(self._path(key), "rb") as fh:
-                data = fh.read()
+            fh = self.fs.open(self._path(key), "rb")
         except FileNotFoundError as exc:
             raise NotFound(f"artifact {key} is missing from the artifact store") from exc
-        if hashlib.sha256(data).hexdigest() != key:
+        digest = hashlib.sha256()
+        with fh:
+            while chunk := fh.read(chunk_bytes):
+                digest.update(chunk)
+                yield chunk
+        if digest.hexdigest() != key:
             raise CorruptArtifact(
                 f"artifact {key} in the store does not match its hash; restore it from a backup "
                 "or register the adapter again"
             )
-        return data
+
+    def open_verified(self, key: str, chunk_bytes: int = CHUNK_BYTES) -> Iterator[bytes]:
+        """The blob of ``key`` in pieces, for a response that must decide its status before its
+        first byte: the whole blob is read and hashed once first (NotFound / CorruptArtifact are
+        raised here), then streamed (and hashed again), so memory stays one piece."""
+        for _ in self.iter_bytes(key, chunk_bytes):
+            pass
+        return self.iter_bytes(key, chunk_bytes)
 
     def delete(self, key: str) -> bool:
         """Remove the blob of ``key`` and this process's unpacked copy of it; False when the
@@ -115,11 +136,20 @@ class ArtifactStore:
         target = cache_dir / check_key(key)
         if (target / ".complete").exists():
             return target
-        data = self.get_bytes(key)
         cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(dir=cache_dir))
-        with tarfile.open(fileobj=io.BytesIO(data), mode="r") as tar:
-            tar.extractall(tmp, filter="data")
+        try:
+            # Through a local file, hash verified before anything is unpacked: memory stays one
+            # piece however large the blob.
+            with tempfile.TemporaryFile(dir=cache_dir) as blob:
+                for chunk in self.iter_bytes(key):
+                    blob.write(chunk)
+                blob.seek(0)
+                with tarfile.open(fileobj=blob, mode="r") as tar:
+                    tar.extractall(tmp, filter="data")
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
         (tmp / ".complete").touch()
         try:
             tmp.rename(target)

@@ -6,7 +6,7 @@ import hashlib
 
 import pytest
 
-from services.artifacts import ArtifactStore
+from services.artifacts import ArtifactStore, CorruptArtifact
 from services.errors import InvalidInput, NotFound
 
 
@@ -64,3 +64,48 @@ def test_delete_removes_the_blob_and_the_unpacked_copy(tmp_path):
     assert store.delete(key) is False
     with pytest.raises(NotFound):
         store.get_bytes(key)
+
+
+def _corrupt(store: ArtifactStore, key: str, data: bytes) -> None:
+    with store.fs.open(store._path(key), "wb") as fh:
+        fh.write(data)
+
+
+def test_blobs_are_read_in_pieces_and_checked_after_the_last(tmp_path):
+    store = ArtifactStore(str(tmp_path / "root"))
+    data = bytes(range(256)) * 1000
+    key = store.put_bytes(data)
+    pieces = list(store.iter_bytes(key, chunk_bytes=10_000))
+    assert len(pieces) == 26 and max(map(len, pieces)) == 10_000
+    assert b"".join(pieces) == data
+    _corrupt(store, key, data[:-1] + b"x")
+    received = []
+    with pytest.raises(CorruptArtifact, match="does not match its hash"):
+        for piece in store.iter_bytes(key, chunk_bytes=10_000):
+            received.append(piece)
+    assert len(received) == 26  # the whole content went by before the mismatch was known
+    with pytest.raises(CorruptArtifact):
+        store.get_bytes(key)
+
+
+def test_a_verified_stream_fails_before_its_first_piece(tmp_path):
+    store = ArtifactStore(str(tmp_path))
+    with pytest.raises(NotFound):
+        store.open_verified("0" * 64)  # raised by the call: a response can still answer 404
+    key = store.put_bytes(b"x" * 5000)
+    assert b"".join(store.open_verified(key, chunk_bytes=1000)) == b"x" * 5000
+    _corrupt(store, key, b"y" * 5000)
+    with pytest.raises(CorruptArtifact):
+        store.open_verified(key)
+
+
+def test_a_corrupt_directory_blob_is_never_unpacked(tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "a.txt").write_text("A")
+    store = ArtifactStore(str(tmp_path / "root"), cache_dir=tmp_path / "cache")
+    key = store.put_dir(src)
+    _corrupt(store, key, (tmp_path / "root").joinpath("x").as_posix().encode())
+    with pytest.raises(CorruptArtifact):
+        store.materialize_dir(key)
+    assert list((tmp_path / "cache").iterdir()) == []  # no partial or temporary copy left

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import threading
 import uuid
+from collections.abc import Iterator
 from functools import lru_cache
 from typing import Any, Literal
 
@@ -154,3 +155,9 @@ def list_files(session: Session, tenant: Tenant, purpose: str | None = None,
 
 def file_bytes(platform: Platform, row: DatasetFile) -> bytes:
     return platform.artifacts.get_bytes(row.sha256)
+
+
+def file_chunks(platform: Platform, row: DatasetFile) -> Iterator[bytes]:
+    """The file's content in pieces (a download never holds the whole file), checked against
+    its hash before the first piece (NotFound / CorruptArtifact raised by this call)."""
+    return platform.artifacts.open_verified(row.sha256)

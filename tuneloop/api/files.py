@@ -11,7 +11,7 @@ A file with problems is refused with 400 whose message lists every problem with 
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Form, Request, UploadFile
-from fastapi.responses import Response
+from fastapi.responses import Response, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
 from services.errors import TooLarge
@@ -79,4 +79,5 @@ def get_file_content(file_id: str, request: Request,
     with p.store.read() as session:
         row = files.get_file(session, tenant, file_id)
     media = "text/csv" if row.format == "csv" else "application/jsonl"
-    return Response(files.file_bytes(p, row), media_type=media)
+    return StreamingResponse(files.file_chunks(p, row), media_type=media,
+                             headers={"Content-Length": str(row.bytes)})

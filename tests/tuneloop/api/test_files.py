@@ -171,3 +171,17 @@ def test_official_openai_client_uploads_and_sees_errors(client, tmp_path):
     with open(path, "rb") as fh, pytest.raises(openai.BadRequestError) as err:
         sdk.files.create(file=fh, purpose="fine-tune")
     assert "line 2: invalid JSON" in str(err.value)
+
+
+def test_a_download_is_streamed_and_a_corrupt_blob_is_refused_before_any_byte(client, platform):
+    a = tenant_key(client, "acme")
+    data = classification_lines()
+    file = upload(client, a, data).json()
+    r = client.get(f"/v1/files/{file['id']}/content", headers=a)
+    assert r.headers["content-length"] == str(len(data)) and r.content == data
+    store = platform.artifacts
+    with store.fs.open(store._path(file["sha256"]), "wb") as fh:
+        fh.write(data.replace(b"pos", b"neg"))  # same size, other content: bit rot
+    r = client.get(f"/v1/files/{file['id']}/content", headers=a)
+    assert r.status_code == 500 and r.json()["error"]["code"] == "artifact_corrupt"
+    assert "does not match its hash" in r.json()["error"]["message"]
