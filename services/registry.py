@@ -203,6 +203,22 @@ def set_version_state(session: Session, version: AdapterVersion, state: VersionS
         _switch(session, adapter, version, ChampionAction.PROMOTE, "first ready version")
 
 
+FAILURE_CHARS = 2000
+"""How much of a failure's reason is kept with the version."""
+
+
+def fail_version(session: Session, version_id: int, reason: str) -> AdapterVersion | None:
+    """Mark a servable or pending version FAILED with ``reason`` (kept, truncated); None when
+    it is gone or already terminal. Its alias keeps pointing at it (requests for the alias then
+    answer 404 naming the reason) until someone rolls back or promotes another version."""
+    row = session.get(AdapterVersion, version_id, with_for_update=True)
+    if row is None or row.state.is_terminal:
+        return None
+    row.state = VersionState.FAILED
+    row.failure = reason[:FAILURE_CHARS]
+    return row
+
+
 def list_adapters(session: Session, tenant: Tenant) -> list[Adapter]:
     return list(session.scalars(select(Adapter).where(Adapter.tenant_id == tenant.id).order_by(Adapter.name)))
 
@@ -252,8 +268,11 @@ def resolve(session: Session, tenant: Tenant, ref: str) -> ResolvedAdapter:
     else:
         row = _version(session, adapter, number)
     if row.state != VersionState.READY:
+        why = f" ({row.failure})" if row.failure else ""
+        fix = (f"; roll back (POST /v1/adapters/{name}/rollback) or register a fixed version"
+               if row.state == VersionState.FAILED else "")
         raise NotFound(
-            f"{version_ref(name, row.version)} is {row.state}, not servable",
+            f"{version_ref(name, row.version)} is {row.state}, not servable{why}{fix}",
             param="model",
             code="model_not_found",
         )

@@ -15,13 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import time
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from services.errors import InvalidInput, Unavailable
+from services.errors import InvalidInput, NotFound, TooLarge, TuneloopError, Unavailable
 from serving.engine_client import EngineAdapterMissing, EngineClient
 
 log = logging.getLogger(__name__)
@@ -36,10 +37,28 @@ class AdapterLoader(Protocol):
     async def unload_lora_adapter(self, name: str) -> None: ...
 
 
-class AdapterLoadError(Unavailable):
-    """An engine refused or failed to load an adapter; nothing is remembered as loaded."""
+class AdapterLoadError(TuneloopError):
+    """An engine refused to load an adapter (it answered 4xx: weights it cannot use, a blob
+    missing from or corrupt in the artifact store); nothing is remembered as loaded. Asking
+    again gets the same answer, so it is a 422, not a retried 503: the gateway marks the
+    version FAILED (serving/gateway/dispatch.py)."""
 
+    status = 422
     code = "adapter_load_failed"
+    type = "invalid_request_error"
+
+    def __init__(self, message: str, *, reason: str = "", param: str | None = None) -> None:
+        super().__init__(message, param=param)
+        self.reason = reason or message  # the engine's words, local paths removed
+
+
+_LOCAL_PATH = re.compile(r"(?<![\w.:/])/[^\s'\",;:]+")
+
+
+def _without_paths(text: str) -> str:
+    """``text`` with absolute paths replaced: an engine's error names its local files, which
+    are the operator's business (logs), not the tenant's (responses)."""
+    return _LOCAL_PATH.sub("<path>", text)
 
 
 @dataclass(frozen=True)
@@ -136,8 +155,8 @@ class AdapterPlacement:
         """Make sure ``name`` (PEFT dir ``path``) is loaded; True if this call triggered the load.
 
         Concurrent calls for one name share a single engine load. Raises
-        :class:`AdapterLoadError` (engine refused: bad path, rank too large...) or
-        :class:`Unavailable` (engine down); a failed load is not remembered.
+        :class:`AdapterLoadError` (engine refused: bad weights, rank too large, blob missing...)
+        or :class:`Unavailable` (engine down); a failed load is not remembered.
         """
         while True:
             if name in self._unloading:
@@ -173,15 +192,19 @@ class AdapterPlacement:
             except Unavailable:
                 self._emit(kind, name, time.perf_counter() - started, ok=False)
                 raise
-            except InvalidInput as exc:
+            except (InvalidInput, NotFound, TooLarge) as exc:
                 # vLLM answers 400 "has already been loaded" when the engine kept an adapter we
                 # had forgotten (forget() after an unexplained 404): it is loaded, which is the goal.
                 if "already been loaded" not in exc.message:
                     self._emit(kind, name, time.perf_counter() - started, ok=False)
-                    raise AdapterLoadError(self._load_failure(name, path, exc)) from exc
+                    raise AdapterLoadError(self._load_failure(name, path, exc),
+                                           reason=_without_paths(exc.message)) from exc
             except Exception as exc:
+                # Not the adapter's fault as far as anyone can tell: retried like a busy engine.
                 self._emit(kind, name, time.perf_counter() - started, ok=False)
-                raise AdapterLoadError(self._load_failure(name, path, exc)) from exc
+                log.warning("engine %s: loading %s failed unexpectedly: %r", self.engine_name, name, exc)
+                raise Unavailable(f"engine {self.engine_name} could not load adapter {name!r} "
+                                  f"({type(exc).__name__}); retry shortly") from exc
             self._loaded[name] = _Entry(path)
             self._emit(kind, name, time.perf_counter() - started)
         finally:
@@ -190,8 +213,8 @@ class AdapterPlacement:
     def _load_failure(self, name: str, path: str, exc: Exception) -> str:
         return (
             f"engine {self.engine_name} could not load adapter {name!r} from {path!r}: "
-            f"{getattr(exc, 'message', exc)}; check that the path is a PEFT adapter directory "
-            "readable by the engine and that its rank is <= max_lora_rank"
+            f"{getattr(exc, 'message', exc)}; check that it is a PEFT adapter of this base model "
+            "with rank <= max_lora_rank (the engine's TUNELOOP_MAX_LORA_RANK), then register it again"
         )
 
     async def _make_room(self, *, exclude: str) -> None:
@@ -426,8 +449,7 @@ class EnginePool:
         for slot, exc in failed:
             # An engine that stopped answering (not one that refused the adapter) is skipped:
             # it is out of rotation, and loads the version when it is back and asked for it.
-            gone = (isinstance(exc, Unavailable) and not isinstance(exc, AdapterLoadError)
-                    and not getattr(slot.client, "reachable", True))
+            gone = isinstance(exc, Unavailable) and not getattr(slot.client, "reachable", True)
             if not gone:
                 raise exc
         if len(failed) == len(slots):

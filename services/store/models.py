@@ -170,6 +170,7 @@ class AdapterVersion(Base):
     size_bytes: Mapped[int] = mapped_column(BigInteger)
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)
     lineage: Mapped[dict] = mapped_column(JSON, default=dict)
+    failure: Mapped[str | None] = mapped_column(Text, nullable=True)  # why it is FAILED
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 
 

@@ -7,6 +7,7 @@ classifiers. The hot-swap steps are :class:`serving.gateway.engine_swap.EngineSw
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator, Callable
@@ -16,6 +17,7 @@ import anyio
 from pydantic import SecretStr
 
 from monitoring.metrics import Metrics
+from services import registry
 from services.artifacts import artifact_ref
 from services.errors import Unavailable
 from services.platform import Platform
@@ -26,7 +28,13 @@ from serving.classify import Classification, Classifier
 from serving.engine_client import EngineClient, EngineStream
 from serving.engine_process import EngineProcess, EngineState
 from serving.gateway.resolution import Target
-from serving.placement import AdapterPlacement, EnginePool, EngineSlot, PlacementEvent
+from serving.placement import (
+    AdapterLoadError,
+    AdapterPlacement,
+    EnginePool,
+    EngineSlot,
+    PlacementEvent,
+)
 
 log = logging.getLogger("tuneloop.dispatch")
 
@@ -68,6 +76,7 @@ class Dispatcher:
         self.classifiers: dict[str, Classifier] = {}
         self._health_task: asyncio.Task | None = None
         self._remote_ready: dict[str, bool] = {}
+        self.on_version_failed: Callable[[], None] | None = None  # drop cached resolutions
 
     # -- engines --------------------------------------------------------------------------
 
@@ -191,7 +200,8 @@ class Dispatcher:
                 return await client.chat_completions(body)
             return await client.completions(body)
 
-        return await self.engines().call(name, path, run)
+        async with self.refusals(target.adapter):
+            return await self.engines().call(name, path, run)
 
     async def stream(self, route: str, target: Target, body: dict) -> OpenStream:
         """Open the engine stream now (so errors become HTTP errors); the caller must
@@ -199,7 +209,8 @@ class Dispatcher:
         path = await self.adapter_path(target.adapter)
         name = target.adapter.engine_name if target.adapter else None
         lease = self.engines().lease(name, path)
-        slot = await lease.__aenter__()
+        async with self.refusals(target.adapter):
+            slot = await lease.__aenter__()
         try:
             if route == "chat":
                 engine_stream = await slot.client.open_chat_stream(body)
@@ -210,12 +221,37 @@ class Dispatcher:
             raise
         return OpenStream(engine_stream, lease)
 
+    @contextlib.asynccontextmanager
+    async def refusals(self, adapter: ResolvedAdapter | None) -> AsyncIterator[None]:
+        """An engine refusing to load ``adapter`` (:class:`AdapterLoadError`) makes the version
+        FAILED in the store, with the reason, and the caller gets a 422 that says what to do;
+        every gateway then answers 404 for it (the store's change counter drops their caches)."""
+        try:
+            yield
+        except AdapterLoadError as exc:
+            if adapter is None:
+                raise
+            reason = exc.reason
+            failed = await anyio.to_thread.run_sync(self._fail_version, adapter, reason)
+            if self.on_version_failed is not None:
+                self.on_version_failed()  # this gateway at once; the others at their next poll
+            log.warning("%s/%s refused by the engine%s: %s", adapter.tenant, adapter.ref,
+                        "; marked failed" if failed else "", reason)
+            raise AdapterLoadError(
+                f"{adapter.ref} could not be loaded by the engine and is now failed: {reason}. "
+                f"Roll back (POST /v1/adapters/{adapter.name}/rollback) or register a fixed "
+                "version", param="model") from exc
+
+    def _fail_version(self, adapter: ResolvedAdapter, reason: str) -> bool:
+        with self.platform.store.write() as session:
+            return registry.fail_version(session, adapter.version_id, reason) is not None
+
     async def classify(self, target: Target, texts: list[str]) -> list[Classification]:
         adapter = target.adapter
         assert adapter is not None and adapter.labels
         path = await self.adapter_path(adapter)
         template = adapter.prompt_template or DEFAULT_CLASSIFICATION_TEMPLATE
-        async with self.engines().lease(adapter.engine_name, path) as slot:
+        async with self.refusals(adapter), self.engines().lease(adapter.engine_name, path) as slot:
             return await self.classifiers[slot.name].classify_many(
                 adapter.engine_name, template, texts, adapter.labels
             )

@@ -43,8 +43,8 @@ class EngineSwap:
         """Load ``adapter`` on every ready engine and probe it before the alias switches.
 
         Engines where this version was already probed since it was loaded skip both steps.
-        Raises :class:`Unavailable` / :class:`AdapterLoadError` / the probe's engine error; the
-        alias must then not switch.
+        Raises :class:`Unavailable` / :class:`AdapterLoadError` (the version is then FAILED) /
+        the probe's engine error; the alias must then not switch.
         """
         draining = self._draining.pop(adapter.engine_name, None)
         if draining is not None:  # promoted back before the old drain finished: keep it loaded
@@ -56,7 +56,8 @@ class EngineSwap:
         async def run_probe(client: EngineClient) -> None:
             await client.completions(probe, timeout_s=PROBE_TIMEOUT_S)
 
-        await self.dispatch.engines().prepare_everywhere(adapter.engine_name, path, run_probe)
+        async with self.dispatch.refusals(adapter):
+            await self.dispatch.engines().prepare_everywhere(adapter.engine_name, path, run_probe)
         self._incoming[(adapter.tenant, adapter.name)] = adapter.engine_name
 
     def switched(self, tenant_id: int, previous: ResolvedAdapter | None) -> None:

@@ -61,6 +61,7 @@ async def open_gateway(platform: Platform, *, spawn_engine: bool | None = None,
         await dispatch.connect(settings.engine_urls)
     resolver = Resolver(platform.store, platform.base_model_name)
     swap = EngineSwap(dispatch, on_champion_change=resolver.invalidate)
+    dispatch.on_version_failed = resolver.invalidate
     try:
         yield Gateway(
             settings=settings, metrics=metrics,

@@ -146,8 +146,9 @@ def test_failed_load_is_clear_and_not_remembered(loop_thread, counting, tmp_path
         return info.value
 
     first = loop_thread.run(attempt())
-    assert "t3.bad.v1" in first.message and str(bad) in first.message
-    assert first.status == 503
+    assert "t3.bad.v1" in first.message and str(bad) in first.message  # the operator's log
+    assert first.status == 422 and first.code == "adapter_load_failed"  # asking again won't help
+    assert str(tmp_path) not in first.reason  # what a tenant is told names no engine path
     assert not placement.is_loaded("t3.bad.v1")
     assert "t3.bad.v1" not in loop_thread.run(engine_adapters(counting.client))
     loop_thread.run(attempt())

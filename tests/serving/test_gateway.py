@@ -266,6 +266,37 @@ def test_errors(gateway):
         assert r.status_code == 400 and "TUNELOOP_MAX_MODEL_LEN" in r.json()["error"]["message"]
 
 
+def test_a_version_the_engine_refuses_fails_with_a_4xx_and_stays_failed(gateway, engine_settings,
+                                                                        base_model_dir, tmp_path):
+    from services import registry
+    from services.adapter_intake import register_adapter_dir
+    from services.tenants import get_tenant
+
+    platform = gateway.platform
+    row = register_adapter_dir(platform, "acme", "broken",
+                               _untrained_lora(base_model_dir, tmp_path / "lora"))
+    with platform.artifacts.fs.open(platform.artifacts._path(row.artifact_key), "wb") as fh:
+        fh.write(b"bit rot")  # the blob the engine will fetch no longer matches its key
+    chat = {"model": "broken", "max_tokens": 2, "messages": [{"role": "user", "content": "hi"}]}
+    with _http(gateway) as a:
+        r = a.post("/v1/chat/completions", json=chat)
+        assert r.status_code == 422, r.text  # not a 503 that every SDK would retry forever
+        error = r.json()["error"]
+        assert error["code"] == "adapter_load_failed" and "broken@v1" in error["message"]
+        assert "does not match its hash" in error["message"] and "rollback" in error["message"]
+        assert str(engine_settings.data_dir) not in error["message"]
+        with platform.store.read() as session:
+            version = registry.get_version(session, get_tenant(session, "acme"), "broken", 1)
+            assert version.state == "failed" and "does not match its hash" in version.failure
+        listed = a.get("/v1/adapters/broken").json()
+        assert [v["failure"] is not None for v in listed["versions"]] == [True]
+        r = a.post("/v1/chat/completions", json=chat)  # from now on, without asking the engine
+        assert r.status_code == 404 and "failed, not servable" in r.json()["error"]["message"]
+        assert "does not match its hash" in r.json()["error"]["message"]
+        r = a.post("/v1/chat/completions", json={**chat, "model": "support"})
+        assert r.status_code == 200, r.text  # the tenant's other adapters are untouched
+
+
 def test_prompt_log_probabilities_are_refused_so_no_tenant_can_kill_the_engine(gateway):
     """vLLM's CPU LoRA kernels crash the engine (every tenant's requests) when a request for
     prompt log-probabilities shares a batch with another request: echo with logprobs is a 400,

@@ -37,7 +37,7 @@ def version_out(name: str, v: AdapterVersion) -> VersionOut:
         id=registry.version_ref(name, v.version), version=v.version, state=v.state, task=v.task,
         labels=v.labels, prompt_template=v.prompt_template, rank=v.rank, size_bytes=v.size_bytes,
         base_fingerprint=v.base_fingerprint, metrics=v.metrics or {}, lineage=v.lineage or {},
-        created_at=v.created_at,
+        failure=v.failure, created_at=v.created_at,
     )
 
 

@@ -42,6 +42,7 @@ class VersionOut(BaseModel):
     base_fingerprint: str
     metrics: dict
     lineage: dict
+    failure: str | None = None  # why the version is failed (e.g. the engine refused to load it)
     created_at: datetime
 
 
