@@ -215,6 +215,15 @@ class Settings(BaseSettings):
     """``tolerations`` of RayJob worker pods, as JSON: ``[{"key": "nvidia.com/gpu",
     "operator": "Exists", "effect": "NoSchedule"}]``."""
 
+    kuberay_model_claim: str | None = None
+    """PersistentVolumeClaim in ``kuberay_namespace`` holding the base model: mounted read-only
+    into every RayJob pod at ``kuberay_model_mount_path``, so training reads the model the engines
+    serve (the chart sets it for ``baseModel.source: pvc``). Unset: the training image's own copy
+    at TUNELOOP_BASE_MODEL, else the default model imported in the pod."""
+
+    kuberay_model_mount_path: str = "/models"
+    """Where RayJob pods mount ``kuberay_model_claim`` (TUNELOOP_BASE_MODEL lies under it)."""
+
     monitor_in_serve: bool = True
     """Run the monitor loop inside ``tuneloop serve``. Turn it off on gateway replicas when a
     dedicated ``tuneloop monitor`` process runs (only one monitor may act on an adapter)."""

@@ -524,6 +524,12 @@ def test_kuberay_pods_get_the_settings_configmap_and_the_s3_secret(helm: str, re
 
     existing = _settings_of(render(helm, scenario, "--set", "artifacts.s3.existingSecret=my-s3"))
     assert existing["TUNELOOP_KUBERAY_ENV_FROM"] == f"configmap:{FULL}-settings,secret:my-s3"
+    assert "TUNELOOP_KUBERAY_MODEL_CLAIM" not in existing  # the default model: imported in the pod
+    # A model on a PVC: RayJob pods mount that claim where the engines do, and read the same path.
+    pvc = _settings_of(render(helm, scenario, "--set", "baseModel.source=pvc"))
+    assert pvc["TUNELOOP_KUBERAY_MODEL_CLAIM"] == f"{FULL}-model"
+    assert pvc["TUNELOOP_BASE_MODEL"].startswith(pvc["TUNELOOP_KUBERAY_MODEL_MOUNT_PATH"] + "/")
+    assert load_settings(pvc).kuberay_model_claim == f"{FULL}-model"
     # IRSA (no keys, no Secret): the ConfigMap only; no KubeRay settings without KubeRay.
     irsa = one(rendered, "kuberay-training-values", "ConfigMap", f"{FULL}-settings")["data"]
     assert irsa["TUNELOOP_KUBERAY_ENV_FROM"] == f"configmap:{FULL}-settings"

@@ -22,7 +22,9 @@ def make_runner(settings: Settings) -> JobRunner:
             namespace=settings.kuberay_namespace, image=settings.kuberay_image,
             env_from=settings.kuberay_env_sources,
             worker_node_selector=settings.kuberay_worker_node_selector,
-            worker_tolerations=settings.kuberay_worker_tolerations)
+            worker_tolerations=settings.kuberay_worker_tolerations,
+            model_claim=settings.kuberay_model_claim,
+            model_mount_path=settings.kuberay_model_mount_path)
     from training.runners.local import LocalRayRunner
 
     return LocalRayRunner(settings.data_dir.resolve() / "jobs" / "logs",

@@ -80,14 +80,19 @@ def build_rayjob(
     env_from: Sequence[tuple[str, str]] = (),
     worker_node_selector: dict[str, str] | None = None,
     worker_tolerations: Sequence[dict[str, Any]] = (),
+    model_claim: str | None = None,
+    model_mount_path: str = "/models",
 ) -> dict[str, Any]:
     """The RayJob manifest for ``spec`` (pure: no API calls).
 
     ``env_from`` (``("secret" | "configmap", name)``) become every container's ``envFrom``, so
     credentials reach the pods by reference and never appear in the manifest; the worker pods
-    (the GPU ones) also get ``worker_node_selector`` and ``worker_tolerations``. Raises
-    ValueError for an unknown source kind.
+    (the GPU ones) also get ``worker_node_selector`` and ``worker_tolerations``. With
+    ``model_claim``, every pod mounts that PersistentVolumeClaim read-only at
+    ``model_mount_path`` (the base model the engines serve, where TUNELOOP_BASE_MODEL points).
+    Raises ValueError for an unknown source kind.
     """
+    model = (model_claim, model_mount_path) if model_claim else None
     env = [{"name": k, "value": v} for k, v in sorted(spec.env.items())]
     sources = _env_from(env_from)
     worker_resources: dict[str, dict[str, Any]] = {
@@ -108,7 +113,7 @@ def build_rayjob(
         "headGroupSpec": {
             "rayStartParams": {"dashboard-host": "0.0.0.0"},
             "template": _pod_template(
-                "ray-head", image, env, sources, head_resources, service_account
+                "ray-head", image, env, sources, head_resources, service_account, model=model
             ),
         },
         "workerGroupSpecs": [
@@ -121,6 +126,7 @@ def build_rayjob(
                 "template": _pod_template(
                     "ray-worker", image, env, sources, worker_resources, service_account,
                     node_selector=worker_node_selector, tolerations=worker_tolerations,
+                    model=model,
                 ),
             }
         ],
@@ -198,6 +204,8 @@ class KubeRayRunner:
         env_from: Sequence[tuple[str, str]] = (),
         worker_node_selector: dict[str, str] | None = None,
         worker_tolerations: Sequence[dict[str, Any]] = (),
+        model_claim: str | None = None,
+        model_mount_path: str = "/models",
     ) -> None:
         _env_from(env_from)  # refuse a bad source now, not at the first submission
         self.api = api
@@ -211,6 +219,8 @@ class KubeRayRunner:
         self.env_from = list(env_from)
         self.worker_node_selector = dict(worker_node_selector or {})
         self.worker_tolerations = list(worker_tolerations)
+        self.model_claim = model_claim
+        self.model_mount_path = model_mount_path
 
     @classmethod
     def from_config(
@@ -262,6 +272,8 @@ class KubeRayRunner:
             env_from=self.env_from,
             worker_node_selector=self.worker_node_selector,
             worker_tolerations=self.worker_tolerations,
+            model_claim=self.model_claim,
+            model_mount_path=self.model_mount_path,
         )
 
     def submit(self, spec: RunSpec) -> None:
@@ -395,12 +407,19 @@ def _pod_template(
     *,
     node_selector: dict[str, str] | None = None,
     tolerations: Sequence[dict[str, Any]] = (),
+    model: tuple[str, str] | None = None,
 ) -> dict[str, Any]:
     container_spec: dict[str, Any] = {"name": container, "image": image, "env": env}
     if env_from:
         container_spec["envFrom"] = env_from
     container_spec["resources"] = resources
     pod: dict[str, Any] = {"containers": [container_spec]}
+    if model is not None:
+        claim, mount_path = model
+        container_spec["volumeMounts"] = [{"name": "base-model", "mountPath": mount_path,
+                                           "readOnly": True}]
+        pod["volumes"] = [{"name": "base-model", "persistentVolumeClaim": {
+            "claimName": claim, "readOnly": True}}]
     if service_account:
         pod["serviceAccountName"] = service_account
     if node_selector:

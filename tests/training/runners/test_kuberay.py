@@ -382,6 +382,21 @@ def test_without_options_pods_get_no_env_from_or_scheduling_fields(cluster: Clus
         assert "nodeSelector" not in pod and "tolerations" not in pod
 
 
+def test_the_model_claim_is_mounted_read_only_in_every_pod(cluster: Cluster) -> None:
+    manifest = _runner(cluster, model_claim="rel-tuneloop-model",
+                       model_mount_path="/models").manifest(SPEC)
+    assert_valid_rayjob(manifest)
+    for pod in _pods(manifest):
+        (container,) = pod["containers"]
+        (mount,) = container["volumeMounts"]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == mount["name"]]
+        assert mount["mountPath"] == "/models" and mount["readOnly"] is True
+        assert volume["persistentVolumeClaim"] == {"claimName": "rel-tuneloop-model",
+                                                   "readOnly": True}
+    for pod in _pods(_runner(cluster).manifest(SPEC)):  # no claim: no volume at all
+        assert "volumes" not in pod and "volumeMounts" not in pod["containers"][0]
+
+
 def test_schema_rejects_a_misspelt_env_from_source(cluster: Cluster) -> None:
     manifest = _runner(cluster, env_from=ENV_FROM).manifest(SPEC)
     _, worker = _pods(manifest)
@@ -415,6 +430,8 @@ def test_make_runner_passes_the_settings_and_never_inlines_secret_values(
         "TUNELOOP_KUBERAY_ENV_FROM": "configmap:rel-tuneloop-settings, secret:rel-tuneloop-s3",
         "TUNELOOP_KUBERAY_WORKER_NODE_SELECTOR": json.dumps(GPU_NODES),
         "TUNELOOP_KUBERAY_WORKER_TOLERATIONS": json.dumps(GPU_TAINT),
+        "TUNELOOP_KUBERAY_MODEL_CLAIM": "rel-tuneloop-model",
+        "TUNELOOP_KUBERAY_MODEL_MOUNT_PATH": "/models",
     })  # fmt: skip
     runner = make_runner(settings)
     assert isinstance(runner, KubeRayRunner)
@@ -426,6 +443,7 @@ def test_make_runner_passes_the_settings_and_never_inlines_secret_values(
     for pod in (head, worker):
         assert not [e for e in pod["containers"][0]["env"] if e["name"].startswith("AWS_")]
         assert {"secretRef": {"name": "rel-tuneloop-s3"}} in pod["containers"][0]["envFrom"]
+        assert pod["volumes"][0]["persistentVolumeClaim"]["claimName"] == "rel-tuneloop-model"
     assert worker["nodeSelector"] == GPU_NODES and worker["tolerations"] == GPU_TAINT
 
 
