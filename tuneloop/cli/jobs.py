@@ -80,10 +80,16 @@ def _store_poll(p: Platform, tenant: Tenant, job_id: str) -> Poll:
     return poll
 
 
-def _http_poll(api: Api, job_id: str) -> Poll:
-    last_event: str | None = None
+POLL_OUTAGE_S = 300.0
+"""How long ``jobs wait`` over HTTP keeps polling through a gateway that is unreachable or
+answers 429/5xx (a rolling restart, a busy replica) before it gives up with exit code 6."""
 
-    def poll() -> tuple[dict, list[dict]]:
+
+def _http_poll(api: Api, job_id: str, outage_s: float = POLL_OUTAGE_S) -> Poll:
+    last_event: str | None = None
+    seen = False  # the first poll fails at once: a wrong URL or id is not an outage
+
+    def once() -> tuple[dict, list[dict]]:
         nonlocal last_event
         job = api.get(f"{JOBS}/{quoted(job_id)}")
         events = api.get(f"{JOBS}/{quoted(job_id)}/events", after=last_event, limit=1000,
@@ -91,6 +97,21 @@ def _http_poll(api: Api, job_id: str) -> Poll:
         if events:
             last_event = events[-1]["id"]
         return job, events
+
+    def poll() -> tuple[dict, list[dict]]:
+        nonlocal seen
+        deadline, delay = time.monotonic() + outage_s, 1.0
+        while True:
+            try:
+                result = once()
+                seen = True
+                return result
+            except ApiError as exc:
+                if not seen or exc.exit_code != ExitCode.UNAVAILABLE or time.monotonic() > deadline:
+                    raise
+                typer.echo(f"warning: {exc.message}; retrying in {delay:.0f} s", err=True)
+                time.sleep(delay)
+                delay = min(delay * 2, 30.0)
 
     return poll
 

@@ -289,3 +289,40 @@ def _wait_for_status(platform, job_id: str, status: str) -> None:
                 return
         assert time.monotonic() < deadline, f"{job_id} did not become {status}"
         time.sleep(0.05)
+
+
+def test_jobs_wait_over_http_rides_out_a_gateway_restart(monkeypatch):
+    """Once the job was seen, 5xx / unreachable polls are retried (a rolling restart), while a
+    first poll that fails, or a 404, fails at once."""
+    from tuneloop.cli import jobs
+    from tuneloop.cli.remote import ApiError, ExitCode
+
+    class FlakyApi:
+        def __init__(self, failures):
+            self.failures = list(failures)
+
+        def get(self, path, **params):
+            if self.failures:
+                failure = self.failures.pop(0)
+                if failure is not None:
+                    raise ApiError("tuneloop is restarting", failure)
+            return {"data": []} if path.endswith("/events") else {"id": "ftjob-1"}
+
+    monkeypatch.setattr(jobs.time, "sleep", lambda s: None)
+    poll = jobs._http_poll(FlakyApi([None, None, ExitCode.UNAVAILABLE, ExitCode.UNAVAILABLE]),
+                           "ftjob-1")
+    assert poll()[0]["id"] == "ftjob-1"  # seen once
+    assert poll()[0]["id"] == "ftjob-1"  # two 503s later, still following
+    first = jobs._http_poll(FlakyApi([ExitCode.UNAVAILABLE]), "ftjob-1")
+    with pytest.raises(ApiError):
+        first()
+    gone = jobs._http_poll(FlakyApi([None, None, ExitCode.NOT_FOUND]), "ftjob-1")
+    gone()
+    with pytest.raises(ApiError) as info:
+        gone()
+    assert info.value.exit_code == ExitCode.NOT_FOUND
+    short = jobs._http_poll(FlakyApi([None, None] + [ExitCode.UNAVAILABLE] * 50), "ftjob-1",
+                            outage_s=0.0)
+    short()
+    with pytest.raises(ApiError):  # past the outage bound: exit code 6 after all
+        short()
