@@ -85,6 +85,12 @@ class RetrainPolicy(BaseModel):
     texts is further than this mean KL divergence (nats) from the champion's. None: reported,
     never refused on."""
 
+    replay_fraction: float | None = Field(default=None, ge=0, le=1)
+    """Share of the champion's training examples replayed into a retrain's training set (chosen
+    by hash, so the same examples each time): more keeps more of what the champion knew, less
+    lets the new data weigh more. None: the monitor's default (``MonitorConfig.replay_fraction``,
+    0.2)."""
+
     rollback_on_quality_drop: bool = True
     """Roll a promoted champion back to the previous version when its quality drops significantly."""
 

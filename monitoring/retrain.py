@@ -87,7 +87,8 @@ class Retrainer:
             AdapterTask(champion.task), requests, feedback,
             champion_examples=self.version_data(champion).train,
             config=CompileConfig(eval_fraction=cfg.eval_fraction,
-                                 replay_fraction=cfg.replay_fraction, labels=labels,
+                                 replay_fraction=_replay_fraction(target.policy, cfg),
+                                 labels=labels,
                                  split_salt=f"{tenant.id}:{adapter.name}"))
         tenant_label, adapter_label = self.metrics.labels_for(tenant.name, adapter.name)
         self.metrics.dataset_examples.labels(tenant_label, adapter_label).set(
@@ -261,3 +262,8 @@ class Retrainer:
         self._finish_run(run, status, now, EventType.PROMOTION, message, action=action.value,
                          reason=gate.reason.value, data=data, **fields)
         cycle.actions.append(f"{action.value}:v{candidate.version}")
+
+
+def _replay_fraction(policy: RetrainPolicy, config: MonitorConfig) -> float:
+    """The policy's replay share when it sets one, else the monitor's default."""
+    return config.replay_fraction if policy.replay_fraction is None else policy.replay_fraction

@@ -499,3 +499,15 @@ def test_a_candidate_that_forgets_the_champions_texts_is_refused_on_kl(world):
     assert run.evaluation["forgetting_kl"] == pytest.approx(kl)
     assert "KL 1.758 nats (allowed 0.5)" in world.events("promotion")[-1].message
     assert world.champion() == 1
+
+
+@pytest.mark.parametrize(("share", "replayed"), [(0.0, 0), (1.0, 120)])
+def test_the_policy_sets_how_much_of_the_champions_data_is_replayed(world, share, replayed):
+    world.set_policy(EAGER.model_copy(update={"replay_fraction": share}))
+    shifted_traffic(world)
+    mon = monitor(world, ScriptedEvaluator({1: {"new": 0.40, "previous": 0.80}}))
+    first = mon.run_once(world.t0 + timedelta(hours=8))[0]
+    assert first.decision["action"] == "retrain", first
+    with world.platform.store.read() as session:
+        run = session.scalars(select(RetrainRun)).one()
+    assert run.dataset["counts"]["replay"] == replayed  # v1 trained on 120 examples
