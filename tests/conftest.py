@@ -14,7 +14,7 @@ import pytest
 from tests.support.api import ADMIN_HEADERS, tenant_key
 
 # Shared fixtures live in tests/support; ADMIN_HEADERS and tenant_key stay importable from here.
-pytest_plugins = ["tests.support.adapters"]
+pytest_plugins = ["tests.support.adapters", "tests.support.engine"]
 __all__ = ["ADMIN_HEADERS", "tenant_key"]
 
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -1,6 +1,6 @@
 """Fixtures of the console tests: the platform API served by uvicorn on a free port (without
-serving, or with the gateway over a stand-in engine) and headless Debian Chromium driven by
-Playwright."""
+serving, with the gateway over a stand-in engine, or over the session's real vLLM engine from
+tests/support/engine.py) and headless Debian Chromium driven by Playwright."""
 
 from __future__ import annotations
 
@@ -94,6 +94,31 @@ def serving_server(make_settings, fake_engine_url):
 
     platform = Platform.open(make_settings(engine_urls=[fake_engine_url]))
     app = create_app(platform=platform, serve=ServeOptions(request_log=False),
+                     jobs={"concurrency": 0, "poll_s": 0.05})
+    try:
+        with _serve(app, platform) as server:
+            yield server
+    finally:
+        platform.close()
+
+
+@pytest.fixture
+def real_serving_server(make_settings, engine, engine_settings):
+    """Like ``serving_server`` over the session's real vLLM engine, with the request log on.
+    The engine knows adapters by ``tenant.name.vN`` whatever the store: tests on it use tenant
+    names no other test of the session uses, so no name is loaded with other weights."""
+    from services.platform import Platform
+    from tests.support.engine_key import ENGINE_KEY
+    from tuneloop.app import create_app
+    from tuneloop.state import ServeOptions
+
+    platform = Platform.open(make_settings(
+        engine_urls=[engine.url], engine_api_key=ENGINE_KEY,
+        # the store the engine fetches adapters from, and the name it serves the base model by
+        artifacts_url=engine_settings.resolved_artifacts_url,
+        base_model_name=engine_settings.resolved_base_model_name,
+        max_model_len=engine_settings.max_model_len))
+    app = create_app(platform=platform, serve=ServeOptions(),
                      jobs={"concurrency": 0, "poll_s": 0.05})
     try:
         with _serve(app, platform) as server:

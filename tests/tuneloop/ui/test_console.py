@@ -1,6 +1,7 @@
 """The console in a real browser (headless Debian Chromium) against the real app on a port,
 without an engine: login and tenancy, promote/rollback, the operator's keys, a job's live page,
-escaping of tenant data, and the security headers."""
+escaping of tenant data (the latest requests and their feedback included), and the security
+headers. tests/tuneloop/ui/test_console_engine.py runs the console on the real engine."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ import time
 import pytest
 from playwright.sync_api import Page, expect
 
+from monitoring.feedback import FeedbackIn, record_feedback
 from services.adapter_intake import register_adapter_dir
-from services.store.models import JobStatus
+from services.store.models import JobStatus, RequestRecord
+from services.tenants import get_tenant
 from tests.support.api import ADMIN_HEADERS, classification_lines, tenant_key
 from tests.tuneloop.ui.conftest import LiveServer
 from training.jobs import store as job_store
@@ -168,12 +171,26 @@ def test_tenant_data_is_shown_as_text_never_as_markup(page, live_server, peft_ad
     r = live_server.http.post("/v1/adapters/bot/promote", json={"version": 2, "reason": PAYLOAD},
                               headers=acme)
     assert r.status_code == 200, r.text
+    with live_server.platform.store.write() as session:  # a logged request and its feedback
+        tenant = get_tenant(session, "acme")
+        session.add(RequestRecord(id="chatcmpl-xss", tenant_id=tenant.id, route="chat",
+                                  status=200, adapter="bot", adapter_version=2,
+                                  input=[{"role": "user", "content": PAYLOAD}], output=PAYLOAD))
+        session.flush()
+        record_feedback(session, tenant, FeedbackIn(response_id="chatcmpl-xss", rating=1,
+                                                    comment=PAYLOAD))
     dialogs = []
     page.on("dialog", lambda d: (dialogs.append(d.message), d.dismiss()))
     login(page, live_server, bearer(acme))
     page.goto(f"{live_server.url}/ui#/adapters/bot")
     expect(page.locator("#view")).to_contain_text(PAYLOAD)
     expect(page.locator(".timeline")).to_contain_text(PAYLOAD)
+    request = page.locator("#latest-requests tbody tr")
+    expect(request).to_have_count(1)
+    expect(request.locator(".version")).to_have_text("bot@v2")
+    expect(request.locator(".preview")).to_have_text([PAYLOAD, PAYLOAD])
+    expect(request.locator(".rating")).to_have_text("good")
+    expect(request.locator(".fb-comment")).to_have_text(f"comment: {PAYLOAD}")
     assert page.locator("#view img").count() == 0
     page.wait_for_timeout(300)
     assert page.evaluate("window.__xss") is None and dialogs == []

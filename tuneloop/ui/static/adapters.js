@@ -1,11 +1,13 @@
 // Adapters: the tenant's list, and one adapter's page: versions (metrics, gate, lineage), the
-// champion history, promote/rollback, the retrain policy form, drift/quality and monitor events.
+// champion history, promote/rollback, the retrain policy form, the latest requests with their
+// feedback, drift/quality and monitor events.
 
 import {api} from "./api.js";
 import {errorLine, h, keyValues, replace, table, when} from "./dom.js";
 import {gateSummary, headlineMetrics} from "./evaluation.js";
 import {monitorSection} from "./monitor.js";
 import {policySection} from "./policy.js";
+import {requestsSection} from "./requests.js";
 
 const path = (name) => `/v1/adapters/${encodeURIComponent(name)}`;
 const isObject = (value) => value !== null && typeof value === "object" && !Array.isArray(value);
@@ -134,5 +136,6 @@ export async function adapterPage(view, {name}, ctx) {
     core,
     h("h2", null, "Retrain policy"),
     lazySection("policy-section", async () => policySection(name, ctx)),
+    lazySection("requests-section", () => requestsSection(name, ctx)),
     lazySection("monitor-section", () => monitorSection(name, ctx)));
 }

@@ -26,6 +26,11 @@ function chatBox(ids, ctx) {
   const model = picker("chat-model", ids);
   const input = h("textarea", {id: "chat-input", rows: 3, required: true,
     placeholder: "Say something"});
+  // Empty: the engine's defaults. Temperature 0 gives the greedy (reproducible) reply.
+  const temperature = h("input", {id: "chat-temperature", type: "number", min: 0, max: 2,
+    step: 0.1, placeholder: "default", class: "short"});
+  const maxTokens = h("input", {id: "chat-max-tokens", type: "number", min: 1, step: 1,
+    placeholder: "default", class: "short"});
   const send = h("button", {type: "submit", id: "chat-send"}, "Send");
   const error = errorLine();
   const served = h("p", {class: "muted", id: "chat-served"});
@@ -42,7 +47,10 @@ function chatBox(ids, ctx) {
     input.value = "";
     send.disabled = true;
     try {
-      const name = await streamChat({model: model.value, messages: [...messages]},
+      const request = {model: model.value, messages: [...messages]};
+      if (temperature.value !== "") request.temperature = Number(temperature.value);
+      if (maxTokens.value !== "") request.max_tokens = Number(maxTokens.value);
+      const name = await streamChat(request,
         (delta) => reply.append(document.createTextNode(delta)), ctx.signal);
       messages.push({role: "assistant", content: reply.textContent});
       served.textContent = name ? `answered by ${name}` : "";
@@ -58,7 +66,9 @@ function chatBox(ids, ctx) {
   return h("section", {class: "card"},
     h("h2", null, "Chat"),
     h("form", {id: "chat-form", on: {submit}},
-      h("label", {for: "chat-model"}, "Model"), model, log, input, send),
+      h("label", {for: "chat-model"}, "Model"), model,
+      h("label", {for: "chat-temperature"}, "Temperature"), temperature,
+      h("label", {for: "chat-max-tokens"}, "Max tokens"), maxTokens, log, input, send),
     served, error);
 }
 
