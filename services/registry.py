@@ -223,6 +223,18 @@ def list_adapters(session: Session, tenant: Tenant) -> list[Adapter]:
     return list(session.scalars(select(Adapter).where(Adapter.tenant_id == tenant.id).order_by(Adapter.name)))
 
 
+def versions_by_adapter(session: Session, adapters: list[Adapter]) -> dict[int, list[AdapterVersion]]:
+    """Every version of ``adapters`` in one query, oldest first per adapter."""
+    found: dict[int, list[AdapterVersion]] = {a.id: [] for a in adapters}
+    if found:
+        rows = session.scalars(select(AdapterVersion)
+                               .where(AdapterVersion.adapter_id.in_(list(found)))
+                               .order_by(AdapterVersion.adapter_id, AdapterVersion.version))
+        for row in rows:
+            found[row.adapter_id].append(row)
+    return found
+
+
 def get_adapter(session: Session, tenant: Tenant, name: str, *, lock: bool = False) -> Adapter:
     """The tenant's adapter ``name`` (NotFound otherwise); ``lock``: the row is locked until
     the transaction ends (promotes, rollbacks and deletes of it wait)."""

@@ -32,17 +32,20 @@ from tuneloop.api.schemas import (
 router = APIRouter(prefix="/v1/adapters", tags=["adapters"])
 
 
-def version_out(name: str, v: AdapterVersion) -> VersionOut:
+def version_out(name: str, v: AdapterVersion, *, details: bool = True) -> VersionOut:
+    """``details`` False: metrics and lineage left out (empty), for long lists."""
     return VersionOut(
         id=registry.version_ref(name, v.version), version=v.version, state=v.state, task=v.task,
         labels=v.labels, prompt_template=v.prompt_template, rank=v.rank, size_bytes=v.size_bytes,
-        base_fingerprint=v.base_fingerprint, metrics=v.metrics or {}, lineage=v.lineage or {},
-        failure=v.failure, created_at=v.created_at,
+        base_fingerprint=v.base_fingerprint, metrics=(v.metrics or {}) if details else {},
+        lineage=(v.lineage or {}) if details else {}, failure=v.failure, created_at=v.created_at,
     )
 
 
-def adapter_out(session, adapter, *, history: bool = False) -> AdapterOut:  # noqa: ANN001
-    versions = registry.list_versions(session, adapter)
+def adapter_out(session, adapter, *, history: bool = False,  # noqa: ANN001
+                versions: list[AdapterVersion] | None = None, details: bool = True) -> AdapterOut:
+    if versions is None:
+        versions = registry.list_versions(session, adapter)
     by_id = {v.id: v for v in versions}
     champion = by_id.get(adapter.champion_version_id)
     changes = []
@@ -58,15 +61,23 @@ def adapter_out(session, adapter, *, history: bool = False) -> AdapterOut:  # no
         id=adapter.name, name=adapter.name, task=adapter.task,
         champion=registry.version_ref(adapter.name, champion.version) if champion else None,
         champion_version=champion.version if champion else None,
-        versions=[version_out(adapter.name, v) for v in versions], history=changes,
+        versions=[version_out(adapter.name, v, details=details) for v in versions],
+        history=changes,
         created_at=adapter.created_at,
     )
 
 
 @router.get("")
-def list_adapters(request: Request, tenant: Tenant = Depends(current_tenant)) -> ListOut:
+def list_adapters(request: Request, metrics: bool = True,
+                  tenant: Tenant = Depends(current_tenant)) -> ListOut:
+    """The tenant's adapters with their versions (one query for all versions); ``metrics=false``
+    leaves each version's metrics and lineage out (empty), which a list of many adapters with
+    evaluation results needs to stay small: read one adapter for its versions' details."""
     with platform(request).store.read() as session:
-        return ListOut(data=[adapter_out(session, a) for a in registry.list_adapters(session, tenant)])
+        adapters = registry.list_adapters(session, tenant)
+        versions = registry.versions_by_adapter(session, adapters)
+        return ListOut(data=[adapter_out(session, a, versions=versions[a.id], details=metrics)
+                             for a in adapters])
 
 
 @router.get("/{name}")

@@ -89,6 +89,21 @@ def test_register_promote_rollback_and_history(client, lora_factory):
     assert client.post("/v1/adapters/support/promote", json={"version": 9}, headers=a).status_code == 404
 
 
+def test_the_adapter_list_can_leave_version_details_out(client, lora_factory):
+    a = tenant_key(client, "acme")
+    archive = tar_dir(lora_factory(8))
+    for name in ("alpha", "beta", "beta"):
+        _register(client, a, name, archive, metrics='{"accuracy": 0.9}', lineage='{"d": 1}')
+    full = client.get("/v1/adapters", headers=a).json()["data"]
+    brief = client.get("/v1/adapters?metrics=false", headers=a).json()["data"]
+    assert [(x["name"], len(x["versions"])) for x in full] == [("alpha", 1), ("beta", 2)]
+    assert full[1]["versions"][1]["metrics"]["accuracy"] == 0.9
+    assert full[1]["versions"][1]["lineage"]["d"] == 1
+    assert [(x["name"], x["champion"], [v["id"] for v in x["versions"]]) for x in brief] == [
+        (x["name"], x["champion"], [v["id"] for v in x["versions"]]) for x in full]
+    assert all(v["metrics"] == {} and v["lineage"] == {} for x in brief for v in x["versions"])
+
+
 def test_classification_adapter_stores_labels_and_template(client, lora_factory):
     a = tenant_key(client, "acme")
     r = _register(client, a, "intent", tar_dir(lora_factory(8)), task="classification",

@@ -28,7 +28,7 @@ function stateCounts(versions) {
 }
 
 export async function adapterList(view, _params, ctx) {
-  const body = await api("/v1/adapters", {signal: ctx.signal});
+  const body = await api("/v1/adapters?metrics=false", {signal: ctx.signal});
   replace(view,
     h("h1", null, "Adapters"),
     table(["name", "task", "champion", "versions", "states"], body.data.map((a) => [

@@ -89,7 +89,7 @@ async function modelChoices(signal) {
     return {ids, base: ids[0] || null};
   } catch (exc) {
     if (exc.name === "AbortError") throw exc;
-    const adapters = await api("/v1/adapters", {signal});
+    const adapters = await api("/v1/adapters?metrics=false", {signal});
     return {ids: adapters.data.map((a) => a.name), base: null};
   }
 }

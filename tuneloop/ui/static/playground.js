@@ -10,7 +10,7 @@ async function modelChoices(signal) {
     return {ids: body.data.map((m) => m.id), note: null};
   } catch (exc) {
     if (exc.name === "AbortError") throw exc;
-    const adapters = await api("/v1/adapters", {signal});
+    const adapters = await api("/v1/adapters?metrics=false", {signal});
     return {ids: adapters.data.map((a) => a.name),
       note: `The model list is unavailable (${exc.message}); showing your adapters.`};
   }
