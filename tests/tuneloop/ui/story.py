@@ -81,6 +81,16 @@ def create_job(server: LiveServer, headers: dict, suffix: str) -> tuple[str, str
     raise AssertionError(f"job {job_id} was not validated")
 
 
+HELPDESK_SAMPLES = [
+    {"prompt": "How do I reset my password?",
+     "reference": "Open Settings > Security and choose Reset password.",
+     "candidate": "Go to Settings > Security, then Reset password."},
+    {"prompt": "Can I get a refund after 30 days?",
+     "reference": "Refunds are possible within 30 days of purchase.",
+     "candidate": "Refunds are only possible within 30 days."},
+]
+
+
 def seed(server: LiveServer, headers: dict, adapter_dir: Path) -> dict:
     """Tenant acme (``headers``) gets classification adapter "intent" (v1, then v2 promoted),
     drift windows, a policy, monitor events, a retrain, a running job "intent-next" with loss
@@ -103,7 +113,8 @@ def seed(server: LiveServer, headers: dict, adapter_dir: Path) -> dict:
     assert r.status_code == 200, r.text
     register_adapter_dir(p, "acme", "helpdesk", adapter_dir, metrics={
         "eval": {"adapter": {"eval_loss": 1.21, "perplexity": 3.35, "eval_tokens": 5120,
-                             "examples": 20, "exact_match": 0.15, "rouge_l": 0.41},
+                             "examples": 20, "exact_match": 0.15, "rouge_l": 0.41,
+                             "samples": HELPDESK_SAMPLES},
                  "base": {"eval_loss": 1.87, "perplexity": 6.49, "eval_tokens": 5120,
                           "examples": 20, "exact_match": 0.0, "rouge_l": 0.22}},
         "gate": decide_gate({"held_out": {"eval_loss": 1.21}}, None, "held_out",

@@ -197,7 +197,10 @@ def test_every_page_draws_production_shaped_data(page, serving_server, peft_adap
     page.goto(f"{server.url}/ui#/adapters/helpdesk/versions/1")
     expect(page.locator("#view tbody tr").first).to_have_text("eval loss1.21001.8700")
     expect(page.locator("#gate")).to_contain_text("passed beats_base")
-    expect(page.locator("#no-samples")).to_be_visible()
+    samples = page.locator("#samples tbody tr")  # prompt, reference, the version's reply
+    expect(samples).to_have_count(len(story.HELPDESK_SAMPLES))
+    expect(samples.first).to_contain_text("How do I reset my password?")
+    expect(samples.first).to_contain_text("Go to Settings > Security, then Reset password.")
 
     page.click("#nav a:text('Jobs')")
     page.set_input_files("#job-file", files=[jsonl_file("intent.jsonl", classification_lines(30))])

@@ -135,10 +135,26 @@ function classificationDetails(e) {
   return out;
 }
 
-function chatDetails() {
-  return h("p", {class: "muted", id: "no-samples"}, "Held-out samples are not stored with a "
-    + "version: its evaluation keeps aggregate scores only (eval loss over the held-out split; "
-    + "exact match and ROUGE-L of greedy replies to its first examples).");
+const text = (value) => (typeof value === "string" ? value : "");
+
+/** A chat version's held-out samples side by side: prompt, reference, the champion's reply (from
+ * the monitor's gate, when a retrain produced this version) and this version's reply. */
+function chatDetails(e, run) {
+  const gated = run && Array.isArray(run.evaluation && run.evaluation.samples)
+    ? run.evaluation.samples : [];
+  const own = Array.isArray(e.candidate.samples) ? e.candidate.samples : [];
+  const samples = gated.length ? gated : own;
+  if (!samples.length) {
+    return h("p", {class: "muted", id: "no-samples"}, "No held-out samples stored with this "
+      + "version (versions trained before samples were kept, or registered from an archive).");
+  }
+  const champion = gated.length > 0;
+  const headers = ["prompt", "reference"].concat(champion ? ["champion", "this version"]
+    : ["this version"]);
+  return [h("h2", null, "Held-out samples"),
+    h("div", {id: "samples"}, table(headers, samples.map((row) => [
+      text(row.prompt), text(row.reference)].concat(champion
+      ? [text(row.champion), text(row.candidate)] : [text(row.candidate)]))))];
 }
 
 /** The version page: #/adapters/{name}/versions/{version}. */
@@ -149,6 +165,15 @@ export async function versionPage(view, {name, version}, ctx) {
   const e = evaluationOf(v.metrics);
   const classification = v.task === "classification";
   const m = isObject(v.metrics) ? v.metrics : {};
+  let run = null;
+  if (!classification) {  // the retrain that produced it, for the champion's replies
+    const runs = await api(`/v1/adapters/${encodeURIComponent(name)}/retrains?limit=100`,
+      {signal: ctx.signal}).catch((exc) => {
+      if (exc.name === "AbortError") throw exc;
+      return {data: []};  // no monitor data: the version's own samples still show
+    });
+    run = (runs.data || []).find((r) => r.candidate_version === v.version) || null;
+  }
   replace(view,
     h("p", null, h("a", {href: `#/adapters/${encodeURIComponent(name)}`}, `← ${name}`)),
     h("h1", null, v.id),
@@ -162,7 +187,7 @@ export async function versionPage(view, {name, version}, ctx) {
     h("h2", null, "Held-out metrics"),
     e.job ? comparisonTable(e, classification ? CLASSIFICATION_ROWS : CHAT_ROWS)
       : keyValues(scalars(e.candidate)),
-    classification ? classificationDetails(e) : chatDetails(),
+    classification ? classificationDetails(e) : chatDetails(e, run),
     isObject(m.train) ? [h("h2", null, "Training"), keyValues(scalars(m.train))] : null,
     isObject(m.parity) ? [h("h2", null, "Engine/PEFT parity"), keyValues(scalars(m.parity))]
       : null,

@@ -70,7 +70,7 @@ function fieldRow(name, value, spec) {
     ? h("input", {id, name, type: "checkbox", checked: Boolean(value)})
     : h("input", {id, name, type: "text", value: value === null ? "" : String(value),
       inputmode: spec.type === "integer" ? "numeric" : "decimal", spellcheck: "false",
-      placeholder: spec.nullable ? "empty: off" : null, autocomplete: "off"});
+      placeholder: spec.nullable ? "empty: None (see below)" : null, autocomplete: "off"});
   const error = h("p", {class: "field-error error", id: `policy-error-${name}`, role: "alert",
     hidden: true});
   const row = h("div", {class: `field field-${kind}`, "data-field": name},
