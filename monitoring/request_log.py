@@ -53,14 +53,21 @@ TRUNCATED = " [TRUNCATED]"
 """Appended to a logged string that was cut at the request log's size limit."""
 
 # What the request log keeps of a chat message or a content part; every other field (``name``,
-# ``tool_calls``, image URLs, ...) is dropped before it is buffered, redacted or stored.
-_KEPT_FIELDS = frozenset({"role", "content", "type", "text"})
+# image URLs, ...) is dropped before it is buffered, redacted or stored. Under ``tool_calls``
+# and ``function`` only the fields of an OpenAI tool call are kept (``name`` there is the
+# function's), so a tool call is logged as id, type, function name and arguments.
+_KEPT_FIELDS = frozenset({"role", "content", "type", "text", "tool_calls", "tool_call_id"})
+_FIELDS_UNDER: dict[object, frozenset[str]] = {
+    "tool_calls": frozenset({"id", "type", "function"}),
+    "function": frozenset({"name", "arguments"}),
+    "arguments": frozenset(),  # a JSON string; an object here is not OpenAI's format: dropped
+}
 _ITEM_COST = 8  # characters charged per list item and scalar, so empty items cannot flood the log
 
 
 def loggable(value: object, max_chars: int) -> object:
     """``value`` (chat messages, a prompt, texts, labels) reduced to what the request log keeps:
-    known message fields only, at most ``max_chars`` characters in all. A cut string ends with
+    known message fields (with tool calls and ``tool_call_id``) only, at most ``max_chars`` characters in all. A cut string ends with
     :data:`TRUNCATED`; a cut list marks its last kept item (a message gets ``"truncated": true``),
     so the dataset compiler can leave truncated requests out. Costs O(max_chars), not O(value)."""
     return _Shaper(max_chars).shape(value, 0)
@@ -73,7 +80,7 @@ class _Shaper:
         self.left = max_chars
         self.cut = False
 
-    def shape(self, value: object, depth: int) -> object:
+    def shape(self, value: object, depth: int, fields: frozenset[str] = _KEPT_FIELDS) -> object:
         if isinstance(value, str):
             if len(value) <= self.left:
                 self.left -= len(value)
@@ -95,12 +102,13 @@ class _Shaper:
                         out[-1] = _mark_truncated(out[-1])
                     break
                 self.left -= _ITEM_COST
-                out.append(self.shape(item, depth + 1))
+                out.append(self.shape(item, depth + 1, fields))
             return out
         if isinstance(value, Mapping):
             cut_before = self.cut
             kept: dict[object, object] = {
-                k: self.shape(v, depth + 1) for k, v in value.items() if k in _KEPT_FIELDS}
+                k: self.shape(v, depth + 1, _FIELDS_UNDER.get(k, _KEPT_FIELDS))
+                for k, v in value.items() if k in fields}
             if self.cut and not cut_before:
                 kept["truncated"] = True
             return kept

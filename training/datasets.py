@@ -6,6 +6,9 @@ Everything here is pure: bytes in, a :class:`ValidationReport` out. Token limits
 callable (see :func:`training.tokenize.conversation_token_counter`) so the same tokenizer and
 chat template as training decide what is "too long".
 
+Tool calling (OpenAI's format) is accepted and rendered for training as
+:mod:`training.tool_calls` says.
+
 Duplicates are common in real corpora and, as OpenAI does, accepted: a repeated example is a
 warning (not an issue) and is trained once, its first occurrence kept. A classification text
 repeated with a different label is a warning too (the later lines are dropped) unless
@@ -26,12 +29,17 @@ from typing import Any, Literal
 from services.prompts import DEFAULT_CLASSIFICATION_TEMPLATE, classification_messages
 from services.store.models import AdapterTask
 from training.errors import DatasetError, DatasetIssue
+from training.tool_calls import (
+    render_tool_messages,
+    tool_call_issues,
+    tools_issues,
+)
 
 Message = dict[str, Any]
 TokenCounter = Callable[[list[Message]], int]
 """Counts the tokens of one conversation exactly as training would see it."""
 
-ROLES = ("system", "user", "assistant")
+ROLES = ("system", "user", "assistant", "tool")
 MAX_STORED_WARNINGS = 50
 """Warnings kept in :class:`DatasetStats` (stored with the file); the counts cover them all."""
 
@@ -135,10 +143,12 @@ def _check_length(
     return True
 
 
-def _message_issues(messages: Any) -> list[str]:
+def _message_issues(messages: Any, tools: Any = None) -> list[str]:
     if not isinstance(messages, list) or not messages:
         return ['"messages" must be a non-empty list of {"role", "content"} objects']
-    problems = []
+    problems, known = tools_issues(tools)
+    call_ids: set[str] = set()
+    calls_broken = False  # then an unmatched tool_call_id is a consequence, not another problem
     for i, message in enumerate(messages):
         where = f"messages[{i}]"
         if not isinstance(message, dict):
@@ -150,12 +160,30 @@ def _message_issues(messages: Any) -> list[str]:
         elif role not in ROLES:
             problems.append(f"{where} has unknown role {role!r}; use one of {', '.join(ROLES)}")
         content = message.get("content")
-        if content is None:
+        calls = message.get("tool_calls")
+        if calls is not None:
+            if role != "assistant":
+                problems.append(f'{where} "tool_calls" are only allowed on assistant messages')
+            else:
+                call_problems, ids = tool_call_issues(where, calls, known)
+                problems.extend(call_problems)
+                calls_broken = calls_broken or bool(call_problems)
+                call_ids.update(ids)
+        if calls is not None and role == "assistant" and content is None:
+            pass  # a tool-calling reply may have no text
+        elif content is None:
             problems.append(f'{where} has no "content"')
         elif not isinstance(content, str):
             problems.append(f'{where} "content" must be a string')
-        elif not content.strip():
+        elif not content.strip() and calls is None:
             problems.append(f"{where} ({role}) has empty content")
+        if role == "tool":
+            answered = message.get("tool_call_id")
+            if not isinstance(answered, str) or not answered.strip():
+                problems.append(f'{where} (tool) needs a "tool_call_id" naming the call it answers')
+            elif answered not in call_ids and not calls_broken:
+                problems.append(f"{where} answers tool_call_id {answered!r}, which no earlier "
+                                "assistant tool call has")
         weight = message.get("weight")
         if weight is not None and (role != "assistant" or weight not in (0, 1)):
             problems.append(f'{where} "weight" must be 0 or 1 and only on assistant messages')
@@ -185,14 +213,17 @@ def validate_chat_dataset(
         except json.JSONDecodeError as exc:
             issues.append(DatasetIssue(line, f"invalid JSON: {exc.msg} (column {exc.colno})"))
             continue
+        except RecursionError:
+            issues.append(DatasetIssue(line, "JSON nested too deeply to read"))
+            continue
         if not isinstance(record, dict) or "messages" not in record:
             issues.append(DatasetIssue(line, 'expected an object with a "messages" list'))
             continue
-        problems = _message_issues(record["messages"])
+        problems = _message_issues(record["messages"], record.get("tools"))
         if problems:
             issues.extend(DatasetIssue(line, p) for p in problems)
             continue
-        messages = [dict(m) for m in record["messages"]]
+        messages = render_tool_messages(record["messages"])
         key = json.dumps([(m["role"], m["content"]) for m in messages], ensure_ascii=False)
         if key in first_seen:
             warnings.append(DatasetIssue(

@@ -217,7 +217,7 @@ def test_entries_that_cannot_be_written_by_shutdown_are_counted(store):
 
 
 def test_only_known_message_fields_are_logged_and_long_inputs_are_cut():
-    messages = [{"role": "user", "content": "hi", "name": "n" * 10_000, "tool_calls": [1]},
+    messages = [{"role": "user", "content": "hi", "name": "n" * 10_000, "audio": [1]},
                 {"role": "user", "content": [{"type": "text", "text": "look"},
                                              {"type": "image_url", "image_url": {"url": "http://x"}}]}]
     assert loggable(messages, 1000) == [
@@ -229,6 +229,43 @@ def test_only_known_message_fields_are_logged_and_long_inputs_are_cut():
     many = loggable([""] * 100_000, 256)  # empty items cost too: no flood of empty strings
     assert isinstance(many, list) and len(many) <= 32 and many[-1] == TRUNCATED
     assert loggable([[1, 2], [3]], 256) == [[1, 2], [3]]
+
+
+def test_tool_calls_are_logged_cut_and_redacted_and_their_other_fields_dropped(store, tmp_path):
+    calls = [{"id": "call_1", "type": "function", "extra": "dropped",
+              "function": {"name": "email", "arguments": '{"to": "jane.doe@example.com"}',
+                           "strict": True}}]
+    messages = [{"role": "user", "content": "mail jane", "name": "jane"},
+                {"role": "assistant", "content": None, "tool_calls": calls},
+                {"role": "tool", "tool_call_id": "call_1", "content": "sent", "name": "email"}]
+    reply = {"role": "assistant", "content": None, "tool_calls": [
+        {"id": "call_2", "type": "function",
+         "function": {"name": "email", "arguments": '{"body": "' + "x" * 5000 + '"}'}}]}
+    assert loggable(messages, 1000) == [
+        {"role": "user", "content": "mail jane"},
+        {"role": "assistant", "content": None, "tool_calls": [
+            {"id": "call_1", "type": "function",
+             "function": {"name": "email", "arguments": '{"to": "jane.doe@example.com"}'}}]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "sent"}]
+    # Only a JSON string is kept as arguments; an object there (not OpenAI's format) is emptied.
+    assert loggable([{"tool_calls": [{"function": {"arguments": {"a": {"b": 1}}}}]}], 100) == [
+        {"tool_calls": [{"function": {"arguments": {}}}]}]
+    cut = loggable(reply, 300)
+    assert cut["truncated"] is True
+    assert cut["tool_calls"][0]["function"]["arguments"].endswith(TRUNCATED)
+
+    log = RequestLog.from_settings(store, None, Settings(data_dir=tmp_path))
+    log.start()
+    log.record(LogRecord(id="tools", tenant_id=1, route="chat", status=200, input=messages,
+                         output=reply))
+    log.stop()
+    with store.read() as s:
+        row = s.scalars(select(RequestRecord)).one()
+    assert row.input[1]["tool_calls"][0]["function"] == {
+        "name": "email", "arguments": '{"to": "[EMAIL]"}'}
+    assert row.input[2] == {"role": "tool", "tool_call_id": "call_1", "content": "sent"}
+    assert row.output["tool_calls"][0]["function"]["name"] == "email"
+    assert row.output["tool_calls"][0]["id"] == "call_2"
 
 
 def test_an_eight_megabyte_hostile_chat_is_logged_cut_and_redacted_within_a_second(store, tmp_path):

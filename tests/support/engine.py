@@ -68,6 +68,7 @@ def engine_settings(tmp_path_factory: pytest.TempPathFactory, base_model_dir: Pa
         max_model_len=1024,
         request_timeout_s=120,
         engine_api_key=ENGINE_KEY,
+        engine_extra_args=["--enable-auto-tool-choice", "--tool-call-parser", "hermes"],
     )
 
 

@@ -17,6 +17,7 @@ from training.datasets import (
     validate_dataset,
 )
 from training.errors import DatasetError, DatasetIssue
+from training.tool_calls import MAX_NESTING, MAX_TOOL_CALLS, MAX_TOOLS
 
 DATA = (Path(__file__).resolve().parents[2] / "tuneloop" / "data" / "vader_sentiment"
         / "vader_sentiment.jsonl")
@@ -244,3 +245,97 @@ def test_shipped_dataset_is_valid():
     assert report.ok, report.issues[:5]
     assert report.stats.label_counts == {"negative": 280, "neutral": 280, "positive": 280}
     assert report.stats.examples == 840
+
+
+WEATHER_TOOL = {"type": "function", "function": {
+    "name": "get_weather", "description": "Current weather of a city",
+    "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}
+
+
+def call(name: str = "get_weather", arguments: object = '{"city": "Paris"}', id: str = "call_1") -> dict:
+    return {"id": id, "type": "function", "function": {"name": name, "arguments": arguments}}
+
+
+def tool_chat(calls: object = None, answer: dict | None = None, **extra: object) -> dict:
+    """OpenAI's fine-tuning tool-calling example: a call, its result, the final reply."""
+    return {"messages": [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"role": "assistant", "content": None, "tool_calls": [call()] if calls is None else calls},
+        answer or {"role": "tool", "tool_call_id": "call_1", "content": '{"temp_c": 21}'},
+        {"role": "assistant", "content": "It is 21 degrees in Paris."},
+    ], "tools": [WEATHER_TOOL], **extra}
+
+
+def test_an_openai_tool_calling_example_is_accepted_and_the_call_is_a_training_target(
+        base_model_dir):
+    from transformers import AutoTokenizer
+
+    from training.tokenize import IGNORE_INDEX, conversation_token_counter, tokenize_example
+
+    tokenizer = AutoTokenizer.from_pretrained(base_model_dir)
+    report = validate_chat_dataset(jsonl(tool_chat()), count_tokens=conversation_token_counter(
+        tokenizer), max_tokens=1024)
+    assert report.ok, report.issues
+    (example,) = report.examples
+    rendered_call = '<tool_call>\n{"name": "get_weather", "arguments": {"city": "Paris"}}\n</tool_call>'
+    assert example.messages[1] == {"role": "assistant", "content": rendered_call}
+    assert example.messages[2] == {"role": "tool", "content": '{"temp_c": 21}'}
+
+    tokenized = tokenize_example(tokenizer, example)
+    targets = tokenizer.decode([t for t in tokenized.labels if t != IGNORE_INDEX])
+    assert rendered_call in targets and "It is 21 degrees in Paris." in targets
+    assert '{"temp_c": 21}' not in targets and "Weather in Paris?" not in targets
+    whole = tokenizer.decode(tokenized.input_ids)
+    assert '<|im_start|>tool\n{"temp_c": 21}<|im_end|>' in whole
+
+    with_text = tool_chat()
+    with_text["messages"][1]["content"] = "Let me check."
+    with_text["messages"][1]["tool_calls"].append(call(arguments='{"city": "Lyon"}', id="call_2"))
+    (two,) = validate_chat_dataset(jsonl(with_text)).examples
+    assert two.messages[1]["content"] == (
+        'Let me check.\n' + rendered_call + '\n<tool_call>\n{"name": "get_weather", '
+        '"arguments": {"city": "Lyon"}}\n</tool_call>')
+
+
+def test_malformed_tool_calls_and_tool_messages_are_line_numbered_issues():
+    deep = "[" * (MAX_NESTING + 1) + "]" * (MAX_NESTING + 1)
+    data = jsonl(
+        tool_chat(),                                                              # 1 valid
+        tool_chat(calls={"id": "call_1"}),                                        # 2 not a list
+        tool_chat(calls=[{"id": "call_1", "type": "function", "function": {"arguments": "{}"}}]),
+        tool_chat(calls=[call(arguments={"city": "Paris"})]),                    # 4 not a string
+        tool_chat(calls=[call(arguments="{not json")]),                          # 5 not JSON
+        tool_chat(answer={"role": "tool", "content": "21"}),                     # 6 no tool_call_id
+        tool_chat(answer={"role": "tool", "tool_call_id": "call_1"}),            # 7 no content
+        tool_chat(calls=[call(id=f"c{k}") for k in range(MAX_TOOL_CALLS + 1)]),  # 8 too many
+        tool_chat(tools=[WEATHER_TOOL] * (MAX_TOOLS + 1)),                       # 9 tools bound
+        tool_chat(calls=[call(arguments='{"a": ' + deep + "}")]),                # 10 nesting
+        tool_chat(calls=[call(name="delete_everything")]),                       # 11 unknown tool
+        tool_chat(answer={"role": "tool", "tool_call_id": "call_9", "content": "x"}),  # 12
+        {"messages": [{"role": "user", "content": "hi", "tool_calls": [call()]},
+                      {"role": "assistant", "content": "hello"}]},               # 13 not assistant
+        "[" * 100_000 + "]" * 100_000,                                           # 14 JSON bomb
+    )
+    report = validate_chat_dataset(data)
+    by_line = lines_of(report)
+    assert sorted(by_line) == list(range(2, 15))
+    assert by_line[2] == ['messages[1] "tool_calls" must be a non-empty list of {"id", "type": '
+                          '"function", "function": {"name", "arguments"}} objects']
+    assert by_line[3] == ['messages[1].tool_calls[0] "function.name" must be 1-64 letters, '
+                          'digits, _ or -']
+    assert by_line[4] == by_line[5] == [
+        'messages[1].tool_calls[0] "function.arguments" must be a string holding a JSON object '
+        f'(nested at most {MAX_NESTING} deep), e.g. "{{\\"city\\": \\"Paris\\"}}"']
+    assert by_line[6] == ['messages[2] (tool) needs a "tool_call_id" naming the call it answers']
+    assert by_line[7] == ['messages[2] has no "content"']
+    assert by_line[8][0] == (f"messages[1] has {MAX_TOOL_CALLS + 1} tool calls; at most "
+                             f"{MAX_TOOL_CALLS} per message")
+    assert by_line[9][0] == f'"tools" has {MAX_TOOLS + 1} entries; at most {MAX_TOOLS}'
+    assert "nested at most" in by_line[10][0]
+    assert by_line[11] == ["messages[1].tool_calls[0] calls 'delete_everything', which is not in "
+                           "the example's \"tools\""]
+    assert by_line[12] == ["messages[2] answers tool_call_id 'call_9', which no earlier assistant "
+                           "tool call has"]
+    assert by_line[13] == ['messages[0] "tool_calls" are only allowed on assistant messages']
+    assert by_line[14] == ["JSON nested too deeply to read"]
+    assert [e.line for e in report.examples] == [1]

@@ -165,11 +165,19 @@ def _chars(value: object) -> int:
 
 
 def _output_of(result: dict) -> Any:
-    """What the request log keeps of a non-streamed reply: the text (a list for n > 1)."""
+    """What the request log keeps of a non-streamed reply: the text (a list for n > 1); a chat
+    reply that calls tools is its message (``content``, ``tool_calls``) instead."""
     choices = result.get("choices") or []
-    texts = [c.get("message", {}).get("content") if "message" in c else c.get("text")
+    texts = [_message_output(c.get("message") or {}) if "message" in c else c.get("text")
              for c in choices]
     return texts[0] if len(texts) == 1 else texts
+
+
+def _message_output(message: dict) -> Any:
+    if message.get("tool_calls"):
+        return {"role": "assistant", "content": message.get("content"),
+                "tool_calls": message["tool_calls"]}
+    return message.get("content")
 
 
 async def _serve_generation(request: Request, route: str,
