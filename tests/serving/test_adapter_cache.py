@@ -40,8 +40,13 @@ def test_concurrent_callers_share_one_fetch(tmp_path, monkeypatch):
     store = ArtifactStore(str(tmp_path / "store"))
     (key,) = stored_dirs(store, tmp_path, 1)
     fetches = []
-    real = store.get_bytes
-    monkeypatch.setattr(store, "get_bytes", lambda k: fetches.append(k) or real(k))
+    real = store.iter_bytes  # what a fetch reads the blob with
+
+    def counted(k, *args):
+        fetches.append(k)
+        return real(k, *args)
+
+    monkeypatch.setattr(store, "iter_bytes", counted)
     cache = AdapterCache(store, tmp_path / "cache", max_entries=4)
     threads = [threading.Thread(target=cache.directory, args=(key,)) for _ in range(8)]
     for t in threads:
