@@ -95,7 +95,9 @@ async def open_state(platform: Platform, *, serve: ServeOptions | None = None,
         swap = HotSwap(platform, gateway.swap, loop) if gateway is not None else HotSwap(platform)
         manager = JobManager(platform, **{
             "switcher": swap,
-            "parity_engine": GatewayEngine(dispatch, loop),  # skips the check without serving
+            # skips the check without serving; scores classification jobs when it serves
+            "parity_engine": GatewayEngine(dispatch, loop,
+                                           base_model_name=platform.base_model_name),
             "concurrency": settings.train_concurrency,
             "stale_after_s": settings.train_job_stale_after_s,
             **(jobs or {})})

@@ -20,12 +20,15 @@ class GatewayEngine:
 
     ``dispatcher`` is the gateway's dispatcher (None when this app serves nothing: every check
     is then skipped). Requests run on the app's event ``loop``; a pool with no ready engine is
-    waited for up to ``wait_s``.
+    waited for up to ``wait_s``. ``base_model_name``: the engine's name of the base model (a
+    job's evaluation scores the base too).
     """
 
     def __init__(self, dispatcher: Dispatcher | None, loop: asyncio.AbstractEventLoop, *,
-                 wait_s: float = 180.0, timeout_s: float = 300.0) -> None:
+                 base_model_name: str = "", wait_s: float = 180.0, timeout_s: float = 300.0
+                 ) -> None:
         self.access = PoolAccess(dispatcher, loop, wait_s=wait_s, timeout_s=timeout_s)
+        self.base_model_name = base_model_name
 
     def ready(self) -> None:
         self.access.pool()
@@ -47,11 +50,21 @@ class GatewayEngine:
 
         return self.access.run(run)
 
-    def label_probabilities(self, engine_name: str, adapter_path: str, template: str,
-                            texts: list[str], labels: list[str]) -> list[dict[str, float]]:
+    @property
+    def configured(self) -> bool:
+        """Whether this process reaches an engine (a job's evaluation then runs there)."""
+        return self.access.configured
+
+    def label_probabilities(self, engine_name: str | None, adapter_path: str | None,
+                            template: str, texts: list[str], labels: list[str]
+                            ) -> list[dict[str, float]]:
+        """Per-label probabilities as ``/v1/classify`` computes them; ``engine_name`` None:
+        the base model. All texts are in flight at once (``Classifier.classify_many``)."""
+        model = engine_name if engine_name is not None else self.base_model_name
+
         async def run(pool: EnginePool) -> list[dict[str, float]]:
             results = await pool.call(engine_name, adapter_path, lambda client: Classifier(
-                client).classify_many(engine_name, template, texts, labels))
+                client).classify_many(model, template, texts, labels))
             return [dict(r.probabilities) for r in results]
 
         return self.access.run(run)

@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from training import progress
 from training.config import TrainConfig
 from training.jobs import store
 from training.jobs.champion import champion_spec
+from training.jobs.engine_scoring import scores_on_engine
 from training.jobs.entrypoint import job_entrypoint
 from training.jobs.files import file_bytes, validate_file
 from training.jobs.hyperparameters import train_config_fields
@@ -288,6 +289,8 @@ def run_claimed_job(ctx: JobContext, job: FineTuningJob) -> JobStatus:
     platform = ctx.platform
     try:
         config = build_config(platform, job)
+        if scores_on_engine(ctx.parity_engine, job):  # publishing scores the split there
+            config = replace(config, evaluate=False)
         workspace = workspace_of(platform, job.id)
         workspace.write_json(SPEC, job_spec(platform, job, config).to_dict())
         settings = platform.settings

@@ -39,7 +39,14 @@ from services.store.models import (
 from training.config import TrainConfig
 from training.gate import GateDecision, decide_gate, gate_metric
 from training.jobs.candidate import Candidate
-from training.jobs.parity import ParityEngine, ParityResult
+from training.jobs.champion import champion_spec
+from training.jobs.engine_scoring import (
+    EngineScoring,
+    Target,
+    evaluate_on_engine,
+    evaluate_with_peft,
+)
+from training.jobs.parity import EngineUnavailable, ParityEngine, ParityResult
 from training.jobs.parity import check_parity as run_parity_check
 from training.jobs.states import EventType
 
@@ -142,20 +149,26 @@ def publish(platform: Platform, job: FineTuningJob, adapter_dir: Path, *, config
             ) -> Published:
     """Compare, register PENDING, check parity, mark READY/FAILED, maybe promote (see above).
 
-    The registry makes the first ready version of a new adapter its champion; later versions
-    become champion only with ``auto_promote`` and a passed gate (through ``switcher`` when
-    serving runs here).
+    A classification run that did not evaluate (the engine scores it:
+    :mod:`training.jobs.engine_scoring`) is scored once its parity check passed, and compared
+    then. The registry makes the first ready version of a new adapter its champion; later
+    versions become champion only with ``auto_promote`` and a passed gate (through ``switcher``
+    when serving runs here).
     """
     evaluation = dict(summary.get("eval") or {})
     candidate = Candidate(config, adapter_dir)
     classification = job.task == AdapterTask.CLASSIFICATION
     try:
-        gate, comparison = _compare_with_champion(job, checks, evaluation, record)
+        score_here = (classification and not evaluation
+                      and candidate.examples_source != "training" and bool(candidate.examples))
+        if not score_here:
+            gate, comparison = _compare_with_champion(job, checks, evaluation, record)
         metrics = {"eval": evaluation, "train": summary.get("train") or {},
                    "validation": summary.get("validation"),
-                   "datasets": summary.get("datasets") or {}, "gate": gate.to_dict(),
-                   "comparison": comparison, "wall_time_s": summary.get("wall_time_s"),
-                   "job_id": job.id}
+                   "datasets": summary.get("datasets") or {},
+                   "wall_time_s": summary.get("wall_time_s"), "job_id": job.id}
+        if not score_here:
+            metrics.update(gate=gate.to_dict(), comparison=comparison)
         with platform.store.read() as session:
             tenant = session.get_one(Tenant, job.tenant_id)
             session.expunge(tenant)
@@ -171,15 +184,16 @@ def publish(platform: Platform, job: FineTuningJob, adapter_dir: Path, *, config
         adapter_path = artifact_ref(version.artifact_key)  # the engine fetches it from the store
         parity = check_parity(candidate, checks, parity_engine, engine_name, adapter_path,
                               version.prompt_template, list(version.labels or []))
+        ready, failure = _record_parity(parity, ref, record)
+        if score_here:
+            if ready:
+                evaluation, checks = _score_held_out(
+                    platform, job, candidate, parity_engine,
+                    Target(engine_name, adapter_path, version.prompt_template or "",
+                           list(version.labels or [])), checks, record)
+            gate, comparison = _compare_with_champion(job, checks, evaluation, record)
     finally:
         candidate.close()
-    if isinstance(parity, str):
-        record(EventType.PARITY_SKIPPED, f"parity check skipped: {parity}; {ref} is servable "
-               "without it", {"reason": parity})
-        ready, failure = True, None
-    else:
-        record(EventType.PARITY_CHECKED, parity.message(ref), parity.to_dict())
-        ready, failure = parity.passed, None if parity.passed else parity.message(ref)
     with platform.store.write() as session:
         row = session.get_one(AdapterVersion, version.id)
         registry.set_version_state(session, row, VersionState.READY if ready
@@ -187,6 +201,8 @@ def publish(platform: Platform, job: FineTuningJob, adapter_dir: Path, *, config
         metrics = dict(row.metrics or {})
         metrics["parity"] = parity.to_dict() if not isinstance(parity, str) else {
             "skipped": parity}
+        if score_here:
+            metrics.update(eval=evaluation, gate=gate.to_dict(), comparison=comparison)
         row.metrics = metrics
         session.flush()
         first = session.get_one(Adapter, row.adapter_id).champion_version_id == row.id
@@ -209,3 +225,62 @@ def publish(platform: Platform, job: FineTuningJob, adapter_dir: Path, *, config
                f"/v1/adapters/{job.adapter_name}/promote if you want it anyway",
                {"gate": gate.to_dict()})
     return Published(row, ref, True, promoted, gate)
+
+
+def _record_parity(parity: ParityResult | str, ref: str, record: Record) -> tuple[bool, str | None]:
+    """Record the check's outcome; (servable, the failure when not)."""
+    if isinstance(parity, str):
+        record(EventType.PARITY_SKIPPED, f"parity check skipped: {parity}; {ref} is servable "
+               "without it", {"reason": parity})
+        return True, None
+    record(EventType.PARITY_CHECKED, parity.message(ref), parity.to_dict())
+    return parity.passed, None if parity.passed else parity.message(ref)
+
+
+def _score_held_out(platform: Platform, job: FineTuningJob, candidate: Candidate,
+                    engine: ParityEngine | None, target: Target, checks: dict[str, Any] | None,
+                    record: Record) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(evaluation: adapter and base, checks with the champion's metrics) of a run that left the
+    held-out split to publishing: on the engine, else with PEFT here (the engine was gone)."""
+    checks = dict(checks or {})
+    spec = champion_spec(platform, job)  # the champion this version would replace, now
+    champion = None
+    if spec.get("skipped") is None and spec.get("artifact_key"):
+        champion = Target(registry.engine_adapter_name(*_engine_parts(platform, job, spec)),
+                          artifact_ref(spec["artifact_key"]), spec.get("prompt_template") or "",
+                          list(spec.get("labels") or []))
+    checks.update(champion_version=spec.get("version"), champion_skipped=spec.get("skipped"),
+                  examples=len(candidate.examples))
+    targets = {"adapter": target, "base": Target(None, None, target.template, target.labels)}
+    if champion is not None:
+        targets["champion"] = champion
+    scored: dict[str, dict[str, Any]] | None = None
+    if isinstance(engine, EngineScoring) and engine.configured:
+        try:
+            scored = evaluate_on_engine(engine, candidate, targets)
+        except EngineUnavailable as exc:
+            record(EventType.MESSAGE, f"the engine could not score the held-out split ({exc}); "
+                   "PEFT scores it in this process instead", {"reason": str(exc)})
+    if scored is None:
+        scored = evaluate_with_peft(
+            candidate, platform.artifacts.materialize_dir(spec["artifact_key"]).as_posix()
+            if champion is not None else None, champion)
+    checks["champion"] = ({**scored["champion"], "version": spec.get("version")}
+                          if "champion" in scored else None)
+    evaluation = {name: metrics for name, metrics in scored.items() if name != "champion"}
+    scorer = scored["adapter"]["scorer"]
+    accuracies = ", ".join(f"{name} {metrics['accuracy']:.3f}" for name, metrics in scored.items())
+    record(EventType.EVALUATED, f"evaluated on the held-out split ({len(candidate.examples)} "
+           f"examples, {'on the engine' if scorer == 'engine' else 'with PEFT'}): accuracy "
+           f"{accuracies}", scored)
+    return evaluation, checks
+
+
+def _engine_parts(platform: Platform, job: FineTuningJob, spec: dict[str, Any]
+                  ) -> tuple[str, str, int]:
+    """(tenant name, adapter name, version number) of the champion ``spec`` names."""
+    with platform.store.read() as session:
+        tenant = session.get_one(Tenant, job.tenant_id).name
+    _, number = registry.parse_model_ref(spec["version"])
+    assert number is not None
+    return tenant, job.adapter_name, number

@@ -28,11 +28,11 @@ SHORT_TEMPLATE = "Text: {text}\nSource ({labels}):"
 TERMINAL = ("succeeded", "failed", "cancelled")
 
 
-def tenant_client(http: TestClient):
+def tenant_client(http: TestClient, tenant: str = "acme"):
     import openai
 
-    assert http.post("/admin/tenants", json={"name": "acme"}, headers=ADMIN).status_code == 201
-    key = http.post("/admin/tenants/acme/keys", headers=ADMIN).json()["key"]
+    assert http.post("/admin/tenants", json={"name": tenant}, headers=ADMIN).status_code == 201
+    key = http.post(f"/admin/tenants/{tenant}/keys", headers=ADMIN).json()["key"]
     return key, openai.OpenAI(base_url="http://testserver/v1", api_key=key, http_client=http,
                               max_retries=0)
 
@@ -47,23 +47,35 @@ def wait_for_job(client, job, began: float, limit_s: float = 600):
     return job, list(reversed(events))  # oldest first
 
 
-def test_openai_client_fine_tunes_a_classifier(ray_cluster, base_model_dir, tmp_path):
+@pytest.mark.engine
+def test_openai_client_fine_tunes_a_classifier(ray_cluster, base_model_dir, tmp_path, engine,
+                                               engine_settings):
     from services.settings import Settings
+    from tests.support.engine_key import ENGINE_KEY
     from tuneloop.app import create_app
+    from tuneloop.state import ServeOptions
 
+    # Serving on the session's engine (the artifact store it fetches adapters from): the
+    # version's held-out evaluation runs there, not in the training run.
     settings = Settings(data_dir=tmp_path / "data", base_model=str(base_model_dir),
-                        admin_key="admin-test-key", base_model_name="base",
-                        training_runner="local", ray_address=ray_cluster, train_workers=1)
+                        admin_key="admin-test-key", training_runner="local",
+                        ray_address=ray_cluster, train_workers=1, engine_urls=[engine.url],
+                        engine_api_key=ENGINE_KEY,
+                        artifacts_url=engine_settings.resolved_artifacts_url,
+                        base_model_name=engine_settings.resolved_base_model_name,
+                        max_model_len=engine_settings.max_model_len)
+    base_name = settings.resolved_base_model_name
     train_path, valid_path = source_files(tmp_path)
     began = time.monotonic()
-    with TestClient(create_app(settings)) as http:
-        key, client = tenant_client(http)
+    with TestClient(create_app(settings, serve=ServeOptions())) as http:
+        # a tenant name no other test on the session engine uses (engine names: tenant.name.vN)
+        key, client = tenant_client(http, "sourcejobs")
         with open(train_path, "rb") as fh:
             training = client.files.create(file=fh, purpose="fine-tune")
         with open(valid_path, "rb") as fh:
             validation = client.files.create(file=fh, purpose="fine-tune")
         job = client.fine_tuning.jobs.create(
-            model="base", training_file=training.id, validation_file=validation.id,
+            model=base_name, training_file=training.id, validation_file=validation.id,
             suffix="source", seed=0,
             extra_body={"task": "classification", "prompt_template": SHORT_TEMPLATE,
                         "hyperparameters": {"n_epochs": 2, "batch_size": 2,
@@ -75,17 +87,20 @@ def test_openai_client_fine_tunes_a_classifier(ray_cluster, base_model_dir, tmp_
 
         types = [e.type for e in events]
         assert types[:3] == ["created", "validated", "started"]
-        # no engine in this app: the parity check is skipped with its reason
-        assert types[-5:] == ["evaluated", "gate_decision", "parity_skipped", "published",
+        # the training run did not evaluate: the version was scored on the engine after its
+        # parity check, then gated
+        assert types[-5:] == ["parity_checked", "evaluated", "gate_decision", "published",
                               "succeeded"]
+        assert types.count("evaluated") == 1
         assert len([e for e in events if e.type == "metrics"]) == 48
         checkpoints = list(client.fine_tuning.jobs.checkpoints.list(job.id))
         assert [c.step_number for c in checkpoints] == [48, 24]
         gate = next(e for e in events if e.type == "gate_decision").data
         assert gate["passed"] and gate["reason"] == "beats_base"
         assert gate["metric"] == "accuracy" and gate["champion_version"] is None
-        skipped = next(e for e in events if e.type == "parity_skipped").data
-        assert "serving is not enabled" in skipped["reason"]
+        assert next(e for e in events if e.type == "parity_checked").data["passed"]
+        evaluated = next(e for e in events if e.type == "evaluated")
+        assert "on the engine" in evaluated.message, evaluated.message
 
         adapter = http.get("/v1/adapters/source",
                            headers={"Authorization": f"Bearer {key}"}).json()
@@ -101,6 +116,7 @@ def test_openai_client_fine_tunes_a_classifier(ray_cluster, base_model_dir, tmp_
           f"job took {time.monotonic() - began:.0f} s")
     chance = 1 / 4
     assert trained["examples"] == base["examples"] == 32
+    assert trained["scorer"] == base["scorer"] == "engine"
     assert trained["accuracy"] >= chance + 0.25, trained
     assert trained["accuracy"] >= base["accuracy"] + 0.2, (trained, base)
     assert trained["macro_f1"] > base["macro_f1"]

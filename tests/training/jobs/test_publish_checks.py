@@ -207,8 +207,10 @@ def peft_greedy(base_model_dir, adapter_dir, conversations, max_tokens):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
-    model = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(str(base_model_dir)), str(adapter_dir)).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(base_model_dir))
+    if adapter_dir is not None:  # None: the base model
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    model.eval()
     replies = []
     for messages in conversations:
         text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -221,7 +223,8 @@ def peft_greedy(base_model_dir, adapter_dir, conversations, max_tokens):
 
 def peft_first_token_probabilities(base_model_dir, adapter_dir, template, texts, labels):
     """An independent PEFT reference for labels with distinct first tokens: the next-token
-    distribution after the prompt, normalised over the labels' first tokens."""
+    distribution after the prompt, normalised over the labels' first tokens (``adapter_dir``
+    None: the base model's)."""
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -229,8 +232,10 @@ def peft_first_token_probabilities(base_model_dir, adapter_dir, template, texts,
     from services.prompts import classification_messages
 
     tokenizer = AutoTokenizer.from_pretrained(str(base_model_dir))
-    model = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(str(base_model_dir)), str(adapter_dir)).eval()
+    model = AutoModelForCausalLM.from_pretrained(str(base_model_dir))
+    if adapter_dir is not None:  # None: the base model
+        model = PeftModel.from_pretrained(model, str(adapter_dir))
+    model.eval()
     first = [tokenizer(label, add_special_tokens=False)["input_ids"][0] for label in labels]
     assert len(set(first)) == len(labels)
     out = []
@@ -295,6 +300,29 @@ class FakeEngine:
 
     def forget(self, engine_name):
         self.forgotten.append(engine_name)
+
+
+class ScoringEngine(FakeEngine):
+    """A FakeEngine that also scores jobs (:class:`training.jobs.engine_scoring.EngineScoring`):
+    faithful PEFT probabilities; ``engine_name`` None is the base (the adapter disabled)."""
+
+    configured = True
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.scored: list[tuple[str | None, int]] = []
+        self.checked: set[str] = set()
+
+    def label_probabilities(self, engine_name, adapter_path, template, texts, labels):
+        if engine_name is not None and engine_name not in self.checked:
+            self.checked.add(engine_name)  # a version's first call: its parity check
+            return super().label_probabilities(engine_name, adapter_path, template, texts,
+                                               labels)
+        if self.mode == "unavailable":
+            raise EngineUnavailable("no engine was ready within 0 s")
+        self.scored.append((engine_name, len(texts)))
+        adapter = None if adapter_path is None else self._local(adapter_path)
+        return peft_first_token_probabilities(self.base, adapter, template, texts, labels)
 
 
 def run(platform, tenant, training_file, peft_adapter, engine, checks=False, **job):
@@ -424,3 +452,51 @@ def test_chat_parity_stays_exact_greedy_text():
     differs = check_parity(chat, reference, Replies("Paris!"), "t.c.v1", "/p", None, [])
     assert not differs.passed and differs.mismatch["engine"] == "Paris!"
     assert "the engine replied 'Paris!', PEFT replied 'Paris.'" in differs.message("c@v1")
+
+
+def test_a_classification_job_is_evaluated_on_the_engine(platform, tenant, training_file,
+                                                        peft_adapter, base_model_dir):
+    engine = ScoringEngine(platform, tenant, base_model_dir, "faithful")
+    status, job = run(platform, tenant, training_file, peft_adapter, engine, checks=True,
+                      suffix="cls")
+    assert status is JobStatus.SUCCEEDED, job.error
+    assert not [e for e in events(platform, job.id) if e.type == "evaluated"][:-1]  # run: none
+    types = [e.type for e in events(platform, job.id)]
+    assert types[-5:] == ["parity_checked", "evaluated", "gate_decision", "published",
+                          "succeeded"]
+    # the held-out split (2 texts of this hash split) scored for the adapter and the base
+    assert engine.scored == [("acme.cls.v1", 2), (None, 2)]
+    evaluated = next(e for e in events(platform, job.id) if e.type == "evaluated")
+    assert "on the engine" in evaluated.message
+    with platform.store.read() as session:
+        v1 = registry.get_version(session, tenant, "cls", 1)
+    assert v1.metrics["eval"]["adapter"]["scorer"] == "engine"
+    assert v1.metrics["eval"]["adapter"]["examples"] == 2
+    assert v1.metrics["gate"]["candidate"] == v1.metrics["eval"]["adapter"]["accuracy"]
+
+    # v2 is compared with the champion v1, scored on the engine on v2's split too
+    engine.scored.clear()
+    status, job = run(platform, tenant, training_file, peft_adapter, engine, checks=True,
+                      model="cls")
+    assert status is JobStatus.SUCCEEDED, job.error
+    assert engine.scored == [("acme.cls.v2", 2), (None, 2), ("acme.cls.v1", 2)]
+    gate = next(e for e in events(platform, job.id) if e.type == "gate_decision").data
+    assert gate["champion_version"] == "cls@v1" and gate["examples"] == 2
+    with platform.store.read() as session:
+        v2 = registry.get_version(session, tenant, "cls", 2)
+    # the same adapter, scored the same way: the champion's accuracy is the candidate's
+    assert v2.metrics["eval"]["champion"]["accuracy"] == v2.metrics["eval"]["adapter"]["accuracy"]
+    assert gate["reason"] == "ties_champion"
+
+
+def test_an_engine_gone_before_scoring_leaves_it_to_peft(platform, tenant, training_file,
+                                                         peft_adapter, base_model_dir):
+    engine = ScoringEngine(platform, tenant, base_model_dir, "unavailable")
+    status, job = run(platform, tenant, training_file, peft_adapter, engine, suffix="cls")
+    assert status is JobStatus.SUCCEEDED, job.error
+    messages = [e.message for e in events(platform, job.id)]
+    assert any("PEFT scores it in this process instead" in m for m in messages), messages
+    with platform.store.read() as session:
+        v1 = registry.get_version(session, tenant, "cls", 1)
+    assert v1.metrics["eval"]["adapter"]["scorer"] == "peft"
+    assert v1.metrics["eval"]["base"]["examples"] == 2
