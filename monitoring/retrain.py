@@ -1,7 +1,9 @@
 """Retraining for the monitor loop: compile a dataset from the request log and feedback (with
 replay of the champion's training data), store it as files, start a fine-tuning job warm-started
 from the champion; when the job finishes, evaluate candidate and champion on the new and the
-previous eval split, gate, and promote (or wait for approval, reject, dry-run).
+previous eval split, gate, and promote (or wait for approval, reject, dry-run). The new split
+is the job's validation file: where the job scored it already (on the engine, the way the gate
+would), the gate takes those numbers and scores only the previous split.
 """
 
 from __future__ import annotations
@@ -203,8 +205,14 @@ class Retrainer:
         cand_spec, champ_spec = (_spec(tenant, adapter.name, candidate),
                                  _spec(tenant, adapter.name, champion))
         began = time.perf_counter()
-        cand_metrics = self.evaluator.evaluate(cand_spec, splits)
-        champ_metrics = self.evaluator.evaluate(champ_spec, splits)
+        reused = job_scores(candidate, champ_ref, new_split, self.evaluator.scorer(candidate.task))
+        if reused is None:
+            cand_metrics = self.evaluator.evaluate(cand_spec, splits)
+            champ_metrics = self.evaluator.evaluate(champ_spec, splits)
+        else:  # the job scored the new split already, the same way: only the previous one here
+            rest = {"previous": previous_split}
+            cand_metrics = {"new": reused[0], **self.evaluator.evaluate(cand_spec, rest)}
+            champ_metrics = {"new": reused[1], **self.evaluator.evaluate(champ_spec, rest)}
         forgetting = self._forgetting(cand_spec, champ_spec, previous_split)
         # Chat: the first held-out prompts with the reference and both replies, side by side
         # (takes the replies out of the per-split metrics, so they are stored once).
@@ -213,7 +221,7 @@ class Retrainer:
                       "samples": samples,
                       "metric": metric, "split_sizes": {k: len(v) for k, v in splits.items()},
                       "scorer": self.evaluator.scorer(candidate.task),
-                      "forgetting_kl": forgetting,
+                      "forgetting_kl": forgetting, "new_split_from_job": reused is not None,
                       "seconds": round(time.perf_counter() - began, 3)}
         gate = decide_gate(cand_metrics, champ_metrics, "new", metric=metric,
                            higher_is_better=higher, champion_version=champ_ref,
@@ -267,3 +275,26 @@ class Retrainer:
 def _replay_fraction(policy: RetrainPolicy, config: MonitorConfig) -> float:
     """The policy's replay share when it sets one, else the monitor's default."""
     return config.replay_fraction if policy.replay_fraction is None else policy.replay_fraction
+
+
+GATE_KEYS = ("accuracy", "macro_f1", "examples")
+
+
+def job_scores(candidate: AdapterVersion, champion_ref: str, new_split: list[dict[str, Any]],
+               scorer: str) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """The candidate's and the champion's metrics on the new split from the retrain job's own
+    evaluation, when that job scored exactly this split (its validation file; every example)
+    against this champion with the gate's scorer (:mod:`training.jobs.engine_scoring`); else
+    None and the gate scores the split itself."""
+    metrics = candidate.metrics or {}
+    evaluation = metrics.get("eval") or {}
+    mine, theirs = evaluation.get("adapter") or {}, evaluation.get("champion") or {}
+    if (candidate.task != AdapterTask.CLASSIFICATION or not new_split
+            or (metrics.get("comparison") or {}).get("champion_version") != champion_ref
+            or theirs.get("version") != champion_ref):
+        return None
+    for scored in (mine, theirs):
+        if scored.get("scorer") != scorer or scored.get("examples") != len(new_split) or any(
+                key not in scored for key in GATE_KEYS):
+            return None
+    return ({k: mine[k] for k in GATE_KEYS}, {k: theirs[k] for k in GATE_KEYS})

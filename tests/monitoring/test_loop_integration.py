@@ -28,10 +28,13 @@ pytestmark = [pytest.mark.integration, pytest.mark.ray, pytest.mark.engine, pyte
 SMALL = {"v1_train": 120, "v1_valid": 100, "old_traffic": 50, "new_traffic": 250, "chunk": 50,
          "min_new_labels": 240, "probe": 150, "probe_old": 0, "window_size": 100,
          "monitor_interval_s": 2.0, "eval_fraction": 0.4, "gate_tolerance": 0.05, "gate_min_improvement": 0.0,
+         # validate_every: one validation at the end, not one per epoch (nothing here reads
+         # the curve; each pass costs ~25 s on 2 cores)
          "hyperparameters": {"n_epochs": 2, "batch_size": 8, "learning_rate_multiplier": 5,
-                             "max_length": 96},
+                             "max_length": 96, "validate_every": 1_000_000},
          "retrain_hyperparameters": {"n_epochs": 2, "batch_size": 8,
-                                     "learning_rate_multiplier": 5, "max_length": 96}}
+                                     "learning_rate_multiplier": 5, "max_length": 96,
+                                     "validate_every": 1_000_000}}
 CLEAR_GAIN = 0.05
 """v2's least accuracy gain on fresh new-domain texts (150 texts: one text is 0.0067)."""
 
@@ -85,15 +88,20 @@ def report_wrong_answers(api, result: dict) -> None:
 
 
 def test_shift_is_detected_retrained_promoted_and_rolled_back_on_bad_feedback(
-        tmp_path, base_model_dir, ray_address):
+        tmp_path, base_model_dir, ray_address, engine, engine_settings):
     from services.settings import Settings
-    from serving.engine_process import free_port
+    from tests.support.engine_key import ENGINE_KEY
     from tuneloop.cli.demo import Story, run_story
 
+    # The session's engine serves (tenant 'demo' is this test's alone), from the artifact store
+    # it fetches adapters from; jobs, the gate and the rollback all score there.
     settings = Settings(data_dir=tmp_path / "data", base_model=str(base_model_dir),
-                        admin_key="admin-test-key", engine_port=free_port(),
-                        engine_start_timeout_s=600, training_runner="local",
-                        ray_address=ray_address)
+                        admin_key="admin-test-key", training_runner="local",
+                        ray_address=ray_address, engine_urls=[engine.url],
+                        engine_api_key=ENGINE_KEY,
+                        artifacts_url=engine_settings.resolved_artifacts_url,
+                        base_model_name=engine_settings.resolved_base_model_name,
+                        max_model_len=engine_settings.max_model_len)
     began = time.monotonic()
     result = run_story(settings, Story(**SMALL), then=report_wrong_answers,
                        say=lambda line: print(f"[{time.monotonic() - began:5.0f} s] {line}"))
@@ -115,6 +123,8 @@ def test_shift_is_detected_retrained_promoted_and_rolled_back_on_bad_feedback(
     for version in (1, 2):  # checked through the engine on what /v1/classify returns
         parity = versions[version]["metrics"]["parity"]
         assert parity["passed"] and parity["kind"] == "label_probabilities", parity
+        # the job's own held-out evaluation ran on the engine too
+        assert versions[version]["metrics"]["eval"]["adapter"]["scorer"] == "engine"
         print(f"v{version} parity: largest label-probability difference "
               f"{parity['largest_difference']:.4f}")
     assert result["champion"] == "sentiment@v2" and result["served_by"] == "sentiment@v2"

@@ -5,7 +5,9 @@ When the job manager's process reaches an engine, a classification run skips its
 evaluation (``TrainConfig.evaluate`` off: no candidate, base or champion scoring in float32, one
 text at a time); publishing scores the same held-out split (:class:`Candidate.examples`) on the
 engine once the pending version passed its parity check: the candidate under its engine-side
-name, the base model, and the adapter's champion, every text in flight. The label probabilities
+name and the adapter's champion (the base model where there is no champion to compare with),
+every text in flight. A retrain's gate reuses these scores of its new split
+(:mod:`monitoring.retrain`) instead of scoring it again. The label probabilities
 are the ones ``/v1/classify`` answers with, the predicted label the most probable, and the
 metrics :func:`training.evaluation.classification_metrics` (as the recipe's). An engine that is
 gone by then is not a reason to publish without metrics: PEFT scores the split in this process
@@ -76,8 +78,8 @@ def evaluate_on_engine(engine: EngineScoring, candidate: Candidate,
 
 def evaluate_with_peft(candidate: Candidate, champion_dir: str | None,
                        champion_target: Target | None) -> dict[str, dict[str, Any]]:
-    """The same metrics from PEFT in this process (the engine was gone): candidate, base and,
-    with ``champion_dir``, the champion."""
+    """The same metrics from PEFT in this process (the engine was gone): the candidate and,
+    with ``champion_dir``, the champion, else the base."""
     from training import scoring
 
     config = candidate.config
@@ -86,10 +88,11 @@ def evaluate_with_peft(candidate: Candidate, champion_dir: str | None,
     template = config.prompt_template or ""
     model, tokenizer = candidate.model()
     results = {"adapter": scoring.evaluate_classifier(model, tokenizer, template, examples, labels)}
-    with model.disable_adapter():
-        results["base"] = scoring.evaluate_classifier(model, tokenizer, template, examples,
-                                                      labels)
-    if champion_dir is not None and champion_target is not None:
+    if champion_dir is None or champion_target is None:
+        with model.disable_adapter():
+            results["base"] = scoring.evaluate_classifier(model, tokenizer, template, examples,
+                                                          labels)
+    else:
         candidate.load_champion(champion_dir)
         model, tokenizer = candidate.model(CHAMPION)
         results["champion"] = scoring.evaluate_classifier(

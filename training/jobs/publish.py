@@ -251,9 +251,12 @@ def _score_held_out(platform: Platform, job: FineTuningJob, candidate: Candidate
                           list(spec.get("labels") or []))
     checks.update(champion_version=spec.get("version"), champion_skipped=spec.get("skipped"),
                   examples=len(candidate.examples))
-    targets = {"adapter": target, "base": Target(None, None, target.template, target.labels)}
+    # The base only where there is no champion to compare with (the gate's fallback).
+    targets = {"adapter": target}
     if champion is not None:
         targets["champion"] = champion
+    else:
+        targets["base"] = Target(None, None, target.template, target.labels)
     scored: dict[str, dict[str, Any]] | None = None
     if isinstance(engine, EngineScoring) and engine.configured:
         try:
