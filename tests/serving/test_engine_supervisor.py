@@ -17,7 +17,9 @@ from serving.engine_process import (
     EngineProcess,
     EngineStartError,
     EngineState,
+    cpu_flags,
     engine_command,
+    engine_dtype,
     free_port,
 )
 
@@ -64,6 +66,26 @@ def test_command_has_every_setting(tmp_path):
     engine = EngineProcess(settings, port=9999, kv_cache_bytes=1 << 28, block_size=32)
     assert "--kv-cache-memory-bytes 268435456" in " ".join(engine.command)
     assert "--block-size 32" in " ".join(engine.command)
+
+
+def test_a_cpu_engine_runs_bfloat16_only_where_the_cpu_computes_it(tmp_path):
+    native = frozenset({"avx512f", "avx512_bf16"})
+    older = frozenset({"avx2", "avx512f"})  # bfloat16 only emulated: float32 is faster there
+    assert engine_dtype("auto", on_cpu=True, flags=native) == "bfloat16"
+    assert engine_dtype("auto", on_cpu=True, flags=frozenset({"amx_bf16"})) == "bfloat16"
+    assert engine_dtype("auto", on_cpu=True, flags=older) == "float32"
+    assert engine_dtype("auto", on_cpu=True, flags=frozenset()) == "float32"
+    assert engine_dtype("auto", on_cpu=False, flags=older) is None  # GPUs: vLLM's choice
+    assert engine_dtype("bfloat16", on_cpu=True, flags=older) == "bfloat16"  # asked for
+
+    cpuinfo = tmp_path / "cpuinfo"
+    cpuinfo.write_text("processor\t: 0\nflags\t\t: fpu avx2 avx512_bf16\n\nprocessor\t: 1\n")
+    assert cpu_flags(cpuinfo) == {"fpu", "avx2", "avx512_bf16"}
+    assert cpu_flags(tmp_path / "missing") == frozenset()
+
+    settings = Settings(data_dir=tmp_path, base_model=str(tmp_path / "m"), engine_dtype="float32")
+    argv = engine_command(settings, model_dir=tmp_path / "m", host="127.0.0.1", port=9999)
+    assert argv[argv.index("--dtype") + 1] == "float32"
 
 
 def test_backoff_doubles_up_to_the_cap():

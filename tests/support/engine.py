@@ -94,6 +94,17 @@ def engine(loop_thread: LoopThread, engine_settings: Settings) -> Iterator[Engin
     loop_thread.run(process.stop(), timeout_s=60)
 
 
+def serving_on(engine: EngineProcess, engine_settings: Settings) -> dict[str, Any]:
+    """Settings fields of an app that serves on the session ``engine``: its URL and key, the
+    artifact store it fetches adapters from, the name it serves the base model by, its context
+    length. The engine knows adapters by ``tenant.name.vN`` whatever the store: a test on it
+    uses a tenant name no other test of the session uses."""
+    return {"engine_urls": [engine.url], "engine_api_key": ENGINE_KEY,
+            "artifacts_url": engine_settings.resolved_artifacts_url,
+            "base_model_name": engine_settings.resolved_base_model_name,
+            "max_model_len": engine_settings.max_model_len}
+
+
 def _cache_key(base_model_dir: Path) -> str:
     from services.base_model import model_fingerprint
 

@@ -51,19 +51,16 @@ def wait_for_job(client, job, began: float, limit_s: float = 600):
 def test_openai_client_fine_tunes_a_classifier(ray_cluster, base_model_dir, tmp_path, engine,
                                                engine_settings):
     from services.settings import Settings
-    from tests.support.engine_key import ENGINE_KEY
+    from tests.support.engine import serving_on
     from tuneloop.app import create_app
     from tuneloop.state import ServeOptions
 
-    # Serving on the session's engine (the artifact store it fetches adapters from): the
-    # version's held-out evaluation runs there, not in the training run.
+    # Serving on the session's engine: the version's held-out evaluation runs there, not in
+    # the training run.
     settings = Settings(data_dir=tmp_path / "data", base_model=str(base_model_dir),
                         admin_key="admin-test-key", training_runner="local",
-                        ray_address=ray_cluster, train_workers=1, engine_urls=[engine.url],
-                        engine_api_key=ENGINE_KEY,
-                        artifacts_url=engine_settings.resolved_artifacts_url,
-                        base_model_name=engine_settings.resolved_base_model_name,
-                        max_model_len=engine_settings.max_model_len)
+                        ray_address=ray_cluster, train_workers=1,
+                        **serving_on(engine, engine_settings))
     base_name = settings.resolved_base_model_name
     train_path, valid_path = source_files(tmp_path)
     began = time.monotonic()

@@ -108,16 +108,11 @@ def real_serving_server(make_settings, engine, engine_settings):
     The engine knows adapters by ``tenant.name.vN`` whatever the store: tests on it use tenant
     names no other test of the session uses, so no name is loaded with other weights."""
     from services.platform import Platform
-    from tests.support.engine_key import ENGINE_KEY
+    from tests.support.engine import serving_on
     from tuneloop.app import create_app
     from tuneloop.state import ServeOptions
 
-    platform = Platform.open(make_settings(
-        engine_urls=[engine.url], engine_api_key=ENGINE_KEY,
-        # the store the engine fetches adapters from, and the name it serves the base model by
-        artifacts_url=engine_settings.resolved_artifacts_url,
-        base_model_name=engine_settings.resolved_base_model_name,
-        max_model_len=engine_settings.max_model_len))
+    platform = Platform.open(make_settings(**serving_on(engine, engine_settings)))
     app = create_app(platform=platform, serve=ServeOptions(),
                      jobs={"concurrency": 0, "poll_s": 0.05})
     try:
