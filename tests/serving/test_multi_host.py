@@ -59,13 +59,6 @@ class Cluster:
             "TUNELOOP_MAX_MODEL_LEN": "1024",
             "TUNELOOP_LOG_LEVEL": "warning",
         }
-        self.engine_ports = [free_port(), free_port()]
-        self.engine_urls = [f"http://127.0.0.1:{p}" for p in self.engine_ports]
-        self.engine_hosts = [
-            Host(f"engine-{i}", tmp_path, REPO_ROOT, {
-                **common, "TUNELOOP_ENGINE_KV_CACHE_BYTES": str(256 * 1024 * 1024)})
-            for i in (1, 2)
-        ]
         # A Ray cluster: the head on one host, a worker node on another, one CPU each, so a
         # two-worker training run has a worker on each; no auth token (per-host HOMEs).
         ray_env = {**common, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
@@ -73,6 +66,24 @@ class Cluster:
         self.ray_dashboard = f"http://127.0.0.1:{self.ray_dashboard_port}"
         self.ray_hosts = [Host(f"ray-{role}", tmp_path, REPO_ROOT, ray_env)
                           for role in ("head", "worker")]
+        self.tmp_path, self.postgres_url, self.common = tmp_path, postgres_url, common
+        self.engine_hosts: list[Host] = []
+        self.gateway_hosts: list[Host] = []
+        self.monitor_host: Host | None = None
+
+    def _place(self) -> None:
+        """Ports and hosts of the engines, gateways and monitor, picked once the Ray cluster
+        runs: Ray's processes bind ports of the same ephemeral range as they start, and one that
+        took a port picked before it answered the test instead of a gateway (its metrics
+        server, 405 on POST)."""
+        tmp_path, postgres_url, common = self.tmp_path, self.postgres_url, self.common
+        self.engine_ports = [free_port(), free_port()]
+        self.engine_urls = [f"http://127.0.0.1:{p}" for p in self.engine_ports]
+        self.engine_hosts = [
+            Host(f"engine-{i}", tmp_path, REPO_ROOT, {
+                **common, "TUNELOOP_ENGINE_KV_CACHE_BYTES": str(256 * 1024 * 1024)})
+            for i in (1, 2)
+        ]
         self.gateway_ports = [free_port(), free_port()]
         self.gateway_urls = [f"http://127.0.0.1:{p}" for p in self.gateway_ports]
         self.gateway_hosts = [
@@ -118,6 +129,7 @@ class Cluster:
 
     def start(self) -> None:
         self.start_ray()
+        self._place()
         for i in (0, 1):
             self.engine_hosts[i].start(
                 ["tuneloop", "engine", "--host", "127.0.0.1", "--port", str(self.engine_ports[i])],
@@ -130,14 +142,16 @@ class Cluster:
             host.processes[0].wait_http(f"{url}/readyz", timeout_s=300)
 
     def close(self) -> None:
-        for host in [self.monitor_host, *self.gateway_hosts, *self.engine_hosts, *self.ray_hosts]:
+        for host in self._hosts():
             host.close()
 
     def logs(self) -> str:
         return "\n".join(f"--- {p.log_path}\n{p.log_tail(30)}"
-                         for h in [self.monitor_host, *self.gateway_hosts, *self.engine_hosts,
-                                   *self.ray_hosts]
-                         for p in h.processes)
+                         for h in self._hosts() for p in h.processes)
+
+    def _hosts(self) -> list[Host]:
+        monitor = [self.monitor_host] if self.monitor_host is not None else []
+        return [*monitor, *self.gateway_hosts, *self.engine_hosts, *self.ray_hosts]
 
 
 @pytest.fixture
