@@ -359,6 +359,7 @@ def test_engines_run_tuneloop_engine_with_the_shared_settings(rendered, scenario
         )
         extra = env.get("TUNELOOP_ENGINE_EXTRA_ARGS", {}).get("value", "")
         assert shlex.split(extra) == values["engine"]["extraArgs"]
+        assert env["TUNELOOP_ENGINE_DTYPE"]["value"] == values["engine"].get("dtype", "auto")
         volumes = {v["name"]: v for v in pod["volumes"]}
         mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
         assert volumes[mounts[env["TUNELOOP_DATA_DIR"]["value"]]]["emptyDir"]
