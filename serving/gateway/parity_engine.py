@@ -61,6 +61,8 @@ class GatewayEngine:
         """Per-label probabilities as ``/v1/classify`` computes them; ``engine_name`` None:
         the base model. All texts are in flight at once (``Classifier.classify_many``)."""
         model = engine_name if engine_name is not None else self.base_model_name
+        if not model:
+            raise ValueError("scoring the base model needs the engine's base_model_name")
 
         async def run(pool: EnginePool) -> list[dict[str, float]]:
             results = await pool.call(engine_name, adapter_path, lambda client: Classifier(

@@ -21,6 +21,7 @@ import pytest
 from services.platform import Platform
 from services.settings import Settings
 from tests.support import lora_training
+from tests.support.engine import serving_on
 from tests.support.engine_key import ENGINE_AUTH
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
@@ -67,10 +68,9 @@ def gateway(engine, engine_settings, base_model_dir, trained_adapter, tmp_path_f
 
     data = tmp_path_factory.mktemp("gateway-data")
     settings = Settings(
-        data_dir=data, base_model=str(base_model_dir), base_model_name=engine_settings.resolved_base_model_name,
-        admin_key=ADMIN, engine_urls=[engine.url], max_model_len=engine_settings.max_model_len,
-        artifacts_url=engine_settings.resolved_artifacts_url, engine_api_key=engine_settings.engine_api_key,  # the store the engine fetches from
+        data_dir=data, base_model=str(base_model_dir), admin_key=ADMIN,
         port=free_port(), tenant_rate_per_s=1000, tenant_max_concurrency=64,
+        **serving_on(engine, engine_settings),
     )
     platform = Platform.open(settings)
     keys = {}

@@ -22,6 +22,7 @@ from services.platform import Platform
 from services.settings import Settings
 from services.store.models import RequestRecord
 from tests.support import lora_training
+from tests.support.engine import serving_on
 from tests.support.engine_key import ENGINE_AUTH
 
 pytestmark = [pytest.mark.integration, pytest.mark.engine]
@@ -75,10 +76,8 @@ def world(engine, engine_settings, base_model_dir, trained_adapter, tmp_path_fac
 
     settings = Settings(
         data_dir=tmp_path_factory.mktemp("log-gateway"), base_model=str(base_model_dir),
-        base_model_name=engine_settings.resolved_base_model_name, admin_key="admin-log",
-        engine_urls=[engine.url], max_model_len=engine_settings.max_model_len, port=free_port(),
-        artifacts_url=engine_settings.resolved_artifacts_url, engine_api_key=engine_settings.engine_api_key,  # the store the engine fetches from
-        tenant_rate_per_s=1000,
+        admin_key="admin-log", port=free_port(), tenant_rate_per_s=1000,
+        **serving_on(engine, engine_settings),
     )
     platform = Platform.open(settings)
     with platform.store.write() as s:

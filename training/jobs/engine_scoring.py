@@ -21,7 +21,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from services.store.models import AdapterTask, FineTuningJob
 from training.evaluation import classification_metrics
-from training.jobs.candidate import CHAMPION, Candidate
+from training.jobs.candidate import Candidate
 
 
 @runtime_checkable
@@ -76,26 +76,23 @@ def evaluate_on_engine(engine: EngineScoring, candidate: Candidate,
     return results
 
 
-def evaluate_with_peft(candidate: Candidate, champion_dir: str | None,
-                       champion_target: Target | None) -> dict[str, dict[str, Any]]:
+def evaluate_with_peft(candidate: Candidate, champion: dict[str, Any] | None
+                       ) -> dict[str, dict[str, Any]]:
     """The same metrics from PEFT in this process (the engine was gone): the candidate and,
-    with ``champion_dir``, the champion, else the base."""
+    given the champion's spec (:func:`training.jobs.champion.champion_spec` with the
+    ``adapter_dir`` it was fetched to), the champion, else the base."""
     from training import scoring
+    from training.jobs.champion import evaluate_champion
 
     config = candidate.config
-    examples = candidate.examples
-    labels = list(config.labels or [])
-    template = config.prompt_template or ""
+    examples, labels = candidate.examples, list(config.labels or [])
     model, tokenizer = candidate.model()
+    template = config.prompt_template or ""
     results = {"adapter": scoring.evaluate_classifier(model, tokenizer, template, examples, labels)}
-    if champion_dir is None or champion_target is None:
+    if champion is None:
         with model.disable_adapter():
             results["base"] = scoring.evaluate_classifier(model, tokenizer, template, examples,
                                                           labels)
     else:
-        candidate.load_champion(champion_dir)
-        model, tokenizer = candidate.model(CHAMPION)
-        results["champion"] = scoring.evaluate_classifier(
-            model, tokenizer, champion_target.template, examples, list(champion_target.labels))
+        results["champion"] = evaluate_champion(candidate, champion)
     return {name: {**metrics, "scorer": "peft"} for name, metrics in results.items()}
-

@@ -188,7 +188,7 @@ def publish(platform: Platform, job: FineTuningJob, adapter_dir: Path, *, config
         if score_here:
             if ready:
                 evaluation, checks = _score_held_out(
-                    platform, job, candidate, parity_engine,
+                    platform, tenant.name, job, candidate, parity_engine,
                     Target(engine_name, adapter_path, version.prompt_template or "",
                            list(version.labels or [])), checks, record)
             gate, comparison = _compare_with_champion(job, checks, evaluation, record)
@@ -237,26 +237,28 @@ def _record_parity(parity: ParityResult | str, ref: str, record: Record) -> tupl
     return parity.passed, None if parity.passed else parity.message(ref)
 
 
-def _score_held_out(platform: Platform, job: FineTuningJob, candidate: Candidate,
-                    engine: ParityEngine | None, target: Target, checks: dict[str, Any] | None,
-                    record: Record) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(evaluation: adapter and base, checks with the champion's metrics) of a run that left the
-    held-out split to publishing: on the engine, else with PEFT here (the engine was gone)."""
+def _score_held_out(platform: Platform, tenant_name: str, job: FineTuningJob,
+                    candidate: Candidate, engine: ParityEngine | None, target: Target,
+                    checks: dict[str, Any] | None, record: Record
+                    ) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(evaluation: the adapter's, and the base's where there is no champion; checks with the
+    champion's metrics) of a run that left the held-out split to publishing: on the engine,
+    else with PEFT here (the engine was gone)."""
     checks = dict(checks or {})
     spec = champion_spec(platform, job)  # the champion this version would replace, now
-    champion = None
-    if spec.get("skipped") is None and spec.get("artifact_key"):
-        champion = Target(registry.engine_adapter_name(*_engine_parts(platform, job, spec)),
-                          artifact_ref(spec["artifact_key"]), spec.get("prompt_template") or "",
-                          list(spec.get("labels") or []))
+    comparable = spec.get("skipped") is None
+    targets = {"adapter": target}
+    if comparable:
+        _, number = registry.parse_model_ref(spec["version"])
+        assert number is not None
+        targets["champion"] = Target(
+            registry.engine_adapter_name(tenant_name, job.adapter_name, number),
+            artifact_ref(spec["artifact_key"]), spec.get("prompt_template") or "",
+            list(spec.get("labels") or []))
+    else:  # the base only where there is no champion to compare with (the gate's fallback)
+        targets["base"] = Target(None, None, target.template, target.labels)
     checks.update(champion_version=spec.get("version"), champion_skipped=spec.get("skipped"),
                   examples=len(candidate.examples))
-    # The base only where there is no champion to compare with (the gate's fallback).
-    targets = {"adapter": target}
-    if champion is not None:
-        targets["champion"] = champion
-    else:
-        targets["base"] = Target(None, None, target.template, target.labels)
     scored: dict[str, dict[str, Any]] | None = None
     if isinstance(engine, EngineScoring) and engine.configured:
         try:
@@ -265,10 +267,10 @@ def _score_held_out(platform: Platform, job: FineTuningJob, candidate: Candidate
             record(EventType.MESSAGE, f"the engine could not score the held-out split ({exc}); "
                    "PEFT scores it in this process instead", {"reason": str(exc)})
     if scored is None:
-        scored = evaluate_with_peft(
-            candidate, platform.artifacts.materialize_dir(spec["artifact_key"]).as_posix()
-            if champion is not None else None, champion)
-    checks["champion"] = ({**scored["champion"], "version": spec.get("version")}
+        scored = evaluate_with_peft(candidate, {
+            **spec, "adapter_dir": platform.artifacts.materialize_dir(spec["artifact_key"])
+        } if comparable else None)
+    checks["champion"] = ({**scored["champion"], "version": spec["version"]}
                           if "champion" in scored else None)
     evaluation = {name: metrics for name, metrics in scored.items() if name != "champion"}
     scorer = scored["adapter"]["scorer"]
@@ -277,13 +279,3 @@ def _score_held_out(platform: Platform, job: FineTuningJob, candidate: Candidate
            f"examples, {'on the engine' if scorer == 'engine' else 'with PEFT'}): accuracy "
            f"{accuracies}", scored)
     return evaluation, checks
-
-
-def _engine_parts(platform: Platform, job: FineTuningJob, spec: dict[str, Any]
-                  ) -> tuple[str, str, int]:
-    """(tenant name, adapter name, version number) of the champion ``spec`` names."""
-    with platform.store.read() as session:
-        tenant = session.get_one(Tenant, job.tenant_id).name
-    _, number = registry.parse_model_ref(spec["version"])
-    assert number is not None
-    return tenant, job.adapter_name, number
